@@ -1,0 +1,306 @@
+// The extern "C" boundary. Each entry point is one call to translate(): checks and work inside, every
+// exception turned into a status plus this thread's error message. Nothing here computes.
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "api/validate.hpp"
+#include "core/context.hpp"
+#include "core/error.hpp"
+#include "dsa_indexer.h"
+
+struct dsa_context_s {
+    dsa::Context context;
+};
+
+struct dsa_cache_s {
+    dsa::Cache cache;
+};
+
+namespace {
+
+thread_local std::string t_last_error;
+
+void set_last_error(const char* message) noexcept {
+    try {
+        t_last_error = message;
+    } catch (...) {
+        t_last_error.clear();  // no memory for the message: the status still says what happened
+    }
+}
+
+template <class Fn>
+dsa_status_t translate(Fn&& fn) noexcept {
+    t_last_error.clear();
+    try {
+        fn();
+        return DSA_STATUS_SUCCESS;
+    } catch (const dsa::Error& e) {
+        set_last_error(e.what());
+        return e.status();
+    } catch (const std::bad_alloc&) {
+        set_last_error("out of host memory");
+        return DSA_STATUS_OUT_OF_MEMORY;
+    } catch (const std::exception& e) {
+        set_last_error(e.what());
+        return DSA_STATUS_INTERNAL_ERROR;
+    } catch (...) {
+        set_last_error("unknown internal error");
+        return DSA_STATUS_INTERNAL_ERROR;
+    }
+}
+
+dsa::Context& context_of(dsa_context_t context) {
+    dsa::require(context != nullptr, DSA_STATUS_INVALID_ARGUMENT, "context is NULL");
+    return context->context;
+}
+
+dsa::Cache& cache_of(dsa_cache_t cache) {
+    dsa::require(cache != nullptr, DSA_STATUS_INVALID_ARGUMENT, "cache is NULL");
+    return cache->cache;
+}
+
+template <class T>
+T& out_param(T* out, const char* name) {
+    dsa::require(out != nullptr, DSA_STATUS_INVALID_ARGUMENT, name, " is NULL");
+    return *out;
+}
+
+std::vector<int> device_list(const int32_t* ids, int32_t n) {
+    dsa::require(n >= 0, DSA_STATUS_INVALID_ARGUMENT, "num_devices is negative (", n, ")");
+    dsa::require(n == 0 || ids != nullptr, DSA_STATUS_INVALID_ARGUMENT, "device_ids is NULL");
+    return std::vector<int>(ids, ids + n);
+}
+
+// Shared by dsa_cache_write and dsa_cache_read: the pointer rules of both.
+void check_cache_transfer(const void* slots, const void* keys, const void* scales, int64_t n) {
+    dsa::require(n >= 0, DSA_STATUS_INVALID_ARGUMENT, "n is negative (", n, ")");
+    if (n == 0) return;
+    dsa::require(slots && keys && scales, DSA_STATUS_INVALID_ARGUMENT, "slots, keys and scales must not be NULL");
+}
+
+}  // namespace
+
+extern "C" {
+
+DSA_API int dsa_version(void) { return DSA_VERSION_NUMBER; }
+
+DSA_API const char* dsa_status_string(dsa_status_t status) {
+    switch (status) {
+        case DSA_STATUS_SUCCESS: return "DSA_STATUS_SUCCESS";
+        case DSA_STATUS_INVALID_ARGUMENT: return "DSA_STATUS_INVALID_ARGUMENT";
+        case DSA_STATUS_UNSUPPORTED: return "DSA_STATUS_UNSUPPORTED";
+        case DSA_STATUS_OUT_OF_MEMORY: return "DSA_STATUS_OUT_OF_MEMORY";
+        case DSA_STATUS_NO_DEVICE: return "DSA_STATUS_NO_DEVICE";
+        case DSA_STATUS_CUDA_ERROR: return "DSA_STATUS_CUDA_ERROR";
+        case DSA_STATUS_NCCL_ERROR: return "DSA_STATUS_NCCL_ERROR";
+        case DSA_STATUS_INSUFFICIENT_WORKSPACE: return "DSA_STATUS_INSUFFICIENT_WORKSPACE";
+        case DSA_STATUS_DEVICE_INPUT_ERROR: return "DSA_STATUS_DEVICE_INPUT_ERROR";
+        case DSA_STATUS_NOT_IMPLEMENTED: return "DSA_STATUS_NOT_IMPLEMENTED";
+        case DSA_STATUS_INTERNAL_ERROR: return "DSA_STATUS_INTERNAL_ERROR";
+    }
+    return "DSA_STATUS_UNKNOWN";
+}
+
+DSA_API const char* dsa_last_error_message(void) { return t_last_error.c_str(); }
+
+DSA_API void dsa_context_config_init(dsa_context_config_t* config) {
+    if (config) *config = dsa_context_config_t DSA_CONTEXT_CONFIG_INIT;
+}
+
+DSA_API void dsa_topk_params_init(dsa_topk_params_t* params) {
+    if (params) *params = dsa_topk_params_t DSA_TOPK_PARAMS_INIT;
+}
+
+DSA_API void dsa_paged_inputs_init(dsa_paged_inputs_t* inputs) {
+    if (inputs) *inputs = dsa_paged_inputs_t DSA_PAGED_INPUTS_INIT;
+}
+
+DSA_API void dsa_ragged_inputs_init(dsa_ragged_inputs_t* inputs) {
+    if (inputs) *inputs = dsa_ragged_inputs_t DSA_RAGGED_INPUTS_INIT;
+}
+
+DSA_API void dsa_topk_outputs_init(dsa_topk_outputs_t* outputs) {
+    if (outputs) *outputs = dsa_topk_outputs_t DSA_TOPK_OUTPUTS_INIT;
+}
+
+DSA_API void dsa_cache_config_init(dsa_cache_config_t* config) {
+    if (config) *config = dsa_cache_config_t DSA_CACHE_CONFIG_INIT;
+}
+
+DSA_API dsa_status_t dsa_context_create(const dsa_context_config_t* config, dsa_context_t* out_context) {
+    return translate([&] {
+        dsa_context_t& out = out_param(out_context, "out_context");
+        const dsa_context_config_t c = dsa::api::read_context_config(config);
+        out = new dsa_context_s{dsa::Context(device_list(c.device_ids, c.num_devices), c.num_cpu_threads)};
+    });
+}
+
+DSA_API dsa_status_t dsa_context_destroy(dsa_context_t context) {
+    return translate([&] {
+        if (!context) return;
+        const int caches = context->context.live_caches();
+        dsa::require(caches == 0, DSA_STATUS_INVALID_ARGUMENT, "the context still has ", caches,
+                     " cache(s): destroy them first");
+        {
+            std::lock_guard<std::mutex> lock(context->context.mutex());
+            try {
+                context->context.backend().synchronize();
+            } catch (const dsa::Error&) {
+                // a pending device-input flag has no one left to report to; the context goes anyway
+            }
+        }
+        delete context;
+    });
+}
+
+DSA_API dsa_status_t dsa_context_set_devices(dsa_context_t context, const int32_t* device_ids, int32_t num_devices) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        const std::vector<int> devices = device_list(device_ids, num_devices);
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        ctx.set_devices(devices);
+    });
+}
+
+DSA_API dsa_status_t dsa_context_num_devices(dsa_context_t context, int32_t* out_num_devices) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        int32_t& out = out_param(out_num_devices, "out_num_devices");
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        out = ctx.backend().num_devices();
+    });
+}
+
+DSA_API dsa_status_t dsa_context_synchronize(dsa_context_t context) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        ctx.backend().synchronize();
+    });
+}
+
+DSA_API dsa_status_t dsa_topk_paged_workspace_size(dsa_context_t context, const dsa_topk_params_t* params,
+                                                   const dsa_paged_inputs_t* inputs, size_t* out_bytes) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        size_t& out = out_param(out_bytes, "out_bytes");
+        const dsa::PagedProblem problem = dsa::api::check_paged_shape(params, inputs);
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        out = ctx.backend().paged_workspace_size(problem);
+    });
+}
+
+DSA_API dsa_status_t dsa_topk_paged(dsa_context_t context, const dsa_topk_params_t* params,
+                                    const dsa_paged_inputs_t* inputs, const dsa_topk_outputs_t* outputs,
+                                    void* workspace, size_t workspace_bytes, void* stream) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        const dsa::PagedProblem problem = dsa::api::check_paged(params, inputs, outputs, /*owned_cache=*/false);
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        dsa::Backend& backend = ctx.backend();
+        if (backend.num_devices() == 0) dsa::api::check_paged_host_data(problem);
+        const size_t needed = backend.paged_workspace_size(problem);
+        dsa::require(workspace_bytes >= needed && (needed == 0 || workspace != nullptr),
+                     DSA_STATUS_INSUFFICIENT_WORKSPACE, "workspace of ", workspace_bytes, " bytes at ", workspace,
+                     ": this call needs ", needed, " bytes (dsa_topk_paged_workspace_size)");
+        backend.topk_paged(problem, workspace, workspace_bytes, stream);
+    });
+}
+
+DSA_API dsa_status_t dsa_topk_ragged_workspace_size(dsa_context_t context, const dsa_topk_params_t* params,
+                                                    const dsa_ragged_inputs_t* inputs, size_t* out_bytes) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        size_t& out = out_param(out_bytes, "out_bytes");
+        const dsa::RaggedProblem problem = dsa::api::check_ragged_shape(params, inputs);
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        out = ctx.backend().ragged_workspace_size(problem);
+    });
+}
+
+DSA_API dsa_status_t dsa_topk_ragged(dsa_context_t context, const dsa_topk_params_t* params,
+                                     const dsa_ragged_inputs_t* inputs, const dsa_topk_outputs_t* outputs,
+                                     void* workspace, size_t workspace_bytes, void* stream) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        const dsa::RaggedProblem problem = dsa::api::check_ragged(params, inputs, outputs);
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        dsa::Backend& backend = ctx.backend();
+        if (backend.num_devices() == 0) dsa::api::check_ragged_host_data(problem);
+        const size_t needed = backend.ragged_workspace_size(problem);
+        dsa::require(workspace_bytes >= needed && (needed == 0 || workspace != nullptr),
+                     DSA_STATUS_INSUFFICIENT_WORKSPACE, "workspace of ", workspace_bytes, " bytes at ", workspace,
+                     ": this call needs ", needed, " bytes (dsa_topk_ragged_workspace_size)");
+        backend.topk_ragged(problem, workspace, workspace_bytes, stream);
+    });
+}
+
+DSA_API dsa_status_t dsa_cache_create(dsa_context_t context, const dsa_cache_config_t* config, dsa_cache_t* out_cache) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        dsa_cache_t& out = out_param(out_cache, "out_cache");
+        const dsa_cache_config_t c = dsa::api::read_cache_config(config);
+        dsa::CacheLayout layout;
+        layout.num_pages = c.num_pages;
+        layout.page_size = c.page_size;
+        layout.head_dim = c.head_dim;
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        out = new dsa_cache_s{dsa::Cache{&ctx, layout, ctx.backend().create_cache(layout)}};
+        ++ctx.live_caches();
+    });
+}
+
+DSA_API dsa_status_t dsa_cache_destroy(dsa_cache_t cache) {
+    return translate([&] {
+        if (!cache) return;
+        dsa::Context& ctx = *cache->cache.context;
+        {
+            std::lock_guard<std::mutex> lock(ctx.mutex());
+            delete cache;
+        }
+        --ctx.live_caches();
+    });
+}
+
+DSA_API dsa_status_t dsa_cache_write(dsa_cache_t cache, const int64_t* slots, const void* keys, const float* scales,
+                                     int64_t n, int32_t memory_device) {
+    return translate([&] {
+        dsa::Cache& c = cache_of(cache);
+        check_cache_transfer(slots, keys, scales, n);
+        std::lock_guard<std::mutex> lock(c.context->mutex());
+        c.storage->write(slots, static_cast<const uint8_t*>(keys), scales, n, memory_device);
+    });
+}
+
+DSA_API dsa_status_t dsa_cache_read(dsa_cache_t cache, const int64_t* slots, void* keys_out, float* scales_out,
+                                    int64_t n, int32_t memory_device) {
+    return translate([&] {
+        dsa::Cache& c = cache_of(cache);
+        check_cache_transfer(slots, keys_out, scales_out, n);
+        std::lock_guard<std::mutex> lock(c.context->mutex());
+        c.storage->read(slots, static_cast<uint8_t*>(keys_out), scales_out, n, memory_device);
+    });
+}
+
+DSA_API dsa_status_t dsa_topk(dsa_context_t context, dsa_cache_t cache, const dsa_topk_params_t* params,
+                              const dsa_paged_inputs_t* inputs, const dsa_topk_outputs_t* outputs) {
+    return translate([&] {
+        dsa::Context& ctx = context_of(context);
+        dsa::Cache& c = cache_of(cache);
+        dsa::require(c.context == &ctx, DSA_STATUS_INVALID_ARGUMENT, "cache belongs to another context");
+        dsa::PagedProblem problem = dsa::api::check_paged(params, inputs, outputs, /*owned_cache=*/true);
+        dsa::require(problem.shape.page_size == c.layout.page_size && problem.shape.head_dim == c.layout.head_dim,
+                     DSA_STATUS_INVALID_ARGUMENT, "params page_size ", problem.shape.page_size, " / head_dim ",
+                     problem.shape.head_dim, " differ from the cache's ", c.layout.page_size, " / ",
+                     c.layout.head_dim);
+        problem.num_pages = c.layout.num_pages;
+        problem.page_stride_bytes = c.layout.page_stride_bytes();
+        dsa::api::check_paged_host_data(problem);
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        ctx.backend().topk_cached(problem, *c.storage);
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,36 @@
+// The ranking rule of SPEC section 1, as one definition shared by the CPU backend and the kernels.
+// A score maps to a 32-bit key whose unsigned order is the ranking order: NaN lowest (all NaNs equal),
+// then -inf .. +inf, with -0 and +0 equal. A candidate is (key << 32) | ~position, so among equal scores
+// the smaller position ranks higher, and a larger 64-bit value always means "ranks first".
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#  define DSA_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#  define DSA_HOST_DEVICE inline
+#endif
+
+namespace dsa {
+
+DSA_HOST_DEVICE uint32_t score_order_key(float score) {
+    uint32_t bits;
+#if defined(__CUDA_ARCH__)
+    bits = __float_as_uint(score);
+#else
+    std::memcpy(&bits, &score, sizeof bits);
+#endif
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return 0u;  // NaN: below everything
+    if (bits == 0x80000000u) bits = 0u;                  // -0 ranks equal to +0
+    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+DSA_HOST_DEVICE uint64_t candidate_key(float score, uint32_t position) {
+    return (uint64_t(score_order_key(score)) << 32) | uint64_t(~position);
+}
+
+DSA_HOST_DEVICE uint32_t candidate_position(uint64_t key) { return ~uint32_t(key); }
+
+}  // namespace dsa

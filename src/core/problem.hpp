@@ -1,0 +1,66 @@
+// Validated descriptions of one top-k call, shared by every backend. Built only by src/api/validate.cpp:
+// whatever holds one of these has passed every check that does not need to read the caller's data.
+#pragma once
+
+#include <cstdint>
+
+namespace dsa {
+
+enum class IndexMode { PagedGlobalSlot, PagedLogical, RaggedRelative, RaggedAbsolute };
+
+struct TopkShape {
+    int num_heads = 64;
+    int head_dim = 128;
+    int page_size = 64;
+    int topk = 2048;
+    int next_n = 1;
+    bool sorted = false;
+    IndexMode index_mode = IndexMode::PagedGlobalSlot;
+};
+
+struct TopkOutputs {
+    int32_t* indices = nullptr;  // [rows, topk]
+    float* scores = nullptr;     // [rows, topk] or null
+};
+
+// SPEC section 1. Pointers are in the backend's memory (host for the CPU backend).
+struct PagedProblem {
+    TopkShape shape;
+    int32_t batch_size = 0;
+    int32_t max_pages = 0;
+    int64_t block_table_stride = 0;
+    int64_t num_pages = 0;
+    int64_t page_stride_bytes = 0;
+    const uint8_t* q = nullptr;
+    const uint8_t* k_cache = nullptr;
+    const float* weights = nullptr;
+    const int32_t* seq_lens = nullptr;
+    const int32_t* block_table = nullptr;
+    TopkOutputs out;
+
+    int64_t rows() const { return int64_t(batch_size) * shape.next_n; }
+};
+
+// SPEC section 2.
+struct RaggedProblem {
+    TopkShape shape;
+    int32_t num_rows = 0;
+    int64_t num_keys = 0;
+    const uint8_t* q = nullptr;
+    const uint8_t* k = nullptr;
+    const float* k_scale = nullptr;
+    const float* weights = nullptr;
+    const int32_t* row_start = nullptr;
+    const int32_t* row_end = nullptr;
+    TopkOutputs out;
+
+    int64_t rows() const { return num_rows; }
+};
+
+// Visible positions of MTP row j of a sequence of seq_len tokens: [0, visible) (SPEC section 1).
+inline int64_t visible_positions(int64_t seq_len, int next_n, int j) {
+    const int64_t n = seq_len - next_n + j + 1;
+    return n < 0 ? 0 : (n > seq_len ? seq_len : n);
+}
+
+}  // namespace dsa
