@@ -7,11 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#  define DSA_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#  define DSA_HOST_DEVICE inline
-#endif
+#include "core/host_device.h"
 
 namespace dsa {
 
@@ -32,5 +28,22 @@ DSA_HOST_DEVICE uint64_t candidate_key(float score, uint32_t position) {
 }
 
 DSA_HOST_DEVICE uint32_t candidate_position(uint64_t key) { return ~uint32_t(key); }
+
+}  // namespace dsa
+
+namespace dsa {
+
+// The score a key stands for (inverse of score_order_key up to its canonicalisation: -0 reads back as +0
+// and every NaN as one NaN). Both backends report returned scores through this, so they agree bit for bit.
+DSA_HOST_DEVICE float score_from_order_key(uint32_t key) {
+    const uint32_t bits = key == 0u ? 0x7fc00000u : ((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(bits);
+#else
+    float score;
+    std::memcpy(&score, &bits, sizeof score);
+    return score;
+#endif
+}
 
 }  // namespace dsa

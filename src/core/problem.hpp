@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "core/host_device.h"
+
 namespace dsa {
 
 enum class IndexMode { PagedGlobalSlot, PagedLogical, RaggedRelative, RaggedAbsolute };
@@ -58,7 +60,7 @@ struct RaggedProblem {
 };
 
 // Visible positions of MTP row j of a sequence of seq_len tokens: [0, visible) (SPEC section 1).
-inline int64_t visible_positions(int64_t seq_len, int next_n, int j) {
+DSA_HOST_DEVICE int64_t visible_positions(int64_t seq_len, int next_n, int j) {
     const int64_t n = seq_len - next_n + j + 1;
     return n < 0 ? 0 : (n > seq_len ? seq_len : n);
 }

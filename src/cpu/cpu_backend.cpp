@@ -92,9 +92,9 @@ void select_row(const float* scores, int64_t n, const TopkShape& shape,
     if (n > k) std::nth_element(candidates.begin(), candidates.begin() + k, candidates.end(), first_ranked);
     if (shape.sorted) std::sort(candidates.begin(), candidates.begin() + taken, first_ranked);
     for (int64_t i = 0; i < taken; ++i) {
-        const uint32_t p = candidate_position(candidates[size_t(i)]);
-        indices[i] = index_of(p);
-        if (scores_out) scores_out[i] = scores[p];
+        const uint64_t candidate = candidates[size_t(i)];
+        indices[i] = index_of(candidate_position(candidate));
+        if (scores_out) scores_out[i] = score_from_order_key(uint32_t(candidate >> 32));
     }
     for (int64_t i = taken; i < k; ++i) {
         indices[i] = -1;

@@ -1,0 +1,119 @@
+// Pieces shared by the scoring kernels: where a group of query rows finds its keys, and how a tile of
+// 128 tokens is staged in shared memory. A "group" is the set of query rows that read the same keys:
+// the next_n rows of one paged sequence, or one ragged row.
+#pragma once
+
+#include <cstdint>
+
+#include "core/problem.hpp"
+
+namespace dsa::kernels {
+
+constexpr int kDim = 128;        // D
+constexpr int kTileTokens = 128; // tokens per shared-memory tile
+constexpr int kScoreThreads = 128;
+constexpr int kTileBytes = kTileTokens * kDim;
+
+// Row-major 128-byte rows with the 16-byte chunks XOR-swizzled by (row % 8): both the per-thread row reads
+// of the portable kernel and the 8-row ldmatrix reads of the tensor-core kernel are bank-conflict free.
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
+    return uint32_t(row) * kDim + uint32_t((chunk ^ (row & 7)) << 4);
+}
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+    return uint32_t(__cvta_generic_to_shared(p));
+}
+
+// 16-byte asynchronous copy; src_bytes 0 zero-fills the destination without reading the source.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_address(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending)); }
+
+// Paged keys of sequence b (SPEC section 1). Positions whose page entry is out of range are zero-filled and
+// never read; the selection kernel finds the same entries and turns that row into padding.
+struct PagedGroups {
+    PagedProblem pb;
+    int64_t score_stride;  // floats between the score rows of two query rows
+
+    __device__ int count() const { return pb.batch_size; }
+    __device__ int rows(int) const { return pb.shape.next_n; }
+    __device__ int64_t first_row(int g) const { return int64_t(g) * pb.shape.next_n; }
+    __device__ int64_t tokens(int g) const {
+        const int64_t len = pb.seq_lens[g];
+        const int64_t cap = int64_t(pb.max_pages) * pb.shape.page_size;
+        return len < 0 ? 0 : (len > cap ? cap : len);
+    }
+    __device__ int64_t visible(int g, int j) const { return visible_positions(tokens(g), pb.shape.next_n, j); }
+    // Base of token p's page, or null when its block-table entry is out of range.
+    __device__ const uint8_t* page_base(int g, int64_t p) const {
+        const int32_t page = pb.block_table[int64_t(g) * pb.block_table_stride + p / pb.shape.page_size];
+        return (page >= 0 && page < pb.num_pages) ? pb.k_cache + int64_t(page) * pb.page_stride_bytes : nullptr;
+    }
+    __device__ const uint8_t* key(int g, int64_t p, const uint8_t* base) const {
+        return base + (p % pb.shape.page_size) * kDim;
+    }
+    __device__ const float* scale(int g, int64_t p, const uint8_t* base) const {
+        return reinterpret_cast<const float*>(base + int64_t(pb.shape.page_size) * kDim) + p % pb.shape.page_size;
+    }
+};
+
+// Ragged keys of row r: keys [row_start[r], row_end[r]) of the contiguous K (SPEC section 2).
+struct RaggedGroups {
+    RaggedProblem pb;
+    int64_t score_stride;
+
+    __device__ int count() const { return pb.num_rows; }
+    __device__ int rows(int) const { return 1; }
+    __device__ int64_t first_row(int g) const { return g; }
+    __device__ bool window_ok(int g) const {
+        const int64_t s = pb.row_start[g], e = pb.row_end[g];
+        return s >= 0 && s <= e && e <= pb.num_keys;
+    }
+    __device__ int64_t tokens(int g) const { return window_ok(g) ? int64_t(pb.row_end[g]) - pb.row_start[g] : 0; }
+    __device__ int64_t visible(int g, int) const { return tokens(g); }
+    __device__ const uint8_t* page_base(int g, int64_t) const { return pb.k; }
+    __device__ const uint8_t* key(int g, int64_t p, const uint8_t* base) const {
+        return base + (pb.row_start[g] + p) * kDim;
+    }
+    __device__ const float* scale(int g, int64_t p, const uint8_t*) const { return pb.k_scale + pb.row_start[g] + p; }
+};
+
+// Stages tokens [tile_begin, tile_begin + 128) of group g: keys swizzled into `keys`, scales into `scales`.
+// Thread i copies token i. Tokens past the group's end or on a bad page are zero-filled.
+template <class Groups>
+__device__ __forceinline__ void stage_key_tile(const Groups& groups, int g, int64_t tile_begin, int64_t n_tokens,
+                                               uint8_t* keys, float* scales) {
+    const int i = threadIdx.x;
+    const int64_t p = tile_begin + i;
+    const uint8_t* base = p < n_tokens ? groups.page_base(g, p) : nullptr;
+    const uint8_t* key = base ? groups.key(g, p, base) : groups.pb.q;  // any valid address when zero-filling
+    const int bytes = base ? 16 : 0;
+#pragma unroll
+    for (int c = 0; c < kDim / 16; ++c) cp_async_16(keys + swizzled_offset(i, c), key + c * 16, bytes);
+    cp_async_4(scales + i, base ? static_cast<const void*>(groups.scale(g, p, base)) : groups.pb.q, base ? 4 : 0);
+}
+
+// Stages the group's query rows (fp8, swizzled, [rows * H] rows of 128 bytes) and weights.
+template <class Groups>
+__device__ __forceinline__ void stage_queries(const Groups& groups, int g, int heads, uint8_t* q_smem, float* w_smem) {
+    const int rows = groups.rows(g);
+    const int64_t row0 = groups.first_row(g);
+    const uint8_t* q = groups.pb.q + row0 * heads * kDim;
+    for (int idx = threadIdx.x; idx < rows * heads * (kDim / 16); idx += blockDim.x) {
+        const int qrow = idx / (kDim / 16), chunk = idx % (kDim / 16);
+        cp_async_16(q_smem + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kDim + chunk * 16, 16);
+    }
+    const float* w = groups.pb.weights + row0 * heads;
+    for (int idx = threadIdx.x; idx < rows * heads; idx += blockDim.x) w_smem[idx] = w[idx];
+}
+
+// relu that keeps NaN (fmaxf would turn it into 0), matching the CPU backend.
+__device__ __forceinline__ float relu_keep_nan(float x) { return (x > 0.0f || x != x) ? x : 0.0f; }
+
+}  // namespace dsa::kernels

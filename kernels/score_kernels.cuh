@@ -1,0 +1,172 @@
+// Scoring: score(r, p) = scale_p * sum_h w[r][h] * relu(q[r][h] . k_p) for every visible p of every row,
+// written to the workspace for the selection kernel. One CTA walks tiles of 128 tokens of one group with a
+// two-stage cp.async pipeline; the tile math is either fp8 tensor cores (sm_89+) or plain CUDA cores.
+#pragma once
+
+#include "kernels/score_common.cuh"
+
+namespace dsa::kernels {
+
+constexpr int kMaxGroupRows = 4;  // next_n
+constexpr int kStages = 3;        // key tiles in flight per CTA: two loading while one is scored
+constexpr int kQueryBytes = kMaxGroupRows * 64 * kDim;
+constexpr int kScoreSmemBytes = kQueryBytes + kMaxGroupRows * 64 * 4 + kStages * (kTileBytes + kTileTokens * 4);
+
+// fp8 e4m3fn -> fp32 without tables: the 7 magnitude bits placed in a float's exponent/mantissa field are the
+// value times 2^-120 (subnormals included); S.1111.111 is NaN.
+__device__ __forceinline__ float fp8_to_float(uint32_t byte) {
+    const uint32_t magnitude = byte & 0x7fu;
+    const float value = __uint_as_float(magnitude << 20) * 0x1p120f;
+    const float signed_value = (byte & 0x80u) ? -value : value;
+    return magnitude == 0x7fu ? __int_as_float(0x7fffffff) : signed_value;
+}
+
+// CUDA-core tile math: thread i scores token i for every row of the group.
+template <int H>
+struct PortableTileMath {
+    template <class Groups>
+    __device__ static void run(const Groups& groups, int g, int64_t tile_begin, const uint8_t* q_smem,
+                               const float* w_smem, const uint8_t* keys, const float* scales, float* scores) {
+        const int i = threadIdx.x;
+        const int64_t p = tile_begin + i;
+        for (int j = 0; j < groups.rows(g); ++j) {
+            if (p >= groups.visible(g, j)) continue;
+            float dot[H];
+#pragma unroll
+            for (int h = 0; h < H; ++h) dot[h] = 0.0f;
+            for (int c = 0; c < kDim / 16; ++c) {
+                const uint4 kv = *reinterpret_cast<const uint4*>(keys + swizzled_offset(i, c));
+                const uint32_t kw[4] = {kv.x, kv.y, kv.z, kv.w};
+                float kf[16];
+#pragma unroll
+                for (int e = 0; e < 16; ++e) kf[e] = fp8_to_float((kw[e / 4] >> (8 * (e % 4))) & 0xffu);
+#pragma unroll
+                for (int h = 0; h < H; ++h) {
+                    const uint4 qv = *reinterpret_cast<const uint4*>(q_smem + swizzled_offset(j * H + h, c));
+                    const uint32_t qw[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+                    for (int e = 0; e < 16; ++e) dot[h] += fp8_to_float((qw[e / 4] >> (8 * (e % 4))) & 0xffu) * kf[e];
+                }
+            }
+            float total = 0.0f;
+#pragma unroll
+            for (int h = 0; h < H; ++h) total += w_smem[j * H + h] * relu_keep_nan(dot[h]);
+            scores[(groups.first_row(g) + j) * groups.score_stride + p] = scales[i] * total;
+        }
+    }
+};
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_address(p)));
+}
+
+// fp8 tensor-core tile math (mma.sync m16n8k32 e4m3, sm_89+): tokens are M, heads are N, dims are K.
+// Warp w owns tokens [32w, 32w + 32) of the tile: two m16 tiles whose A fragments stay in registers while
+// the heads stream through in n8 tiles; each n8 tile's accumulator is folded into the weighted head sum
+// right away, so only 8 accumulators are live.
+template <int H>
+struct TensorCoreTileMath {
+    __device__ static void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+        asm volatile(
+            "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+        __trap();  // never launched below sm_89 (see choose_kernel)
+#endif
+    }
+
+    template <class Groups>
+    __device__ static void run(const Groups& groups, int g, int64_t tile_begin, const uint8_t* q_smem,
+                               const float* w_smem, const uint8_t* keys, const float* scales, float* scores) {
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        const int quad_row = lane >> 2, quad_col = lane & 3;
+        uint32_t a[2][4][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                const int row = warp * 32 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                ldmatrix_x4(a[mt][ks], keys + swizzled_offset(row, 2 * ks + (lane >> 4)));
+            }
+        for (int j = 0; j < groups.rows(g); ++j) {
+            const int64_t visible = groups.visible(g, j);
+            float part[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+#pragma unroll
+            for (int nt = 0; nt < H / 8; ++nt) {
+                const int head_row = j * H + nt * 8 + (lane & 7);
+                uint32_t b_lo[4], b_hi[4];  // chunks 0-3 (k-steps 0, 1) and 4-7 (k-steps 2, 3)
+                ldmatrix_x4(b_lo, q_smem + swizzled_offset(head_row, lane >> 3));
+                ldmatrix_x4(b_hi, q_smem + swizzled_offset(head_row, 4 + (lane >> 3)));
+                const float w0 = w_smem[j * H + nt * 8 + 2 * quad_col];
+                const float w1 = w_smem[j * H + nt * 8 + 2 * quad_col + 1];
+#pragma unroll
+                for (int mt = 0; mt < 2; ++mt) {
+                    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    mma(c, a[mt][0], b_lo[0], b_lo[1]);
+                    mma(c, a[mt][1], b_lo[2], b_lo[3]);
+                    mma(c, a[mt][2], b_hi[0], b_hi[1]);
+                    mma(c, a[mt][3], b_hi[2], b_hi[3]);
+                    part[mt][0] += w0 * relu_keep_nan(c[0]) + w1 * relu_keep_nan(c[1]);
+                    part[mt][1] += w0 * relu_keep_nan(c[2]) + w1 * relu_keep_nan(c[3]);
+                }
+            }
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    float v = part[mt][half];
+                    v += __shfl_xor_sync(0xffffffffu, v, 1);
+                    v += __shfl_xor_sync(0xffffffffu, v, 2);
+                    const int token = warp * 32 + mt * 16 + half * 8 + quad_row;
+                    const int64_t p = tile_begin + token;
+                    if (quad_col == 0 && p < visible)
+                        scores[(groups.first_row(g) + j) * groups.score_stride + p] = scales[token] * v;
+                }
+        }
+    }
+};
+
+// grid: (CTAs per group, groups). Dynamic shared memory: kScoreSmemBytes.
+template <class Groups, class TileMath>
+__global__ void __launch_bounds__(kScoreThreads) score_kernel(Groups groups, int heads, float* scores) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    uint8_t* q_smem = smem;
+    float* w_smem = reinterpret_cast<float*>(smem + kQueryBytes);
+    uint8_t* key_buf = smem + kQueryBytes + kMaxGroupRows * 64 * 4;
+    float* scale_buf = reinterpret_cast<float*>(key_buf + kStages * kTileBytes);
+
+    const int g = blockIdx.y;
+    const int64_t n = groups.tokens(g);
+    const int64_t tiles = (n + kTileTokens - 1) / kTileTokens;
+    int64_t tile = blockIdx.x;
+    if (tile >= tiles) return;
+
+    stage_queries(groups, g, heads, q_smem, w_smem);
+    // Prologue: the first kStages - 1 tiles of this CTA (tile, tile + gridDim.x, ...) start loading.
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+        const int64_t t = tile + int64_t(s) * gridDim.x;
+        if (t < tiles) stage_key_tile(groups, g, t * kTileTokens, n, key_buf + s * kTileBytes, scale_buf + s * kTileTokens);
+        cp_async_commit();
+    }
+    for (int stage = 0; tile < tiles; tile += gridDim.x, stage = (stage + 1) % kStages) {
+        const int64_t ahead = tile + int64_t(kStages - 1) * gridDim.x;
+        const int ahead_stage = (stage + kStages - 1) % kStages;
+        if (ahead < tiles)
+            stage_key_tile(groups, g, ahead * kTileTokens, n, key_buf + ahead_stage * kTileBytes,
+                           scale_buf + ahead_stage * kTileTokens);
+        cp_async_commit();
+        cp_async_wait<kStages - 1>();
+        __syncthreads();
+        TileMath::run(groups, g, tile * kTileTokens, q_smem, w_smem, key_buf + stage * kTileBytes,
+                      scale_buf + stage * kTileTokens, scores);
+        __syncthreads();  // the next iteration's prefetch overwrites this stage
+    }
+}
+
+}  // namespace dsa::kernels

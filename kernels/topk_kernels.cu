@@ -1,0 +1,224 @@
+// Launch functions of topk_kernels.h: workspace layout, the scoring launch and the selection launch.
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/score_kernels.cuh"
+#include "kernels/select_kernel.cuh"
+#include "kernels/topk_kernels.h"
+
+namespace dsa::kernels {
+namespace {
+
+constexpr int kMaxGridY = 65535;
+constexpr size_t kRaggedScoreBudget = size_t(256) << 20;  // bytes of ragged scores per launch
+
+// What the selection kernel needs to know about a row: where its scores are, how many positions it sees,
+// whether its device-side input is bad (block-wide call), and how a position becomes an output index.
+struct PagedRows {
+    PagedProblem pb;
+    int64_t score_stride;
+
+    __device__ const float* scores(const float* base, int64_t r) const { return base + r * score_stride; }
+    // Block-wide: every thread must call it.
+    __device__ bool bad(int64_t r) const {
+        const int b = int(r / pb.shape.next_n);
+        const int64_t len = pb.seq_lens[b];
+        const int64_t cap = int64_t(pb.max_pages) * pb.shape.page_size;
+        int bad_entry = 0;
+        if (len >= 0 && len <= cap) {
+            const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
+            for (int64_t i = threadIdx.x; i < (len + pb.shape.page_size - 1) / pb.shape.page_size; i += blockDim.x)
+                bad_entry |= (table[i] < 0 || table[i] >= pb.num_pages);
+        } else {
+            bad_entry = 1;
+        }
+        return __syncthreads_or(bad_entry) != 0;
+    }
+    __device__ int64_t visible(int64_t r) const {
+        return visible_positions(pb.seq_lens[r / pb.shape.next_n], pb.shape.next_n, int(r % pb.shape.next_n));
+    }
+    __device__ int32_t index_of(int64_t r, uint32_t p) const {
+        if (pb.shape.index_mode == IndexMode::PagedLogical) return int32_t(p);
+        const int b = int(r / pb.shape.next_n);
+        const int P = pb.shape.page_size;
+        return pb.block_table[int64_t(b) * pb.block_table_stride + p / P] * P + int32_t(p % P);
+    }
+};
+
+struct RaggedRows {
+    RaggedProblem pb;
+    int64_t score_stride;
+
+    __device__ const float* scores(const float* base, int64_t r) const { return base + r * score_stride; }
+    __device__ bool bad(int64_t r) const {
+        const int64_t s = pb.row_start[r], e = pb.row_end[r];
+        return !(s >= 0 && s <= e && e <= pb.num_keys);
+    }
+    __device__ int64_t visible(int64_t r) const { return int64_t(pb.row_end[r]) - pb.row_start[r]; }
+    __device__ int32_t index_of(int64_t r, uint32_t p) const {
+        return pb.shape.index_mode == IndexMode::RaggedAbsolute ? pb.row_start[r] + int32_t(p) : int32_t(p);
+    }
+};
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// The workspace of one launch: scores [rows, score_stride] fp32, then the merge tree's lists, counts and
+// tickets. Sized for rows of up to max_tokens positions.
+struct WorkspacePlan {
+    int64_t rows = 0;
+    int64_t score_stride = 0;
+    MergeTree tree;
+    size_t lists_offset = 0, counts_offset = 0, tickets_offset = 0, tickets_bytes = 0, total = 0;
+
+    WorkspacePlan(int64_t rows_, int64_t max_tokens, int topk) : rows(rows_) {
+        score_stride = round_up(std::max<int64_t>(max_tokens, 1), 4);
+        int64_t nodes = (max_tokens + kChunk - 1) / kChunk;
+        tree.levels = 0;
+        tree.level_offset[0] = 0;
+        while (nodes > 1) {  // every level below the root stores one list per node
+            tree.level_offset[tree.levels + 1] = tree.level_offset[tree.levels] + int(nodes);
+            ++tree.levels;
+            nodes = (nodes + kFanIn - 1) / kFanIn;
+        }
+        tree.nodes_per_row = tree.level_offset[tree.levels];
+        tree.list_stride = round_up(topk, 2);
+        const size_t score_bytes = size_t(rows * score_stride * 4);
+        lists_offset = round_up(int64_t(score_bytes), 256);
+        counts_offset = lists_offset + size_t(rows * tree.nodes_per_row * tree.list_stride * 8);
+        tickets_offset = round_up(int64_t(counts_offset + size_t(rows * tree.nodes_per_row * 4)), 256);
+        tickets_bytes = size_t(rows * tree.nodes_per_row * 4);
+        total = tickets_offset + tickets_bytes;
+    }
+
+    float* bind(void* workspace) {
+        auto* base = static_cast<uint8_t*>(workspace);
+        tree.lists = reinterpret_cast<uint64_t*>(base + lists_offset);
+        tree.list_counts = reinterpret_cast<int*>(base + counts_offset);
+        tree.tickets = reinterpret_cast<int*>(base + tickets_offset);
+        return reinterpret_cast<float*>(base);
+    }
+};
+
+// Paged sequences per launch: the selection grid has one y-block per row (next_n <= 4 rows a sequence).
+constexpr int32_t kSequencesPerLaunch = kMaxGridY / 4;
+
+int64_t ragged_rows_per_launch(const RaggedProblem& pb) {
+    const int64_t stride = round_up(std::max<int64_t>(pb.num_keys, 1), 4);
+    const int64_t by_budget = std::max<int64_t>(1, int64_t(kRaggedScoreBudget) / (stride * 4));
+    return std::min<int64_t>({by_budget, int64_t(kMaxGridY), std::max<int64_t>(pb.num_rows, 1)});
+}
+
+WorkspacePlan paged_plan(const PagedProblem& pb) {
+    const int64_t sequences = std::min<int64_t>(pb.batch_size, kSequencesPerLaunch);
+    return WorkspacePlan(sequences * pb.shape.next_n, int64_t(pb.max_pages) * pb.shape.page_size, pb.shape.topk);
+}
+
+WorkspacePlan ragged_plan(const RaggedProblem& pb) {
+    return WorkspacePlan(ragged_rows_per_launch(pb), pb.num_keys, pb.shape.topk);
+}
+
+template <class Groups, class TileMath>
+cudaError_t launch_score(const Groups& groups, int groups_count, int heads, int64_t max_tokens,
+                         const DeviceTraits& device, float* scores, cudaStream_t stream) {
+    auto kernel = score_kernel<Groups, TileMath>;
+    // Raising the dynamic shared-memory limit is idempotent and cheap; doing it per launch keeps no state.
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kScoreSmemBytes);
+    if (err != cudaSuccess) return err;
+    const int64_t tiles = std::max<int64_t>(1, (max_tokens + kTileTokens - 1) / kTileTokens);
+    const int64_t ctas_wanted = int64_t(device.sm_count) * 2;  // one wave: 2 CTAs fit an SM (registers)
+    const int64_t per_group = std::min<int64_t>(tiles, std::max<int64_t>(1, (ctas_wanted + groups_count - 1) / std::max(groups_count, 1)));
+    kernel<<<dim3(unsigned(per_group), unsigned(groups_count)), kScoreThreads, kScoreSmemBytes, stream>>>(groups, heads,
+                                                                                                      scores);
+    return cudaGetLastError();
+}
+
+template <class Groups>
+cudaError_t launch_score_for(const Groups& groups, int groups_count, int heads, int64_t max_tokens,
+                             const DeviceTraits& device, ScoreKernel kind, float* scores, cudaStream_t stream) {
+    const bool tensor_cores = kind == ScoreKernel::Auto && device.compute_capability >= 90;
+    if (heads == 64)
+        return tensor_cores
+                   ? launch_score<Groups, TensorCoreTileMath<64>>(groups, groups_count, 64, max_tokens, device, scores, stream)
+                   : launch_score<Groups, PortableTileMath<64>>(groups, groups_count, 64, max_tokens, device, scores, stream);
+    return tensor_cores
+               ? launch_score<Groups, TensorCoreTileMath<32>>(groups, groups_count, 32, max_tokens, device, scores, stream)
+               : launch_score<Groups, PortableTileMath<32>>(groups, groups_count, 32, max_tokens, device, scores, stream);
+}
+
+template <class Rows>
+cudaError_t launch_select(const Rows& rows, int64_t count, const float* scores, const TopkShape& shape,
+                          const TopkOutputs& out, const WorkspacePlan& plan, int* error_flag, cudaStream_t stream) {
+    if (plan.tickets_bytes > 0) {
+        const cudaError_t err = cudaMemsetAsync(plan.tree.tickets, 0, plan.tickets_bytes, stream);
+        if (err != cudaSuccess) return err;
+    }
+    auto kernel = select_kernel<Rows>;
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SelectShared)));
+    if (err != cudaSuccess) return err;
+    const unsigned chunks = unsigned(std::max<int64_t>(1, (plan.score_stride + kChunk - 1) / kChunk));
+    kernel<<<dim3(chunks, unsigned(count)), kSelectThreads, sizeof(SelectShared), stream>>>(
+        rows, scores, shape.topk, shape.sorted, out, plan.tree, error_flag);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t paged_workspace_bytes(const PagedProblem& pb) { return pb.rows() == 0 ? 0 : paged_plan(pb).total; }
+
+size_t ragged_workspace_bytes(const RaggedProblem& pb) { return pb.rows() == 0 ? 0 : ragged_plan(pb).total; }
+
+cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
+                       int* error_flag, cudaStream_t stream) {
+    WorkspacePlan plan = paged_plan(problem);
+    float* scores = plan.bind(workspace);
+    const int next_n = problem.shape.next_n;
+    const int H = problem.shape.num_heads;
+    // Sequences in groups that fit the grid's y dimension; each group is a smaller problem of its own.
+    for (int32_t first = 0; first < problem.batch_size; first += kSequencesPerLaunch) {
+        PagedProblem pb = problem;
+        pb.batch_size = std::min<int32_t>(kSequencesPerLaunch, problem.batch_size - first);
+        const int64_t row0 = int64_t(first) * next_n;
+        pb.q += row0 * H * kDim;
+        pb.weights += row0 * H;
+        pb.seq_lens += first;
+        pb.block_table += int64_t(first) * pb.block_table_stride;
+        pb.out.indices += row0 * pb.shape.topk;
+        if (pb.out.scores) pb.out.scores += row0 * pb.shape.topk;
+
+        cudaError_t err = launch_score_for(PagedGroups{pb, plan.score_stride}, pb.batch_size, H,
+                                           int64_t(pb.max_pages) * pb.shape.page_size, device, kind, scores, stream);
+        if (err != cudaSuccess) return err;
+        err = launch_select(PagedRows{pb, plan.score_stride}, pb.rows(), scores, pb.shape, pb.out, plan, error_flag,
+                            stream);
+        if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
+                        int* error_flag, cudaStream_t stream) {
+    WorkspacePlan plan = ragged_plan(problem);
+    float* scores = plan.bind(workspace);
+    const int H = problem.shape.num_heads;
+    for (int64_t first = 0; first < problem.num_rows; first += plan.rows) {
+        RaggedProblem pb = problem;
+        pb.num_rows = int32_t(std::min<int64_t>(plan.rows, problem.num_rows - first));
+        pb.q += first * H * kDim;
+        pb.weights += first * H;
+        pb.row_start += first;
+        pb.row_end += first;
+        pb.out.indices += first * pb.shape.topk;
+        if (pb.out.scores) pb.out.scores += first * pb.shape.topk;
+
+        cudaError_t err = launch_score_for(RaggedGroups{pb, plan.score_stride}, pb.num_rows, H, problem.num_keys,
+                                           device, kind, scores, stream);
+        if (err != cudaSuccess) return err;
+        err = launch_select(RaggedRows{pb, plan.score_stride}, pb.num_rows, scores, pb.shape, pb.out, plan,
+                            error_flag, stream);
+        if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+}
+
+}  // namespace dsa::kernels
