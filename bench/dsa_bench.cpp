@@ -365,7 +365,7 @@ int main(int argc, char** argv) {
     for (const Result& r : results) {
         const double gbs = r.latency_us > 0 ? r.k_bytes / (r.latency_us * 1e3) : 0.0;
         const double pct = r.latency_us > 0 && r.floor_us > 0 ? 100.0 * r.floor_us / r.latency_us : 0.0;
-        std::printf("%-20s %-4s %6lld %9lld %11.1f %9.0f %9.1f %7.0f%%  %s\n", r.name.c_str(), r.backend.c_str(),
+        std::printf("%-20s %-4s %6lld %9lld %11.1f %9.1f %9.1f %7.0f%%  %s\n", r.name.c_str(), r.backend.c_str(),
                     (long long)r.rows, (long long)r.tokens, r.latency_us, gbs, r.floor_us, pct,
                     r.check.empty() ? "PASS" : ("FAIL: " + r.check).c_str());
     }

@@ -85,18 +85,25 @@ struct RaggedGroups {
 };
 
 // Stages tokens [tile_begin, tile_begin + 128) of group g: keys swizzled into `keys`, scales into `scales`.
-// Thread i copies token i. Tokens past the group's end or on a bad page are zero-filled.
+// Consecutive threads copy consecutive 16-byte chunks (8 threads a token), so each warp instruction reads
+// 512 contiguous bytes. Tokens past the group's end or on a bad page are zero-filled, never read.
 template <class Groups>
 __device__ __forceinline__ void stage_key_tile(const Groups& groups, int g, int64_t tile_begin, int64_t n_tokens,
                                                uint8_t* keys, float* scales) {
-    const int i = threadIdx.x;
-    const int64_t p = tile_begin + i;
-    const uint8_t* base = p < n_tokens ? groups.page_base(g, p) : nullptr;
-    const uint8_t* key = base ? groups.key(g, p, base) : groups.pb.q;  // any valid address when zero-filling
-    const int bytes = base ? 16 : 0;
+    constexpr int kChunksPerToken = kDim / 16;
+    constexpr int kTokensPerPass = kScoreThreads / kChunksPerToken;
+    const int chunk = threadIdx.x % kChunksPerToken;
 #pragma unroll
-    for (int c = 0; c < kDim / 16; ++c) cp_async_16(keys + swizzled_offset(i, c), key + c * 16, bytes);
-    cp_async_4(scales + i, base ? static_cast<const void*>(groups.scale(g, p, base)) : groups.pb.q, base ? 4 : 0);
+    for (int pass = 0; pass < kTileTokens / kTokensPerPass; ++pass) {
+        const int token = pass * kTokensPerPass + threadIdx.x / kChunksPerToken;
+        const int64_t p = tile_begin + token;
+        const uint8_t* base = p < n_tokens ? groups.page_base(g, p) : nullptr;
+        cp_async_16(keys + swizzled_offset(token, chunk), base ? groups.key(g, p, base) + chunk * 16 : groups.pb.q,
+                    base ? 16 : 0);
+        if (chunk == 0)
+            cp_async_4(scales + token, base ? static_cast<const void*>(groups.scale(g, p, base)) : groups.pb.q,
+                       base ? 4 : 0);
+    }
 }
 
 // Stages the group's query rows (fp8, swizzled, [rows * H] rows of 128 bytes) and weights.

@@ -70,7 +70,7 @@ template <int H>
 struct TensorCoreTileMath {
     __device__ static void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-        asm volatile(
+        asm(
             "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
             "{%0,%1,%2,%3};\n"
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -96,23 +96,32 @@ struct TensorCoreTileMath {
         for (int j = 0; j < groups.rows(g); ++j) {
             const int64_t visible = groups.visible(g, j);
             float part[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+            // Two n8 tiles x two m16 tiles: four independent accumulation chains keep the tensor pipe busy.
 #pragma unroll
-            for (int nt = 0; nt < H / 8; ++nt) {
-                const int head_row = j * H + nt * 8 + (lane & 7);
-                uint32_t b_lo[4], b_hi[4];  // chunks 0-3 (k-steps 0, 1) and 4-7 (k-steps 2, 3)
-                ldmatrix_x4(b_lo, q_smem + swizzled_offset(head_row, lane >> 3));
-                ldmatrix_x4(b_hi, q_smem + swizzled_offset(head_row, 4 + (lane >> 3)));
-                const float w0 = w_smem[j * H + nt * 8 + 2 * quad_col];
-                const float w1 = w_smem[j * H + nt * 8 + 2 * quad_col + 1];
+            for (int nt = 0; nt < H / 8; nt += 2) {
+                uint32_t b[2][8];  // per n8 tile: chunks 0-7 as (k-step 0..3) x (b0, b1)
 #pragma unroll
-                for (int mt = 0; mt < 2; ++mt) {
-                    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                    mma(c, a[mt][0], b_lo[0], b_lo[1]);
-                    mma(c, a[mt][1], b_lo[2], b_lo[3]);
-                    mma(c, a[mt][2], b_hi[0], b_hi[1]);
-                    mma(c, a[mt][3], b_hi[2], b_hi[3]);
-                    part[mt][0] += w0 * relu_keep_nan(c[0]) + w1 * relu_keep_nan(c[1]);
-                    part[mt][1] += w0 * relu_keep_nan(c[2]) + w1 * relu_keep_nan(c[3]);
+                for (int u = 0; u < 2; ++u) {
+                    const int head_row = j * H + (nt + u) * 8 + (lane & 7);
+                    ldmatrix_x4(*reinterpret_cast<uint32_t(*)[4]>(&b[u][0]), q_smem + swizzled_offset(head_row, lane >> 3));
+                    ldmatrix_x4(*reinterpret_cast<uint32_t(*)[4]>(&b[u][4]), q_smem + swizzled_offset(head_row, 4 + (lane >> 3)));
+                }
+                float c[2][2][4] = {};
+#pragma unroll
+                for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+                    for (int u = 0; u < 2; ++u)
+#pragma unroll
+                        for (int mt = 0; mt < 2; ++mt) mma(c[u][mt], a[mt][ks], b[u][2 * ks], b[u][2 * ks + 1]);
+#pragma unroll
+                for (int u = 0; u < 2; ++u) {
+                    const float w0 = w_smem[j * H + (nt + u) * 8 + 2 * quad_col];
+                    const float w1 = w_smem[j * H + (nt + u) * 8 + 2 * quad_col + 1];
+#pragma unroll
+                    for (int mt = 0; mt < 2; ++mt) {
+                        part[mt][0] += w0 * relu_keep_nan(c[u][mt][0]) + w1 * relu_keep_nan(c[u][mt][1]);
+                        part[mt][1] += w0 * relu_keep_nan(c[u][mt][2]) + w1 * relu_keep_nan(c[u][mt][3]);
+                    }
                 }
             }
 #pragma unroll

@@ -89,8 +89,10 @@ void select_row(const float* scores, int64_t n, const TopkShape& shape,
     candidates.resize(size_t(n));
     for (int64_t p = 0; p < n; ++p) candidates[size_t(p)] = candidate_key(scores[p], uint32_t(p));
     auto first_ranked = [](uint64_t a, uint64_t b) { return a > b; };
+    // Unsorted results come in ascending position order, as on the GPU, so both backends agree bit for bit.
+    auto first_position = [](uint64_t a, uint64_t b) { return candidate_position(a) < candidate_position(b); };
     if (n > k) std::nth_element(candidates.begin(), candidates.begin() + k, candidates.end(), first_ranked);
-    if (shape.sorted) std::sort(candidates.begin(), candidates.begin() + taken, first_ranked);
+    std::sort(candidates.begin(), candidates.begin() + taken, shape.sorted ? +first_ranked : +first_position);
     for (int64_t i = 0; i < taken; ++i) {
         const uint64_t candidate = candidates[size_t(i)];
         indices[i] = index_of(candidate_position(candidate));
