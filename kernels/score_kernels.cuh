@@ -9,8 +9,15 @@ namespace dsa::kernels {
 
 constexpr int kMaxGroupRows = 4;  // next_n
 constexpr int kStages = 3;        // key tiles in flight per CTA: two loading while one is scored
-constexpr int kQueryBytes = kMaxGroupRows * 64 * kDim;
-constexpr int kScoreSmemBytes = kQueryBytes + kMaxGroupRows * 64 * 4 + kStages * (kTileBytes + kTileTokens * 4);
+constexpr int kWeightBytes = kMaxGroupRows * 64 * 4;
+constexpr int kSmemAlign = 1024;  // 128-byte-swizzled wgmma operands start on 1024-byte boundaries
+
+// Dynamic shared memory of the scoring kernel: [queries: rows * H * 128][weights: 1 KB][kStages key tiles]
+// [kStages scale tiles], behind up to 1 KB of alignment padding. Every region starts 1024-byte aligned.
+__host__ __device__ constexpr int score_query_bytes(int group_rows, int heads) { return group_rows * heads * kDim; }
+__host__ __device__ constexpr int score_smem_bytes(int group_rows, int heads) {
+    return kSmemAlign + score_query_bytes(group_rows, heads) + kWeightBytes + kStages * (kTileBytes + kTileTokens * 4);
+}
 
 // fp8 e4m3fn -> fp32 without tables: the 7 magnitude bits placed in a float's exponent/mantissa field are the
 // value times 2^-120 (subnormals included); S.1111.111 is NaN.
@@ -140,13 +147,122 @@ struct TensorCoreTileMath {
     }
 };
 
-// grid: (CTAs per group, groups). Dynamic shared memory: kScoreSmemBytes.
+// fp8 tensor cores through wgmma (sm_90a): the warpgroup multiplies 64 tokens x H heads x 32 dims per
+// instruction, both operands straight from the 128-byte-swizzled shared tiles (the swizzle of
+// swizzled_offset is exactly the hardware's 128B pattern). Two m64 blocks cover the 128-token tile.
+template <int H>
+struct WgmmaTileMath {
+    static constexpr int kAcc = H / 2;  // fp32 accumulators per thread of an m64 x H block
+
+    // K-major operand, 128B swizzle: start >> 4, leading offset 1 (unused), stride 1024 B between 8-row groups.
+    __device__ static uint64_t descriptor(const void* smem) {
+        return uint64_t((smem_address(smem) & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+               (uint64_t(1) << 62);
+    }
+
+    template <int Accumulate>
+    __device__ static void wgmma(float (&d)[kAcc], uint64_t a, uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+        if constexpr (H == 64) {
+            asm volatile(
+                "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, %34, 1, 1;\n"
+                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                : "l"(a), "l"(b), "n"(Accumulate));
+        } else {
+            asm volatile(
+                "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
+                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, %18, 1, 1;\n"
+                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                : "l"(a), "l"(b), "n"(Accumulate));
+        }
+#else
+        __trap();  // only launched when the sm_90a image is present (see launch_score_for)
+#endif
+    }
+
+    // wgmma.fence / commit_group / wait_group 0, present only in the sm_90a image.
+    __device__ static void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+    }
+    __device__ static void wgmma_commit_and_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+    }
+
+    // Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmma.
+    __device__ static void fence_accumulators(float (&d)[kAcc]) {
+#pragma unroll
+        for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+    }
+
+    template <class Groups>
+    __device__ static void run(const Groups& groups, int g, int64_t tile_begin, const uint8_t* q_smem,
+                               const float* w_smem, const uint8_t* keys, const float* scales, float* scores) {
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        const int quad_row = lane >> 2, quad_col = lane & 3;
+        for (int j = 0; j < groups.rows(g); ++j) {
+            float d[2][kAcc];
+#pragma unroll
+            for (int mb = 0; mb < 2; ++mb) fence_accumulators(d[mb]);
+            wgmma_fence();
+#pragma unroll
+            for (int mb = 0; mb < 2; ++mb) {
+#pragma unroll
+                for (int ks = 0; ks < 4; ++ks) {
+                    const uint64_t a = descriptor(keys + mb * 64 * kDim + ks * 32);
+                    const uint64_t b = descriptor(q_smem + j * H * kDim + ks * 32);
+                    if (ks == 0) wgmma<0>(d[mb], a, b);
+                    else wgmma<1>(d[mb], a, b);
+                }
+            }
+            wgmma_commit_and_wait();
+#pragma unroll
+            for (int mb = 0; mb < 2; ++mb) fence_accumulators(d[mb]);
+
+            const int64_t visible = groups.visible(g, j);
+#pragma unroll
+            for (int mb = 0; mb < 2; ++mb) {
+                float part[2] = {0.0f, 0.0f};  // tokens quad_row and quad_row + 8 of this warp's 16
+#pragma unroll
+                for (int i = 0; i < H / 8; ++i) {
+                    const float w0 = w_smem[j * H + i * 8 + 2 * quad_col];
+                    const float w1 = w_smem[j * H + i * 8 + 2 * quad_col + 1];
+                    part[0] += w0 * relu_keep_nan(d[mb][i * 4 + 0]) + w1 * relu_keep_nan(d[mb][i * 4 + 1]);
+                    part[1] += w0 * relu_keep_nan(d[mb][i * 4 + 2]) + w1 * relu_keep_nan(d[mb][i * 4 + 3]);
+                }
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    float v = part[half];
+                    v += __shfl_xor_sync(0xffffffffu, v, 1);
+                    v += __shfl_xor_sync(0xffffffffu, v, 2);
+                    const int token = mb * 64 + warp * 16 + half * 8 + quad_row;
+                    const int64_t p = tile_begin + token;
+                    if (quad_col == 0 && p < visible)
+                        scores[(groups.first_row(g) + j) * groups.score_stride + p] = scales[token] * v;
+                }
+            }
+        }
+    }
+};
+
+// grid: (CTAs per group, groups). Dynamic shared memory: score_smem_bytes(group_rows, heads).
 template <class Groups, class TileMath>
-__global__ void __launch_bounds__(kScoreThreads) score_kernel(Groups groups, int heads, float* scores) {
-    extern __shared__ __align__(128) uint8_t smem[];
+__global__ void __launch_bounds__(kScoreThreads) score_kernel(Groups groups, int heads, int group_rows, float* scores) {
+    extern __shared__ __align__(128) uint8_t smem_raw[];
+    uint8_t* smem = smem_raw + ((kSmemAlign - smem_address(smem_raw) % kSmemAlign) % kSmemAlign);
     uint8_t* q_smem = smem;
-    float* w_smem = reinterpret_cast<float*>(smem + kQueryBytes);
-    uint8_t* key_buf = smem + kQueryBytes + kMaxGroupRows * 64 * 4;
+    float* w_smem = reinterpret_cast<float*>(smem + score_query_bytes(group_rows, heads));
+    uint8_t* key_buf = smem + score_query_bytes(group_rows, heads) + kWeightBytes;
     float* scale_buf = reinterpret_cast<float*>(key_buf + kStages * kTileBytes);
 
     const int g = blockIdx.y;
@@ -171,6 +287,10 @@ __global__ void __launch_bounds__(kScoreThreads) score_kernel(Groups groups, int
                            scale_buf + ahead_stage * kTileTokens);
         cp_async_commit();
         cp_async_wait<kStages - 1>();
+        // wgmma reads shared memory through the async proxy: order this thread's copies before it.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
         __syncthreads();
         TileMath::run(groups, g, tile * kTileTokens, q_smem, w_smem, key_buf + stage * kTileBytes,
                       scale_buf + stage * kTileTokens, scores);

@@ -2,7 +2,7 @@
 // 64-bit key (order_key(score) << 32) | ~position; larger ranks first.
 //
 // A row is cut into chunks of kChunk positions. One CTA per chunk loads its candidates into shared memory
-// and keeps the chunk's top k (radix select on the score key: 4 passes of 8 bits with warp-aggregated
+// and keeps the chunk's top k (radix select on the score key: 4 passes of 8 bits with per-warp
 // shared-memory histograms, then an ordered gather in which ties at the threshold go to the smallest
 // positions). Rows of one chunk finish there. Longer rows merge the chunk lists in a tree of fan-in
 // kFanIn: the last CTA of a sibling group (atomic ticket) merges the group. Lists stay in position order,
@@ -42,6 +42,7 @@ struct SelectShared {
     uint64_t keys[kChunk];
     uint64_t picked[kMaxTopk];
     int histogram[256];
+    int warp_histogram[kSelectWarps][256];  // private per warp: no cross-warp atomic contention
     uint32_t digit;
     int above;
     int last;
@@ -86,19 +87,19 @@ __device__ int select_top(SelectShared& sh, int m, int k) {
     }
     uint32_t prefix = 0, mask = 0;
     int remaining = k;
-    const int m_warps = (m + 31) / 32 * 32;  // whole warps iterate together for the warp vote
+    const int lane_warp = tid / 32;
     for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = tid; i < 256; i += kSelectThreads) sh.histogram[i] = 0;
+        for (int i = tid; i < kSelectWarps * 256; i += kSelectThreads) (&sh.warp_histogram[0][0])[i] = 0;
         __syncthreads();
-        for (int i = tid; i < m_warps; i += kSelectThreads) {
-            const uint32_t key = i < m ? uint32_t(sh.keys[i] >> 32) : 0u;
-            const bool active = i < m && (key & mask) == prefix;
-            const unsigned voters = __ballot_sync(0xffffffffu, active);
-            if (active) {
-                const uint32_t digit = (key >> shift) & 0xffu;
-                const unsigned peers = __match_any_sync(voters, digit);
-                if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&sh.histogram[digit], __popc(peers));
-            }
+        for (int i = tid; i < m; i += kSelectThreads) {
+            const uint32_t key = uint32_t(sh.keys[i] >> 32);
+            if ((key & mask) == prefix) atomicAdd(&sh.warp_histogram[lane_warp][(key >> shift) & 0xffu], 1);
+        }
+        __syncthreads();
+        for (int bin = tid; bin < 256; bin += kSelectThreads) {
+            int total = 0;
+            for (int w = 0; w < kSelectWarps; ++w) total += sh.warp_histogram[w][bin];
+            sh.histogram[bin] = total;
         }
         __syncthreads();
         pick_digit(sh, remaining);

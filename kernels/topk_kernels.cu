@@ -118,31 +118,47 @@ WorkspacePlan ragged_plan(const RaggedProblem& pb) {
 }
 
 template <class Groups, class TileMath>
-cudaError_t launch_score(const Groups& groups, int groups_count, int heads, int64_t max_tokens,
+cudaError_t launch_score(const Groups& groups, int groups_count, int heads, int group_rows, int64_t max_tokens,
                          const DeviceTraits& device, float* scores, cudaStream_t stream) {
     auto kernel = score_kernel<Groups, TileMath>;
+    const int smem = score_smem_bytes(group_rows, heads);
     // Raising the dynamic shared-memory limit is idempotent and cheap; doing it per launch keeps no state.
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kScoreSmemBytes);
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
+    int resident = 1;
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kScoreThreads, smem);
+    if (err != cudaSuccess) return err;
+    // One wave of resident CTAs spread over the groups; each CTA walks its group's tiles with a stride.
     const int64_t tiles = std::max<int64_t>(1, (max_tokens + kTileTokens - 1) / kTileTokens);
-    const int64_t ctas_wanted = int64_t(device.sm_count) * 2;  // one wave: 2 CTAs fit an SM (registers)
-    const int64_t per_group = std::min<int64_t>(tiles, std::max<int64_t>(1, (ctas_wanted + groups_count - 1) / std::max(groups_count, 1)));
-    kernel<<<dim3(unsigned(per_group), unsigned(groups_count)), kScoreThreads, kScoreSmemBytes, stream>>>(groups, heads,
-                                                                                                      scores);
+    const int64_t ctas_wanted = int64_t(device.sm_count) * std::max(resident, 1);
+    const int64_t per_group = std::min<int64_t>(tiles, std::max<int64_t>(1, (ctas_wanted + groups_count - 1) / groups_count));
+    kernel<<<dim3(unsigned(per_group), unsigned(groups_count)), kScoreThreads, smem, stream>>>(groups, heads, group_rows,
+                                                                                               scores);
     return cudaGetLastError();
 }
 
+template <class Groups, int H>
+cudaError_t launch_score_heads(const Groups& groups, int groups_count, int group_rows, int64_t max_tokens,
+                               const DeviceTraits& device, ScoreKernel kind, float* scores, cudaStream_t stream) {
+    if (kind == ScoreKernel::Auto && device.compute_capability == 90 && DSA_KERNELS_HAVE_SM90A)
+        return launch_score<Groups, WgmmaTileMath<H>>(groups, groups_count, H, group_rows, max_tokens, device, scores,
+                                                      stream);
+    if (kind == ScoreKernel::Auto && device.compute_capability >= 89)
+        return launch_score<Groups, TensorCoreTileMath<H>>(groups, groups_count, H, group_rows, max_tokens, device,
+                                                           scores, stream);
+    return launch_score<Groups, PortableTileMath<H>>(groups, groups_count, H, group_rows, max_tokens, device, scores,
+                                                     stream);
+}
+
+// The fastest scoring kernel the device and this build have: wgmma (sm_90a image), fp8 mma.sync (sm_89+),
+// else CUDA cores.
 template <class Groups>
-cudaError_t launch_score_for(const Groups& groups, int groups_count, int heads, int64_t max_tokens,
+cudaError_t launch_score_for(const Groups& groups, int groups_count, int heads, int group_rows, int64_t max_tokens,
                              const DeviceTraits& device, ScoreKernel kind, float* scores, cudaStream_t stream) {
-    const bool tensor_cores = kind == ScoreKernel::Auto && device.compute_capability >= 90;
-    if (heads == 64)
-        return tensor_cores
-                   ? launch_score<Groups, TensorCoreTileMath<64>>(groups, groups_count, 64, max_tokens, device, scores, stream)
-                   : launch_score<Groups, PortableTileMath<64>>(groups, groups_count, 64, max_tokens, device, scores, stream);
-    return tensor_cores
-               ? launch_score<Groups, TensorCoreTileMath<32>>(groups, groups_count, 32, max_tokens, device, scores, stream)
-               : launch_score<Groups, PortableTileMath<32>>(groups, groups_count, 32, max_tokens, device, scores, stream);
+    return heads == 64 ? launch_score_heads<Groups, 64>(groups, groups_count, group_rows, max_tokens, device, kind,
+                                                        scores, stream)
+                       : launch_score_heads<Groups, 32>(groups, groups_count, group_rows, max_tokens, device, kind,
+                                                        scores, stream);
 }
 
 template <class Rows>
@@ -186,7 +202,7 @@ cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, 
         pb.out.indices += row0 * pb.shape.topk;
         if (pb.out.scores) pb.out.scores += row0 * pb.shape.topk;
 
-        cudaError_t err = launch_score_for(PagedGroups{pb, plan.score_stride}, pb.batch_size, H,
+        cudaError_t err = launch_score_for(PagedGroups{pb, plan.score_stride}, pb.batch_size, H, next_n,
                                            int64_t(pb.max_pages) * pb.shape.page_size, device, kind, scores, stream);
         if (err != cudaSuccess) return err;
         err = launch_select(PagedRows{pb, plan.score_stride}, pb.rows(), scores, pb.shape, pb.out, plan, error_flag,
@@ -211,7 +227,7 @@ cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device
         pb.out.indices += first * pb.shape.topk;
         if (pb.out.scores) pb.out.scores += first * pb.shape.topk;
 
-        cudaError_t err = launch_score_for(RaggedGroups{pb, plan.score_stride}, pb.num_rows, H, problem.num_keys,
+        cudaError_t err = launch_score_for(RaggedGroups{pb, plan.score_stride}, pb.num_rows, H, 1, problem.num_keys,
                                            device, kind, scores, stream);
         if (err != cudaSuccess) return err;
         err = launch_select(RaggedRows{pb, plan.score_stride}, pb.num_rows, scores, pb.shape, pb.out, plan,

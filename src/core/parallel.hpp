@@ -32,8 +32,12 @@ void parallel_for(int64_t n, int threads, Fn&& fn) {
         }
     };
     std::vector<std::thread> pool;
-    pool.reserve(workers - 1);
-    for (int t = 1; t < workers; ++t) pool.emplace_back(work);
+    try {
+        pool.reserve(workers - 1);
+        for (int t = 1; t < workers; ++t) pool.emplace_back(work);
+    } catch (const std::exception&) {
+        // No more threads (or memory for them): the threads started so far and this one do all the work.
+    }
     work();
     for (auto& thread : pool) thread.join();
     if (first_error) std::rethrow_exception(first_error);

@@ -1,0 +1,756 @@
+// Tests of a GPU context against the CPU backend and the oracle: device pointers, workspaces from the size
+// queries, caller streams, CUDA graphs, device-side input errors, and the owned cache. main() (test_main.cpp)
+// exits with 77 before any of this runs when device 0 cannot be used, or when built without CUDA.
+#include "catch_shim.hpp"
+
+#if DSA_TEST_HAVE_CUDA
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dsa_indexer.h"
+#include "test_util.hpp"
+
+using namespace dsa_test;
+
+namespace {
+
+constexpr uint32_t kSorted = DSA_TOPK_SORTED;
+constexpr uint32_t kLogical = DSA_TOPK_LOGICAL_INDICES;
+constexpr uint32_t kAbsolute = DSA_TOPK_ABSOLUTE_INDICES;
+constexpr int32_t kDevice = 0;
+
+void cuda_ok(cudaError_t error, const char* what) {
+    if (error != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(error));
+}
+
+// Device memory of `count` elements, freed on destruction.
+template <class T>
+class DeviceArray {
+public:
+    explicit DeviceArray(size_t count = 0) : count_(count) {
+        if (count_) cuda_ok(cudaMalloc(reinterpret_cast<void**>(&data_), bytes()), "cudaMalloc");
+    }
+    template <class Alloc>
+    explicit DeviceArray(const std::vector<T, Alloc>& host) : DeviceArray(host.size()) {
+        upload(host.data());
+    }
+    DeviceArray(DeviceArray&& other) noexcept : data_(std::exchange(other.data_, nullptr)), count_(other.count_) {}
+    DeviceArray(const DeviceArray&) = delete;
+    DeviceArray& operator=(const DeviceArray&) = delete;
+    ~DeviceArray() {
+        if (data_) cudaFree(data_);
+    }
+    T* get() const { return data_; }
+    size_t size() const { return count_; }
+    size_t bytes() const { return count_ * sizeof(T); }
+    void upload(const T* host) {
+        if (count_) cuda_ok(cudaMemcpy(data_, host, bytes(), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+    }
+    std::vector<T> download() const {
+        std::vector<T> host(count_);
+        if (count_) cuda_ok(cudaMemcpy(host.data(), data_, bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+        return host;
+    }
+    void poison() {
+        if (count_) cuda_ok(cudaMemset(data_, kPoisonByte, bytes()), "cudaMemset");
+    }
+
+private:
+    T* data_ = nullptr;
+    size_t count_ = 0;
+};
+
+class Stream {
+public:
+    Stream() { cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+    ~Stream() { cudaStreamDestroy(stream_); }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    cudaStream_t get() const { return stream_; }
+    void sync() const { cuda_ok(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+private:
+    cudaStream_t stream_ = nullptr;
+};
+
+// Host copy of a call's outputs.
+struct HostResult {
+    std::vector<int32_t> indices;
+    std::vector<float> scores;
+    const float* scores_or_null() const { return scores.empty() ? nullptr : scores.data(); }
+    bool all_poison() const {
+        auto poisoned = [](const void* p, size_t bytes) {
+            const auto* b = static_cast<const uint8_t*>(p);
+            return std::all_of(b, b + bytes, [](uint8_t x) { return x == kPoisonByte; });
+        };
+        return poisoned(indices.data(), indices.size() * 4) && poisoned(scores.data(), scores.size() * 4);
+    }
+    bool operator==(const HostResult& other) const {
+        return indices == other.indices && scores.size() == other.scores.size() &&
+               std::memcmp(scores.data(), other.scores.data(), scores.size() * 4) == 0;
+    }
+};
+
+// Poisoned device outputs of one call.
+struct DeviceOutput {
+    DeviceArray<int32_t> indices;
+    DeviceArray<float> scores;
+    DeviceOutput(int64_t rows, int topk, bool with_scores)
+        : indices(size_t(rows * topk)), scores(with_scores ? size_t(rows * topk) : 0) {
+        poison();
+    }
+    void poison() {
+        indices.poison();
+        scores.poison();
+    }
+    dsa_topk_outputs_t outputs() const {
+        dsa_topk_outputs_t out;
+        dsa_topk_outputs_init(&out);
+        out.indices = indices.get();
+        out.scores = scores.size() ? scores.get() : nullptr;
+        return out;
+    }
+    HostResult download() const { return {indices.download(), scores.download()}; }
+};
+
+// A paged case in device memory; `inputs` points there.
+struct DevicePaged {
+    DeviceArray<uint8_t> q, k_cache;
+    DeviceArray<float> weights;
+    DeviceArray<int32_t> seq_lens, block_table;
+    dsa_paged_inputs_t inputs;
+    explicit DevicePaged(const PagedCase& c)
+        : q(c.q), k_cache(c.k_cache), weights(c.weights), seq_lens(c.seq_lens), block_table(c.block_table), inputs(c.inputs()) {
+        inputs.q = q.get();
+        inputs.k_cache = k_cache.get();
+        inputs.weights = weights.get();
+        inputs.seq_lens = seq_lens.get();
+        inputs.block_table = block_table.get();
+    }
+};
+
+struct DeviceRagged {
+    DeviceArray<uint8_t> q, k;
+    DeviceArray<float> k_scale, weights;
+    DeviceArray<int32_t> row_start, row_end;
+    dsa_ragged_inputs_t inputs;
+    explicit DeviceRagged(const RaggedCase& c)
+        : q(c.q), k(c.k), k_scale(c.k_scale), weights(c.weights), row_start(c.row_start), row_end(c.row_end), inputs(c.inputs()) {
+        inputs.q = q.get();
+        inputs.k = k.get();
+        inputs.k_scale = k_scale.get();
+        inputs.weights = weights.get();
+        inputs.row_start = row_start.get();
+        inputs.row_end = row_end.get();
+    }
+};
+
+dsa_status_t workspace_size(dsa_context_t ctx, const dsa_topk_params_t& p, const dsa_paged_inputs_t& in, size_t* bytes) {
+    return dsa_topk_paged_workspace_size(ctx, &p, &in, bytes);
+}
+dsa_status_t workspace_size(dsa_context_t ctx, const dsa_topk_params_t& p, const dsa_ragged_inputs_t& in, size_t* bytes) {
+    return dsa_topk_ragged_workspace_size(ctx, &p, &in, bytes);
+}
+dsa_status_t launch(dsa_context_t ctx, const dsa_topk_params_t& p, const dsa_paged_inputs_t& in, const dsa_topk_outputs_t& out,
+                    void* workspace, size_t bytes, cudaStream_t stream) {
+    return dsa_topk_paged(ctx, &p, &in, &out, workspace, bytes, stream);
+}
+dsa_status_t launch(dsa_context_t ctx, const dsa_topk_params_t& p, const dsa_ragged_inputs_t& in, const dsa_topk_outputs_t& out,
+                    void* workspace, size_t bytes, cudaStream_t stream) {
+    return dsa_topk_ragged(ctx, &p, &in, &out, workspace, bytes, stream);
+}
+
+// Workspace of the queried size for one call.
+template <class Inputs>
+DeviceArray<uint8_t> workspace_for(dsa_context_t ctx, const dsa_topk_params_t& params, const Inputs& inputs) {
+    size_t bytes = 0;
+    const dsa_status_t status = workspace_size(ctx, params, inputs, &bytes);
+    INFO(describe_status(status));
+    REQUIRE(status == DSA_STATUS_SUCCESS);
+    return DeviceArray<uint8_t>(bytes);
+}
+
+// One asynchronous call on `stream`, waited for, with the context's device-input flag checked clean.
+template <class Inputs>
+HostResult run_gpu(dsa_context_t ctx, const dsa_topk_params_t& params, const Inputs& inputs, int64_t rows,
+                   bool with_scores, cudaStream_t stream) {
+    DeviceArray<uint8_t> workspace = workspace_for(ctx, params, inputs);
+    DeviceOutput out(rows, params.topk, with_scores);
+    const dsa_status_t status = launch(ctx, params, inputs, out.outputs(), workspace.get(), workspace.bytes(), stream);
+    INFO(describe_status(status));
+    REQUIRE(status == DSA_STATUS_SUCCESS);
+    cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    const dsa_status_t sync = dsa_context_synchronize(ctx);
+    INFO(describe_status(sync));
+    REQUIRE(sync == DSA_STATUS_SUCCESS);
+    return out.download();
+}
+
+HostResult run_cpu(const PagedCase& c, int k, uint32_t flags, bool with_scores) {
+    Context cpu;
+    TopkOutput out(c.rows(), k, with_scores);
+    REQUIRE(run_paged(cpu.get(), c, k, flags, out) == DSA_STATUS_SUCCESS);
+    HostResult r{{out.indices(), out.indices() + c.rows() * k}, {}};
+    if (with_scores) r.scores.assign(out.scores(), out.scores() + c.rows() * k);
+    return r;
+}
+
+HostResult run_cpu(const RaggedCase& c, int k, uint32_t flags, bool with_scores) {
+    Context cpu;
+    TopkOutput out(c.rows(), k, with_scores);
+    REQUIRE(run_ragged(cpu.get(), c, k, flags, out) == DSA_STATUS_SUCCESS);
+    HostResult r{{out.indices(), out.indices() + c.rows() * k}, {}};
+    if (with_scores) r.scores.assign(out.scores(), out.scores() + c.rows() * k);
+    return r;
+}
+
+// The same index sets row by row (sorted mode: the same sequences), scores bitwise equal when compared.
+std::string same_results(int64_t rows, int k, bool sorted, const HostResult& expected, const HostResult& got,
+                         bool compare_scores) {
+    for (int64_t r = 0; r < rows; ++r) {
+        std::vector<int32_t> a(expected.indices.begin() + r * k, expected.indices.begin() + (r + 1) * k);
+        std::vector<int32_t> b(got.indices.begin() + r * k, got.indices.begin() + (r + 1) * k);
+        if (!sorted) {
+            std::sort(a.begin(), a.end());
+            std::sort(b.begin(), b.end());
+        }
+        if (a != b) return "row " + std::to_string(r) + ": the index sets differ from the CPU backend's";
+    }
+    if (compare_scores && sorted && std::memcmp(expected.scores.data(), got.scores.data(), expected.scores.size() * 4) != 0)
+        return "returned scores differ from the CPU backend's";
+    return "";
+}
+
+struct Scenario {
+    const char* name;
+    PagedLayout layout;
+    std::vector<int32_t> seq_lens;
+    std::vector<uint32_t> flag_sets;
+};
+
+std::vector<int32_t> repeat(int batch, int32_t len) { return std::vector<int32_t>(size_t(batch), len); }
+
+std::vector<Scenario> paged_scenarios() {
+    std::vector<int32_t> mixed = mixed_seq_lens(2048, 64, 20000);
+    mixed.insert(mixed.end(), {2, 3, 4097});
+    Rng lengths(99);
+    std::vector<int32_t> many(1024);
+    for (int32_t& len : many) len = int32_t(lengths.uniform(0, 3000));
+    return {
+        {"1024 sequences x next_n 4 = 4096 rows", layout_of(32, 32, 4), many, {0u, kSorted | kLogical}},
+        {"FlashInfer-Bench core: 32 x 6400, H 64, P 64", layout_of(64, 64, 1), repeat(32, 6400), {0u, kSorted}},
+        {"1 x 131072, logical indices", layout_of(64, 64, 1), repeat(1, 131072), {kLogical, kSorted | kLogical}},
+        {"8 x 8192, H 32, P 32, next_n 2", layout_of(32, 32, 2), repeat(8, 8192), {0u, kSorted}},
+        {"8 x 8192, H 32, P 32, next_n 3", layout_of(32, 32, 3), repeat(8, 8192), {kSorted, kLogical}},
+        {"8 x 8192, H 64, P 32, next_n 4", layout_of(64, 32, 4), repeat(8, 8192), {0u, kSorted | kLogical}},
+        {"mixed lengths, next_n 4", layout_of(64, 64, 4), mixed, {0u, kSorted}},
+    };
+}
+
+RaggedCase ragged_case(int heads) {
+    std::vector<std::pair<int32_t, int32_t>> windows = causal_windows({8192, 3000, 1}, {48, 16, 1});
+    windows.insert(windows.end(), {{0, 0}, {100, 100}, {5000, 11000}, {0, 11193}});
+    return RaggedCase(heads, 8192 + 3000 + 1, windows);
+}
+
+}  // namespace
+
+// =====================================================================================================
+// Results: SPEC section 5 on random inputs, exact equality with the CPU backend on tie-free ones
+
+TEST_CASE("GPU small odd shapes equal the CPU backend exactly", "[gpu][exact][sanitize]") {
+    // Small enough for compute-sanitizer: partial pages, empty MTP rows, k above every length.
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    SECTION("paged") {
+        const int next_n = GENERATE(1, 4);
+        PagedLayout layout = layout_of(32, 32, next_n);
+        layout.table_padding = 3;
+        layout.page_padding_bytes = 16;
+        PagedCase c(layout, {0, 1, 2, 3, 5, 31, 32, 33, 100, 257}, 15001 + next_n);
+        Rng rng(15002);
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        const DevicePaged d(c);
+        for_each_variant({1, 7, 64, 300}, {0u, kSorted, kLogical, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("next_n " << next_n << ", k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
+        });
+    }
+    SECTION("ragged") {
+        std::vector<std::pair<int32_t, int32_t>> windows = causal_windows({1, 40, 300}, {1, 5, 4});
+        windows.insert(windows.end(), {{0, 0}, {341, 341}, {20, 200}});
+        RaggedCase c(64, 341, windows);
+        Rng rng(15003);
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        const DeviceRagged d(c);
+        for_each_variant({1, 7, 400}, {0u, kSorted | kAbsolute}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+        });
+    }
+}
+
+TEST_CASE("GPU paged decode meets SPEC section 5 on benchmark-like inputs", "[gpu][paged]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    for (const Scenario& s : paged_scenarios()) {
+        INFO(s.name);
+        PagedCase c(s.layout, s.seq_lens, 1000 + s.seq_lens.size());
+        Rng rng(2000 + s.seq_lens.size());
+        fill_spec6(c, rng);
+        const Oracle oracle = compute_oracle(c);
+        const DevicePaged d(c);
+        for_each_variant({1, 512, 2048}, s.flag_sets, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags << (with_scores ? ", scores" : ""));
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_spec5(c, oracle, k, flags, r.indices.data(), r.scores_or_null()) == "");
+        });
+    }
+}
+
+TEST_CASE("GPU paged decode equals the CPU backend on tie-free inputs", "[gpu][paged][exact]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    for (const Scenario& s : paged_scenarios()) {
+        INFO(s.name);
+        PagedCase c(s.layout, s.seq_lens, 3000 + s.seq_lens.size());
+        Rng rng(4000 + s.seq_lens.size());
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        const DevicePaged d(c);
+        for_each_variant({1, 512, 2048}, s.flag_sets, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags << (with_scores ? ", scores" : ""));
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
+        });
+    }
+}
+
+TEST_CASE("GPU million-token sequences: planted scores among exact ties", "[gpu][paged][large]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    const std::vector<std::pair<PagedLayout, std::vector<int32_t>>> cases = {
+        {layout_of(64, 64, 1), {1048576}},
+        {layout_of(32, 32, 2), {262144, 262143, 1000, 300000}},
+    };
+    for (const auto& [layout, seq_lens] : cases) {
+        INFO(seq_lens.size() << " sequence(s), next_n " << layout.next_n);
+        std::vector<std::vector<double>> exact;
+        const PagedCase c = planted_paged(layout, seq_lens, 1500, 14001 + seq_lens.size(), exact);
+        const DevicePaged d(c);
+        for_each_variant({1, 512, 2048}, {0u, kSorted, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+        });
+    }
+}
+
+TEST_CASE("GPU ragged prefill: SPEC section 5 and exact equality with the CPU backend", "[gpu][ragged]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    const int heads = GENERATE(32, 64);
+    SECTION("random inputs") {
+        RaggedCase c = ragged_case(heads);
+        Rng rng(5000 + heads);
+        fill_spec6(c, rng);
+        const Oracle oracle = compute_oracle(c);
+        const DeviceRagged d(c);
+        for_each_variant({1, 512, 2048}, {0u, kSorted | kAbsolute}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_spec5(c, oracle, k, flags, r.indices.data(), r.scores_or_null()) == "");
+        });
+    }
+    SECTION("tie-free inputs") {
+        RaggedCase c = ragged_case(heads);
+        Rng rng(6000 + heads);
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        const DeviceRagged d(c);
+        for_each_variant({1, 512, 2048}, {kAbsolute, kSorted}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
+        });
+    }
+}
+
+TEST_CASE("GPU ties, signed zeros, NaN and infinities follow the ranking rule", "[gpu][ties][nan][sanitize]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    PagedCase c(layout_of(64, 64, 3), {3000, 700, 70}, 7001);
+    Rng rng(7002);
+    fill_tie_free(c, rng);
+    // Sequence 0: special scales and NaN keys; sequence 1: a large group of identical keys and a group of
+    // zero keys scaled by +-1 (scores +0 and -0); rows 7 and 8 (sequence 2): weights +inf and -inf.
+    add_special_scores(c, 0, 400, rng);
+    std::vector<uint8_t> tied_key(c.key(3, 11), c.key(3, 11) + kHeadDim);
+    for (int64_t p : random_subset(rng, 700, 300)) std::memcpy(c.mutable_key(1, p), tied_key.data(), kHeadDim);
+    for (int64_t p : random_subset(rng, 700, 100)) {
+        std::memset(c.mutable_key(1, p), 0, kHeadDim);
+        c.set_scale(1, p, rng.uniform(0, 1) ? 1.0f : -1.0f);
+    }
+    c.mutable_weights(7)[0] = std::numeric_limits<float>::infinity();
+    c.mutable_weights(8)[0] = -std::numeric_limits<float>::infinity();
+    const Oracle oracle = compute_oracle(c);  // exact for these inputs
+    std::vector<std::vector<double>> exact;
+    for (const RowOracle& row : oracle) exact.push_back(row.score);
+    const DevicePaged d(c);
+    for_each_variant({1, 200, 650, 2048}, {0u, kSorted, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+        INFO("k " << k << ", flags " << flags);
+        const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+        CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+    });
+}
+
+TEST_CASE("GPU output stays valid whatever the weights hold", "[gpu][nan]") {
+    // NaN weights are device data here: not rejected, but the output must still be valid.
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    PagedCase c(layout_of(64, 64, 2), {5000, 900, 3}, 7101);
+    Rng rng(7102);
+    fill_spec6(c, rng);
+    const float specials[] = {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN()};
+    for (float& w : c.weights)
+        if (rng.uniform(0, 7) == 0) w = specials[rng.uniform(0, 2)];
+    std::fill(c.weights.begin(), c.weights.begin() + 64, specials[2]);  // a row of NaN weights only
+    const DevicePaged d(c);
+    for (int k : {1, 2048}) {
+        const HostResult r = run_gpu(gpu.get(), c.params(k, kSorted), d.inputs, c.rows(), true, stream.get());
+        CHECK(check_valid(c, k, kSorted, r.indices.data(), r.scores_or_null()) == "");
+    }
+}
+
+// =====================================================================================================
+// Determinism, streams, graphs
+
+TEST_CASE("GPU results are bitwise identical across 100 runs, streams and batch compositions", "[gpu][determinism]") {
+    Context gpu(&kDevice, 1);
+    Stream stream, other_stream;
+    PagedCase c(layout_of(64, 64, 2), repeat(8, 8192), 8001);
+    Rng rng(8002);
+    fill_spec6(c, rng);
+    const DevicePaged d(c);
+    const dsa_topk_params_t params = c.params(2048, kSorted);
+    const HostResult reference = run_gpu(gpu.get(), params, d.inputs, c.rows(), true, stream.get());
+
+    DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), params, d.inputs);
+    DeviceOutput out(c.rows(), 2048, true);
+    int identical = 0;
+    for (int run = 1; run < 100; ++run) {
+        out.poison();
+        REQUIRE(launch(gpu.get(), params, d.inputs, out.outputs(), workspace.get(), workspace.bytes(), stream.get()) ==
+                DSA_STATUS_SUCCESS);
+        stream.sync();
+        identical += out.download() == reference;
+    }
+    CHECK(identical == 99);
+    CHECK(run_gpu(gpu.get(), params, d.inputs, c.rows(), true, other_stream.get()) == reference);
+    CHECK(run_gpu(gpu.get(), params, d.inputs, c.rows(), true, nullptr) == reference);  // legacy default stream
+
+    // Sequences 2..4 alone: their rows do not depend on the rest of the batch.
+    const dsa_paged_inputs_t part = sub_batch(d.inputs, c.heads(), c.layout.next_n, 2, 3);
+    const HostResult alone = run_gpu(gpu.get(), params, part, 3 * 2, true, stream.get());
+    const size_t offset = size_t(2 * 2 * 2048), values = size_t(3 * 2 * 2048);
+    CHECK(std::equal(alone.indices.begin(), alone.indices.end(), reference.indices.begin() + offset));
+    CHECK(std::memcmp(alone.scores.data(), reference.scores.data() + offset, values * 4) == 0);
+}
+
+TEST_CASE("GPU calls captured in a CUDA graph replay to the direct results", "[gpu][graph]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    PagedCase c(layout_of(64, 64, 1), repeat(16, 6000), 9001);
+    Rng rng(9002);
+    fill_spec6(c, rng);
+    DevicePaged d(c);
+    const dsa_topk_params_t params = c.params(2048, kSorted);
+    const HostResult direct = run_gpu(gpu.get(), params, d.inputs, c.rows(), true, stream.get());
+
+    DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), params, d.inputs);
+    DeviceOutput out(c.rows(), 2048, true);
+    cudaGraph_t graph = nullptr;
+    cuda_ok(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    const dsa_status_t status = launch(gpu.get(), params, d.inputs, out.outputs(), workspace.get(), workspace.bytes(), stream.get());
+    const cudaError_t end = cudaStreamEndCapture(stream.get(), &graph);
+    INFO(describe_status(status));
+    REQUIRE(status == DSA_STATUS_SUCCESS);
+    REQUIRE(end == cudaSuccess);  // the call did nothing a capture forbids (allocation, host synchronisation)
+    cudaGraphExec_t exec = nullptr;
+    cuda_ok(cudaGraphInstantiateWithFlags(&exec, graph, 0), "cudaGraphInstantiate");
+    CHECK(out.download().all_poison());  // captured, not run
+    for (int replay = 0; replay < 3; ++replay) {
+        out.poison();
+        cuda_ok(cudaGraphLaunch(exec, stream.get()), "cudaGraphLaunch");
+        stream.sync();
+        CHECK(out.download() == direct);
+    }
+    // The graph reads the inputs at replay time: new queries give the new direct result.
+    Rng other(9003);
+    fill_spec6(c, other);
+    d.q.upload(c.q.data());
+    d.weights.upload(c.weights.data());
+    const HostResult new_direct = run_gpu(gpu.get(), params, d.inputs, c.rows(), true, stream.get());
+    out.poison();
+    cuda_ok(cudaGraphLaunch(exec, stream.get()), "cudaGraphLaunch");
+    stream.sync();
+    CHECK(out.download() == new_direct);
+    CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+}
+
+// =====================================================================================================
+// Bad input found on the device, workspace, host checks
+
+TEST_CASE("GPU: a bad block-table entry or seq_len pads its rows and is reported once", "[gpu][validation][sanitize]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    PagedCase c(layout_of(64, 64, 2), {1000, 900, 640, 77}, 10001);
+    Rng rng(10002);
+    fill_tie_free(c, rng);
+    const int k = 256;
+    const HostResult valid = run_cpu(c, k, kSorted, true);
+    const std::vector<std::pair<const char*, std::function<void(PagedCase&)>>> corruptions = {
+        {"entry num_pages + 5", [](PagedCase& b) { b.block_table[size_t(1 * b.table_stride + 0)] = int32_t(b.num_pages + 5); }},
+        {"entry -1 in the last visible page", [](PagedCase& b) { b.block_table[size_t(1 * b.table_stride + 14)] = -1; }},
+        {"seq_len beyond max_pages * P", [](PagedCase& b) { b.seq_lens[1] = b.max_pages * 64 + 1; }},
+        {"negative seq_len", [](PagedCase& b) { b.seq_lens[1] = -5; }},
+    };
+    for (const auto& [what, corrupt] : corruptions) {
+        INFO(what);
+        PagedCase bad = c;
+        corrupt(bad);
+        const DevicePaged d(bad);
+        const dsa_topk_params_t params = bad.params(k, kSorted);
+        DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), params, d.inputs);
+        DeviceOutput out(c.rows(), k, true);
+        const dsa_status_t status = launch(gpu.get(), params, d.inputs, out.outputs(), workspace.get(), workspace.bytes(), stream.get());
+        INFO(describe_status(status));
+        REQUIRE(status == DSA_STATUS_SUCCESS);  // device data: not looked at on the host
+        stream.sync();
+        const HostResult r = out.download();
+        for (int64_t row = 0; row < c.rows(); ++row) {
+            const bool padded = row / 2 == 1;  // sequence 1's rows
+            for (int i = 0; i < k; ++i) {
+                const size_t at = size_t(row * k + i);
+                if (padded) {
+                    CHECK(r.indices[at] == -1);
+                    CHECK((std::isinf(r.scores[at]) && r.scores[at] < 0));
+                } else {
+                    CHECK(r.indices[at] == valid.indices[at]);
+                }
+            }
+        }
+        CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_DEVICE_INPUT_ERROR);
+        CHECK(std::string(dsa_last_error_message()) != "");
+        CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);  // reading the flag cleared it
+        const DevicePaged good(c);
+        CHECK(run_gpu(gpu.get(), params, good.inputs, c.rows(), true, stream.get()) == valid);
+    }
+}
+
+TEST_CASE("GPU: a ragged window outside [0, num_keys] pads its row and is reported once", "[gpu][validation][sanitize]") {
+    // On a GPU context the windows are device data: checked by the kernels, not on the host.
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    RaggedCase c(32, 600, causal_windows({400, 200}, {3, 3}));
+    Rng rng(10101);
+    fill_tie_free(c, rng);
+    const int k = 64;
+    const HostResult valid = run_cpu(c, k, kSorted, true);
+    const std::vector<std::pair<int32_t, int32_t>> bad_windows = {{0, 601}, {-1, 10}, {300, 299}};
+    for (const auto& [start, end] : bad_windows) {
+        INFO("row 4 window [" << start << ", " << end << ")");
+        RaggedCase bad = c;
+        bad.row_start[4] = start;
+        bad.row_end[4] = end;
+        const DeviceRagged d(bad);
+        const dsa_topk_params_t params = bad.params(k, kSorted);
+        DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), params, d.inputs);
+        DeviceOutput out(c.rows(), k, true);
+        REQUIRE(launch(gpu.get(), params, d.inputs, out.outputs(), workspace.get(), workspace.bytes(), stream.get()) ==
+                DSA_STATUS_SUCCESS);
+        stream.sync();
+        const HostResult r = out.download();
+        for (int64_t row = 0; row < c.rows(); ++row)
+            for (int i = 0; i < k; ++i) {
+                const size_t at = size_t(row * k + i);
+                CHECK(r.indices[at] == (row == 4 ? -1 : valid.indices[at]));
+            }
+        CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_DEVICE_INPUT_ERROR);
+        CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);
+    }
+}
+
+TEST_CASE("GPU: too small a workspace is rejected and nothing is written", "[gpu][validation]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    PagedCase paged(layout_of(64, 64, 1), repeat(8, 8192), 11001);
+    RaggedCase ragged = ragged_case(64);
+    Rng rng(11002);
+    fill_spec6(paged, rng);
+    fill_spec6(ragged, rng);
+    const DevicePaged dp(paged);
+    const DeviceRagged dr(ragged);
+
+    auto expect_rejections = [&](const dsa_topk_params_t& params, const auto& inputs, int64_t rows) {
+        size_t needed = 0;
+        REQUIRE(workspace_size(gpu.get(), params, inputs, &needed) == DSA_STATUS_SUCCESS);
+        if (needed == 0) {
+            WARN("this call needs no workspace: nothing to check");
+            return;
+        }
+        DeviceArray<uint8_t> workspace(needed);
+        DeviceOutput out(rows, params.topk, true);
+        CHECK(launch(gpu.get(), params, inputs, out.outputs(), workspace.get(), needed - 1, stream.get()) ==
+              DSA_STATUS_INSUFFICIENT_WORKSPACE);
+        CHECK(launch(gpu.get(), params, inputs, out.outputs(), nullptr, needed, stream.get()) == DSA_STATUS_INSUFFICIENT_WORKSPACE);
+        CHECK(launch(gpu.get(), params, inputs, out.outputs(), nullptr, 0, stream.get()) == DSA_STATUS_INSUFFICIENT_WORKSPACE);
+        stream.sync();
+        CHECK(out.download().all_poison());
+        CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);
+    };
+    expect_rejections(paged.params(2048, kSorted), dp.inputs, paged.rows());
+    expect_rejections(ragged.params(2048, kSorted), dr.inputs, ragged.rows());
+}
+
+TEST_CASE("GPU: host-visible checks still reject before any work", "[gpu][validation][sanitize]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    PagedCase c(layout_of(64, 64, 1), {500, 20}, 12001);
+    Rng rng(12002);
+    fill_spec6(c, rng);
+    const DevicePaged d(c);
+    DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), c.params(64, 0), d.inputs);
+    const std::vector<std::tuple<const char*, dsa_status_t, std::function<void(dsa_topk_params_t&, dsa_paged_inputs_t&)>>> cases = {
+        {"topk 0", DSA_STATUS_UNSUPPORTED, [](dsa_topk_params_t& p, dsa_paged_inputs_t&) { p.topk = 0; }},
+        {"num_heads 48", DSA_STATUS_UNSUPPORTED, [](dsa_topk_params_t& p, dsa_paged_inputs_t&) { p.num_heads = 48; }},
+        {"unknown flag", DSA_STATUS_INVALID_ARGUMENT, [](dsa_topk_params_t& p, dsa_paged_inputs_t&) { p.flags = 0x10; }},
+        {"q NULL", DSA_STATUS_INVALID_ARGUMENT, [](dsa_topk_params_t&, dsa_paged_inputs_t& in) { in.q = nullptr; }},
+        {"q misaligned", DSA_STATUS_INVALID_ARGUMENT,
+         [](dsa_topk_params_t&, dsa_paged_inputs_t& in) { in.q = static_cast<const uint8_t*>(in.q) + 1; }},
+        {"page stride not a multiple of 16", DSA_STATUS_INVALID_ARGUMENT,
+         [](dsa_topk_params_t&, dsa_paged_inputs_t& in) { in.page_stride_bytes += 8; }},
+        {"negative batch", DSA_STATUS_INVALID_ARGUMENT, [](dsa_topk_params_t&, dsa_paged_inputs_t& in) { in.batch_size = -1; }},
+    };
+    for (const auto& [what, expected, breaks] : cases) {
+        INFO(what);
+        dsa_topk_params_t params = c.params(64, 0);
+        dsa_paged_inputs_t inputs = d.inputs;
+        breaks(params, inputs);
+        DeviceOutput out(c.rows(), 64, true);
+        CHECK(launch(gpu.get(), params, inputs, out.outputs(), workspace.get(), workspace.bytes(), stream.get()) == expected);
+        stream.sync();
+        CHECK(out.download().all_poison());
+    }
+    CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);
+}
+
+// =====================================================================================================
+// Owned cache on a GPU context
+
+TEST_CASE("GPU owned cache: writes from host and device memory, dsa_topk equals the CPU context", "[gpu][cache]") {
+    Context gpu(&kDevice, 1), cpu;
+    PagedLayout layout = layout_of(64, 64, 2);
+    PagedCase c(layout, {3000, 100, 0, 2100}, 13001);
+    Rng rng(13002);
+    fill_tie_free(c, rng);
+    const int P = layout.page_size;
+    const int64_t slots_count = c.num_pages * P;
+    std::vector<int64_t> slots(static_cast<size_t>(slots_count));
+    std::vector<uint8_t> keys(slots.size() * kHeadDim);
+    std::vector<float> scales(slots.size());
+    for (int64_t s = 0; s < slots_count; ++s) {
+        slots[size_t(s)] = s;
+        const uint8_t* page = c.k_cache.data() + (s / P) * c.page_stride;
+        std::memcpy(&keys[size_t(s) * kHeadDim], page + (s % P) * kHeadDim, kHeadDim);
+        std::memcpy(&scales[size_t(s)], page + int64_t(P) * kHeadDim + (s % P) * 4, 4);
+    }
+    dsa_cache_config_t config = DSA_CACHE_CONFIG_INIT;
+    config.num_pages = c.num_pages;
+    config.page_size = P;
+    dsa_cache_t gpu_cache = nullptr, cpu_cache = nullptr;
+    REQUIRE(dsa_cache_create(gpu.get(), &config, &gpu_cache) == DSA_STATUS_SUCCESS);
+    REQUIRE(dsa_cache_create(cpu.get(), &config, &cpu_cache) == DSA_STATUS_SUCCESS);
+
+    // First half from host memory, second half from device memory.
+    const int64_t half = slots_count / 2;
+    CHECK(dsa_cache_write(gpu_cache, slots.data(), keys.data(), scales.data(), half, DSA_MEMORY_HOST) == DSA_STATUS_SUCCESS);
+    DeviceArray<int64_t> d_slots(slots);
+    DeviceArray<uint8_t> d_keys(keys);
+    DeviceArray<float> d_scales(scales);
+    CHECK(dsa_cache_write(gpu_cache, d_slots.get() + half, d_keys.get() + half * kHeadDim, d_scales.get() + half,
+                          slots_count - half, kDevice) == DSA_STATUS_SUCCESS);
+    CHECK(dsa_cache_write(cpu_cache, slots.data(), keys.data(), scales.data(), slots_count, DSA_MEMORY_HOST) == DSA_STATUS_SUCCESS);
+    CHECK(dsa_cache_write(gpu_cache, slots.data(), keys.data(), scales.data(), 1, 1234) == DSA_STATUS_INVALID_ARGUMENT);
+
+    std::vector<uint8_t> read_keys(keys.size());
+    std::vector<float> read_scales(scales.size());
+    REQUIRE(dsa_cache_read(gpu_cache, slots.data(), read_keys.data(), read_scales.data(), slots_count, DSA_MEMORY_HOST) ==
+            DSA_STATUS_SUCCESS);
+    CHECK(bool(read_keys == keys));
+    CHECK(std::memcmp(read_scales.data(), scales.data(), scales.size() * 4) == 0);
+    // A bad slot changes nothing, on the device too.
+    const int64_t bad_slots[2] = {0, slots_count};
+    CHECK(dsa_cache_write(gpu_cache, bad_slots, keys.data(), scales.data(), 2, DSA_MEMORY_HOST) == DSA_STATUS_INVALID_ARGUMENT);
+    REQUIRE(dsa_cache_read(gpu_cache, slots.data(), read_keys.data(), read_scales.data(), slots_count, DSA_MEMORY_HOST) ==
+            DSA_STATUS_SUCCESS);
+    CHECK(bool(read_keys == keys));
+
+    dsa_paged_inputs_t inputs = c.inputs();
+    inputs.k_cache = nullptr;
+    inputs.num_pages = 0;
+    inputs.page_stride_bytes = 0;
+    for_each_variant({1, 512, 2048}, {0u, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+        INFO("k " << k << ", flags " << flags);
+        const dsa_topk_params_t params = c.params(k, flags);
+        TopkOutput on_gpu(c.rows(), k, with_scores), on_cpu(c.rows(), k, with_scores);
+        const dsa_topk_outputs_t gpu_out = on_gpu.outputs(), cpu_out = on_cpu.outputs();
+        const dsa_status_t status = dsa_topk(gpu.get(), gpu_cache, &params, &inputs, &gpu_out);
+        INFO(describe_status(status));
+        REQUIRE(status == DSA_STATUS_SUCCESS);
+        REQUIRE(dsa_topk(cpu.get(), cpu_cache, &params, &inputs, &cpu_out) == DSA_STATUS_SUCCESS);
+        CHECK(on_gpu.same_bits(on_cpu));
+        CHECK(on_gpu.guards_intact());
+    });
+    CHECK(dsa_cache_destroy(gpu_cache) == DSA_STATUS_SUCCESS);
+    CHECK(dsa_cache_destroy(cpu_cache) == DSA_STATUS_SUCCESS);
+}
+
+TEST_CASE("GPU contexts: device count, set_devices, no device", "[gpu][context]") {
+    Context gpu(&kDevice, 1);
+    int32_t devices = -1;
+    CHECK(dsa_context_num_devices(gpu.get(), &devices) == DSA_STATUS_SUCCESS);
+    CHECK(devices == 1);
+    const int32_t missing = 9999;
+    CHECK(dsa_context_set_devices(gpu.get(), &missing, 1) == DSA_STATUS_NO_DEVICE);
+    CHECK(dsa_context_num_devices(gpu.get(), &devices) == DSA_STATUS_SUCCESS);
+    CHECK(devices == 1);  // unchanged by the failure
+    CHECK(dsa_context_set_devices(gpu.get(), nullptr, 0) == DSA_STATUS_SUCCESS);
+    CHECK(dsa_context_num_devices(gpu.get(), &devices) == DSA_STATUS_SUCCESS);
+    CHECK(devices == 0);
+    CHECK(dsa_context_set_devices(gpu.get(), &kDevice, 1) == DSA_STATUS_SUCCESS);
+    CHECK(dsa_context_num_devices(gpu.get(), &devices) == DSA_STATUS_SUCCESS);
+    CHECK(devices == 1);
+}
+
+#endif  // DSA_TEST_HAVE_CUDA
