@@ -49,10 +49,11 @@ struct PagedGroups {
         const int64_t cap = int64_t(pb.max_pages) * pb.shape.page_size;
         return len < 0 ? 0 : (len > cap ? cap : len);
     }
-    __device__ int64_t visible(int g, int j) const { return visible_positions(tokens(g), pb.shape.next_n, j); }
+    // Visible positions of row j, given tokens(g) (no memory read).
+    __device__ int64_t visible(int64_t n_tokens, int j) const { return visible_positions(n_tokens, pb.shape.next_n, j); }
     // Base of token p's page, or null when its block-table entry is out of range.
     __device__ const uint8_t* page_base(int g, int64_t p) const {
-        const int32_t page = pb.block_table[int64_t(g) * pb.block_table_stride + p / pb.shape.page_size];
+        const int32_t page = __ldg(pb.block_table + int64_t(g) * pb.block_table_stride + p / pb.shape.page_size);
         return (page >= 0 && page < pb.num_pages) ? pb.k_cache + int64_t(page) * pb.page_stride_bytes : nullptr;
     }
     __device__ const uint8_t* key(int g, int64_t p, const uint8_t* base) const {
@@ -76,12 +77,13 @@ struct RaggedGroups {
         return s >= 0 && s <= e && e <= pb.num_keys;
     }
     __device__ int64_t tokens(int g) const { return window_ok(g) ? int64_t(pb.row_end[g]) - pb.row_start[g] : 0; }
-    __device__ int64_t visible(int g, int) const { return tokens(g); }
-    __device__ const uint8_t* page_base(int g, int64_t) const { return pb.k; }
-    __device__ const uint8_t* key(int g, int64_t p, const uint8_t* base) const {
-        return base + (pb.row_start[g] + p) * kDim;
+    __device__ int64_t visible(int64_t n_tokens, int) const { return n_tokens; }
+    // The row's first key; key() and scale() derive everything from it without further reads.
+    __device__ const uint8_t* page_base(int g, int64_t) const { return pb.k + int64_t(__ldg(pb.row_start + g)) * kDim; }
+    __device__ const uint8_t* key(int, int64_t p, const uint8_t* base) const { return base + p * kDim; }
+    __device__ const float* scale(int, int64_t p, const uint8_t* base) const {
+        return pb.k_scale + (base - pb.k) / kDim + p;
     }
-    __device__ const float* scale(int g, int64_t p, const uint8_t*) const { return pb.k_scale + pb.row_start[g] + p; }
 };
 
 // Stages tokens [tile_begin, tile_begin + 128) of group g: keys swizzled into `keys`, scales into `scales`.
@@ -92,17 +94,23 @@ __device__ __forceinline__ void stage_key_tile(const Groups& groups, int g, int6
                                                uint8_t* keys, float* scales) {
     constexpr int kChunksPerToken = kDim / 16;
     constexpr int kTokensPerPass = kScoreThreads / kChunksPerToken;
+    constexpr int kPasses = kTileTokens / kTokensPerPass;
     const int chunk = threadIdx.x % kChunksPerToken;
+    // All page lookups first, so their latencies overlap instead of queueing in front of each copy.
+    const uint8_t* base[kPasses];
 #pragma unroll
-    for (int pass = 0; pass < kTileTokens / kTokensPerPass; ++pass) {
+    for (int pass = 0; pass < kPasses; ++pass) {
+        const int64_t p = tile_begin + pass * kTokensPerPass + threadIdx.x / kChunksPerToken;
+        base[pass] = p < n_tokens ? groups.page_base(g, p) : nullptr;
+    }
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
         const int token = pass * kTokensPerPass + threadIdx.x / kChunksPerToken;
         const int64_t p = tile_begin + token;
-        const uint8_t* base = p < n_tokens ? groups.page_base(g, p) : nullptr;
-        cp_async_16(keys + swizzled_offset(token, chunk), base ? groups.key(g, p, base) + chunk * 16 : groups.pb.q,
-                    base ? 16 : 0);
+        const uint8_t* b = base[pass];
+        cp_async_16(keys + swizzled_offset(token, chunk), b ? groups.key(g, p, b) + chunk * 16 : groups.pb.q, b ? 16 : 0);
         if (chunk == 0)
-            cp_async_4(scales + token, base ? static_cast<const void*>(groups.scale(g, p, base)) : groups.pb.q,
-                       base ? 4 : 0);
+            cp_async_4(scales + token, b ? static_cast<const void*>(groups.scale(g, p, b)) : groups.pb.q, b ? 4 : 0);
     }
 }
 

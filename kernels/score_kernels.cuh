@@ -32,12 +32,12 @@ __device__ __forceinline__ float fp8_to_float(uint32_t byte) {
 template <int H>
 struct PortableTileMath {
     template <class Groups>
-    __device__ static void run(const Groups& groups, int g, int64_t tile_begin, const uint8_t* q_smem,
+    __device__ static void run(const Groups& groups, int g, int64_t n_tokens, int64_t tile_begin, const uint8_t* q_smem,
                                const float* w_smem, const uint8_t* keys, const float* scales, float* scores) {
         const int i = threadIdx.x;
         const int64_t p = tile_begin + i;
         for (int j = 0; j < groups.rows(g); ++j) {
-            if (p >= groups.visible(g, j)) continue;
+            if (p >= groups.visible(n_tokens, j)) continue;
             float dot[H];
 #pragma unroll
             for (int h = 0; h < H; ++h) dot[h] = 0.0f;
@@ -88,7 +88,7 @@ struct TensorCoreTileMath {
     }
 
     template <class Groups>
-    __device__ static void run(const Groups& groups, int g, int64_t tile_begin, const uint8_t* q_smem,
+    __device__ static void run(const Groups& groups, int g, int64_t n_tokens, int64_t tile_begin, const uint8_t* q_smem,
                                const float* w_smem, const uint8_t* keys, const float* scales, float* scores) {
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
         const int quad_row = lane >> 2, quad_col = lane & 3;
@@ -101,7 +101,7 @@ struct TensorCoreTileMath {
                 ldmatrix_x4(a[mt][ks], keys + swizzled_offset(row, 2 * ks + (lane >> 4)));
             }
         for (int j = 0; j < groups.rows(g); ++j) {
-            const int64_t visible = groups.visible(g, j);
+            const int64_t visible = groups.visible(n_tokens, j);
             float part[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
             // Two n8 tiles x two m16 tiles: four independent accumulation chains keep the tensor pipe busy.
 #pragma unroll
@@ -206,7 +206,7 @@ struct WgmmaTileMath {
     }
 
     template <class Groups>
-    __device__ static void run(const Groups& groups, int g, int64_t tile_begin, const uint8_t* q_smem,
+    __device__ static void run(const Groups& groups, int g, int64_t n_tokens, int64_t tile_begin, const uint8_t* q_smem,
                                const float* w_smem, const uint8_t* keys, const float* scales, float* scores) {
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
         const int quad_row = lane >> 2, quad_col = lane & 3;
@@ -229,7 +229,7 @@ struct WgmmaTileMath {
 #pragma unroll
             for (int mb = 0; mb < 2; ++mb) fence_accumulators(d[mb]);
 
-            const int64_t visible = groups.visible(g, j);
+            const int64_t visible = groups.visible(n_tokens, j);
 #pragma unroll
             for (int mb = 0; mb < 2; ++mb) {
                 float part[2] = {0.0f, 0.0f};  // tokens quad_row and quad_row + 8 of this warp's 16
@@ -292,7 +292,7 @@ __global__ void __launch_bounds__(kScoreThreads) score_kernel(Groups groups, int
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
         __syncthreads();
-        TileMath::run(groups, g, tile * kTileTokens, q_smem, w_smem, key_buf + stage * kTileBytes,
+        TileMath::run(groups, g, n, tile * kTileTokens, q_smem, w_smem, key_buf + stage * kTileBytes,
                       scale_buf + stage * kTileTokens, scores);
         __syncthreads();  // the next iteration's prefetch overwrites this stage
     }

@@ -19,6 +19,7 @@ namespace dsa::kernels {
 
 constexpr int kSelectThreads = 1024;
 constexpr int kSelectWarps = kSelectThreads / 32;
+static_assert(kSelectThreads == 1024, "the histogram reduction assumes four threads per bin");
 constexpr int kChunk = 16384;                       // candidates one CTA holds in shared memory
 constexpr int kSelectItems = kChunk / kSelectThreads;
 constexpr int kMaxTopk = 2048;
@@ -96,10 +97,18 @@ __device__ int select_top(SelectShared& sh, int m, int k) {
             if ((key & mask) == prefix) atomicAdd(&sh.warp_histogram[lane_warp][(key >> shift) & 0xffu], 1);
         }
         __syncthreads();
-        for (int bin = tid; bin < 256; bin += kSelectThreads) {
-            int total = 0;
-            for (int w = 0; w < kSelectWarps; ++w) total += sh.warp_histogram[w][bin];
-            sh.histogram[bin] = total;
+        // Sum the 32 warp histograms: four threads per bin add eight each, then one adds the four.
+        {
+            const int bin = tid % 256, quarter = tid / 256;
+            int partial = 0;
+#pragma unroll
+            for (int w = 0; w < kSelectWarps / 4; ++w) partial += sh.warp_histogram[quarter * (kSelectWarps / 4) + w][bin];
+            __syncthreads();
+            sh.warp_histogram[quarter][bin] = partial;
+            __syncthreads();
+            if (tid < 256)
+                sh.histogram[bin] = sh.warp_histogram[0][bin] + sh.warp_histogram[1][bin] + sh.warp_histogram[2][bin] +
+                                    sh.warp_histogram[3][bin];
         }
         __syncthreads();
         pick_digit(sh, remaining);
