@@ -40,6 +40,7 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 struct PagedGroups {
     PagedProblem pb;
     int64_t score_stride;  // floats between the score rows of two query rows
+    int page_shift;        // log2(page_size): positions split into page and offset by shifts, never divisions
 
     __device__ int count() const { return pb.batch_size; }
     __device__ int rows(int) const { return pb.shape.next_n; }
@@ -53,14 +54,13 @@ struct PagedGroups {
     __device__ int64_t visible(int64_t n_tokens, int j) const { return visible_positions(n_tokens, pb.shape.next_n, j); }
     // Base of token p's page, or null when its block-table entry is out of range.
     __device__ const uint8_t* page_base(int g, int64_t p) const {
-        const int32_t page = __ldg(pb.block_table + int64_t(g) * pb.block_table_stride + p / pb.shape.page_size);
+        const int32_t page = __ldg(pb.block_table + int64_t(g) * pb.block_table_stride + (uint32_t(p) >> page_shift));
         return (page >= 0 && page < pb.num_pages) ? pb.k_cache + int64_t(page) * pb.page_stride_bytes : nullptr;
     }
-    __device__ const uint8_t* key(int g, int64_t p, const uint8_t* base) const {
-        return base + (p % pb.shape.page_size) * kDim;
-    }
-    __device__ const float* scale(int g, int64_t p, const uint8_t* base) const {
-        return reinterpret_cast<const float*>(base + int64_t(pb.shape.page_size) * kDim) + p % pb.shape.page_size;
+    __device__ uint32_t offset_in_page(int64_t p) const { return uint32_t(p) & ((1u << page_shift) - 1u); }
+    __device__ const uint8_t* key(int, int64_t p, const uint8_t* base) const { return base + offset_in_page(p) * kDim; }
+    __device__ const float* scale(int, int64_t p, const uint8_t* base) const {
+        return reinterpret_cast<const float*>(base + (kDim << page_shift)) + offset_in_page(p);
     }
 };
 

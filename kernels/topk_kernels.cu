@@ -17,6 +17,7 @@ constexpr size_t kRaggedScoreBudget = size_t(256) << 20;  // bytes of ragged sco
 struct PagedRows {
     PagedProblem pb;
     int64_t score_stride;
+    int page_shift;  // log2(page_size)
 
     __device__ const float* scores(const float* base, int64_t r) const { return base + r * score_stride; }
     // Block-wide: every thread must call it.
@@ -27,7 +28,7 @@ struct PagedRows {
         int bad_entry = 0;
         if (len >= 0 && len <= cap) {
             const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
-            for (int64_t i = threadIdx.x; i < (len + pb.shape.page_size - 1) / pb.shape.page_size; i += blockDim.x)
+            for (int64_t i = threadIdx.x; i < (len + pb.shape.page_size - 1) >> page_shift; i += blockDim.x)
                 bad_entry |= (table[i] < 0 || table[i] >= pb.num_pages);
         } else {
             bad_entry = 1;
@@ -40,8 +41,8 @@ struct PagedRows {
     __device__ int32_t index_of(int64_t r, uint32_t p) const {
         if (pb.shape.index_mode == IndexMode::PagedLogical) return int32_t(p);
         const int b = int(r / pb.shape.next_n);
-        const int P = pb.shape.page_size;
-        return pb.block_table[int64_t(b) * pb.block_table_stride + p / P] * P + int32_t(p % P);
+        return (pb.block_table[int64_t(b) * pb.block_table_stride + (p >> page_shift)] << page_shift) +
+               int32_t(p & ((1u << page_shift) - 1u));
     }
 };
 
@@ -61,6 +62,8 @@ struct RaggedRows {
 };
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+int log2_of(int power_of_two) { return __builtin_ctz(unsigned(power_of_two)); }
 
 // The workspace of one launch: scores [rows, score_stride] fp32, then the merge tree's lists, counts and
 // tickets. Sized for rows of up to max_tokens positions.
@@ -202,10 +205,10 @@ cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, 
         pb.out.indices += row0 * pb.shape.topk;
         if (pb.out.scores) pb.out.scores += row0 * pb.shape.topk;
 
-        cudaError_t err = launch_score_for(PagedGroups{pb, plan.score_stride}, pb.batch_size, H, next_n,
+        cudaError_t err = launch_score_for(PagedGroups{pb, plan.score_stride, log2_of(pb.shape.page_size)}, pb.batch_size, H, next_n,
                                            int64_t(pb.max_pages) * pb.shape.page_size, device, kind, scores, stream);
         if (err != cudaSuccess) return err;
-        err = launch_select(PagedRows{pb, plan.score_stride}, pb.rows(), scores, pb.shape, pb.out, plan, error_flag,
+        err = launch_select(PagedRows{pb, plan.score_stride, log2_of(pb.shape.page_size)}, pb.rows(), scores, pb.shape, pb.out, plan, error_flag,
                             stream);
         if (err != cudaSuccess) return err;
     }
