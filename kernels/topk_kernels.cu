@@ -131,10 +131,11 @@ cudaError_t launch_score(const Groups& groups, int groups_count, int heads, int 
     int resident = 1;
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kScoreThreads, smem);
     if (err != cudaSuccess) return err;
-    // One wave of resident CTAs spread over the groups; each CTA walks its group's tiles with a stride.
+    // At most one wave of resident CTAs spread over the groups (rounding down: a partial second wave would
+    // run alone at the end); each CTA walks its group's tiles with a stride.
     const int64_t tiles = std::max<int64_t>(1, (max_tokens + kTileTokens - 1) / kTileTokens);
-    const int64_t ctas_wanted = int64_t(device.sm_count) * std::max(resident, 1);
-    const int64_t per_group = std::min<int64_t>(tiles, std::max<int64_t>(1, (ctas_wanted + groups_count - 1) / groups_count));
+    const int64_t slots = int64_t(device.sm_count) * std::max(resident, 1);
+    const int64_t per_group = std::min<int64_t>(tiles, std::max<int64_t>(1, slots / groups_count));
     kernel<<<dim3(unsigned(per_group), unsigned(groups_count)), kScoreThreads, smem, stream>>>(groups, heads, group_rows,
                                                                                                scores);
     return cudaGetLastError();
