@@ -154,7 +154,8 @@ typedef struct dsa_topk_params {
 /** Fills *params with the defaults above. params must not be NULL. */
 DSA_API void dsa_topk_params_init(dsa_topk_params_t* params);
 
-/** Inputs of a paged decode call (SPEC section 1). Rows are r = b * next_n + j.
+/** Inputs of a paged decode call (SPEC section 1). Rows are r = b * next_n + j. q and k_cache must be
+ *  16-byte aligned, the other arrays 4-byte aligned.
  *  Memory: for dsa_topk_paged, every pointer is in the memory of the context's backend (host memory on
  *  the CPU backend, device memory of the context's first GPU otherwise). For dsa_topk (owned cache),
  *  every pointer is host memory and k_cache must be NULL (the cache supplies the keys). */
@@ -178,6 +179,7 @@ typedef struct dsa_paged_inputs {
 DSA_API void dsa_paged_inputs_init(dsa_paged_inputs_t* inputs);
 
 /** Inputs of a ragged prefill call (SPEC section 2). Row r sees keys [row_start[r], row_end[r]).
+ *  q and k must be 16-byte aligned, the other arrays 4-byte aligned.
  *  Memory: every pointer is in the memory of the context's backend, as for dsa_paged_inputs_t. */
 typedef struct dsa_ragged_inputs {
     size_t struct_size;          /**< sizeof(dsa_ragged_inputs_t), set by the initialiser */
@@ -196,8 +198,11 @@ typedef struct dsa_ragged_inputs {
 /** Fills *inputs with zeros and the struct size. inputs must not be NULL. */
 DSA_API void dsa_ragged_inputs_init(dsa_ragged_inputs_t* inputs);
 
-/** Outputs of a top-k call, [rows, k] each, row-major, contiguous; same memory rules as the inputs.
- *  Rows with n < k visible positions hold their n results first, then -1 (and -inf in scores). */
+/** Outputs of a top-k call, [rows, k] each, row-major, contiguous, 4-byte aligned; same memory rules as
+ *  the inputs; they must not overlap any input or each other. Rows with n < k visible positions hold their
+ *  n results first, then -1 (and -inf in scores). Without DSA_TOPK_SORTED a row's results come in
+ *  ascending position order (the same on every backend). A returned score of -0 reads back as +0 and
+ *  every NaN score as the one quiet NaN (both rank as SPEC section 1 says: -0 == +0, NaN lowest). */
 typedef struct dsa_topk_outputs {
     size_t struct_size;   /**< sizeof(dsa_topk_outputs_t), set by the initialiser */
     int32_t* indices;     /**< [rows, k] int32, required */
@@ -223,7 +228,9 @@ DSA_API dsa_status_t dsa_topk_paged_workspace_size(dsa_context_t context, const 
  *  the legacy default stream); workspace is device memory of at least the queried size, owned by the
  *  caller and not used by anything else until the work completes. No allocation and no host
  *  synchronisation: the call may be captured in a CUDA graph. Bad block-table entries and seq_lens are
- *  found on the device and reported by dsa_context_synchronize (those rows get padding only).
+ *  found on the device and reported by dsa_context_synchronize (those rows get padding only). A NaN
+ *  weight is rejected on the CPU backend (host-visible data); on a GPU it is not inspected, and the NaN
+ *  scores it produces rank lowest as SPEC section 1 says.
  *  All host-visible checks (SPEC section 4) happen before any work; a rejected call writes nothing. */
 DSA_API dsa_status_t dsa_topk_paged(dsa_context_t context, const dsa_topk_params_t* params,
                                     const dsa_paged_inputs_t* inputs, const dsa_topk_outputs_t* outputs,
