@@ -6,9 +6,9 @@
 // do not stay cached between calls.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cmath>
 #include <cstring>
 #include <functional>
 #include <map>
