@@ -14,6 +14,7 @@ constexpr int kHeadDim = 128;
 constexpr int kMaxTopk = 2048;
 constexpr int kMaxNextN = 4;
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 
 // Every public struct starts with its size; this release knows exactly one size per struct. A smaller
 // one was not initialised; a larger one comes from a newer header than this library.
@@ -122,12 +123,11 @@ PagedProblem check_paged_shape(const dsa_topk_params_t* params, const dsa_paged_
     require(in.batch_size >= 0, DSA_STATUS_INVALID_ARGUMENT, "inputs->batch_size is negative (", in.batch_size, ")");
     require(in.max_pages >= 0, DSA_STATUS_INVALID_ARGUMENT, "inputs->max_pages is negative (", in.max_pages, ")");
     require(in.num_pages >= 0, DSA_STATUS_INVALID_ARGUMENT, "inputs->num_pages is negative (", in.num_pages, ")");
-    require(in.block_table_stride >= in.max_pages, DSA_STATUS_INVALID_ARGUMENT, "inputs->block_table_stride (",
-            in.block_table_stride, ") is below max_pages (", in.max_pages, ")");
     require(int64_t(in.max_pages) * P <= kInt32Max, DSA_STATUS_UNSUPPORTED, "inputs->max_pages * page_size (",
             int64_t(in.max_pages) * P, ") exceeds the int32 position range");
-    require(in.num_pages <= (kInt32Max + 1) / P, DSA_STATUS_UNSUPPORTED, "inputs->num_pages * page_size (",
-            in.num_pages * P, ") exceeds the int32 slot range");
+    // The message names both factors: their product may not fit in int64 (num_pages is caller input).
+    require(in.num_pages <= (kInt32Max + 1) / P, DSA_STATUS_UNSUPPORTED, "inputs->num_pages (", in.num_pages,
+            ") * page_size (", P, ") exceeds the int32 slot range");
     pb.batch_size = in.batch_size;
     pb.max_pages = in.max_pages;
     pb.block_table_stride = in.block_table_stride;
@@ -155,7 +155,18 @@ PagedProblem check_paged(const dsa_topk_params_t* params, const dsa_paged_inputs
                 min_stride, " and a multiple of 16");
         if (pb.num_pages > 0) require_pointer(pb.k_cache, "inputs->k_cache");
         require_aligned(pb.k_cache, 16, "inputs->k_cache");
+        // No caller buffer spans more than int64 bytes, and page * page_stride_bytes must not overflow.
+        require(pb.num_pages == 0 || pb.page_stride_bytes <= kInt64Max / pb.num_pages, DSA_STATUS_INVALID_ARGUMENT,
+                "inputs->page_stride_bytes (", pb.page_stride_bytes, ") * num_pages (", pb.num_pages,
+                ") exceeds the int64 byte range");
     }
+    // Checked here, not in check_paged_shape: the workspace-size query reads no stride (dsa_indexer.h).
+    require(pb.block_table_stride >= pb.max_pages, DSA_STATUS_INVALID_ARGUMENT, "inputs->block_table_stride (",
+            pb.block_table_stride, ") is below max_pages (", pb.max_pages, ")");
+    // The block table's bytes, (batch_size - 1) * stride + max_pages entries, must fit in int64 too.
+    require(pb.batch_size <= 1 || pb.block_table_stride <= (kInt64Max / 4 - pb.max_pages) / (pb.batch_size - 1),
+            DSA_STATUS_INVALID_ARGUMENT, "inputs->block_table_stride (", pb.block_table_stride, ") with batch_size ",
+            pb.batch_size, " exceeds the int64 byte range");
     const int64_t rows = pb.rows();
     if (pb.batch_size > 0) {
         require_pointer(pb.q, "inputs->q");
@@ -236,6 +247,7 @@ void check_paged_host_data(const PagedProblem& pb) {
         const int64_t len = pb.seq_lens[b];
         require(len >= 0 && len <= capacity, DSA_STATUS_INVALID_ARGUMENT, "seq_lens[", b, "] is ", len,
                 ": it must be in [0, max_pages * page_size] = [0, ", capacity, "]");
+        if (len == 0) continue;  // no page to check; block_table may be NULL (max_pages 0): form no row pointer
         const int32_t* table_row = pb.block_table + b * pb.block_table_stride;
         for (int64_t i = 0; i < (len + P - 1) / P; ++i)
             require(table_row[i] >= 0 && table_row[i] < pb.num_pages, DSA_STATUS_INVALID_ARGUMENT, "block_table[", b,
@@ -268,8 +280,8 @@ dsa_cache_config_t read_cache_config(const dsa_cache_config_t* config) {
             ": supported values are 32 and 64");
     require(c.head_dim == kHeadDim, DSA_STATUS_UNSUPPORTED, "config->head_dim is ", c.head_dim,
             ": the supported value is 128");
-    require(c.num_pages <= (kInt32Max + 1) / c.page_size, DSA_STATUS_UNSUPPORTED, "config->num_pages * page_size (",
-            c.num_pages * c.page_size, ") exceeds the int32 slot range");
+    require(c.num_pages <= (kInt32Max + 1) / c.page_size, DSA_STATUS_UNSUPPORTED, "config->num_pages (", c.num_pages,
+            ") * page_size (", c.page_size, ") exceeds the int32 slot range");
     return c;
 }
 

@@ -165,13 +165,14 @@ void topk_paged(const PagedProblem& pb, int threads) {
             const int32_t b = int32_t(r / next_n);
             const int j = int(r % next_n);
             const int64_t seq_len = pb.seq_lens[b];
-            const int32_t* table_row = pb.block_table + b * pb.block_table_stride;
             const bool logical = shape.index_mode == IndexMode::PagedLogical;
             thread_local std::vector<uint64_t> candidates;
             select_row(scores.data() + offset[size_t(b - group_begin)] + j * seq_len,
                        visible_positions(seq_len, next_n, j), shape,
                        [&](int64_t p) {
-                           return logical ? int32_t(p) : int32_t(int64_t(table_row[p / P]) * P + p % P);
+                           if (logical) return int32_t(p);
+                           // Indexed per returned position only: with no page at all, block_table may be NULL.
+                           return int32_t(int64_t(pb.block_table[b * pb.block_table_stride + p / P]) * P + p % P);
                        },
                        pb.out.indices + r * shape.topk, pb.out.scores ? pb.out.scores + r * shape.topk : nullptr,
                        candidates);
