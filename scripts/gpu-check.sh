@@ -34,7 +34,7 @@ if wanted portable; then
 fi
 
 if wanted sanitizer && command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck; do
+  for tool in memcheck racecheck synccheck; do
     step "compute-sanitizer $tool"
     timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 build-gpu/tests/dsa_gpu_tests "[sanitize]" \
       >"$out/sanitizer_$tool.log" 2>&1 || status=1

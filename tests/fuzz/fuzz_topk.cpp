@@ -364,8 +364,11 @@ dsa_topk_outputs_t choose_outputs(FuzzInput& in, Outputs& out, const std::vector
     if (in.rarely()) {  // one output moved onto an input or onto the other output, a few elements in
         const bool move_indices = in.byte() % 2;
         const size_t which = in.byte() % (inputs.size() + 1);
-        const Range other = {move_indices ? static_cast<const void*>(out.scores.data()) : out.indices.data(),
-                             int64_t(out.indices.size()) * 4};
+        // The other output only while it is passed: otherwise its buffer is merely memory too small.
+        const void* other_begin = move_indices ? static_cast<const void*>(o.scores) : static_cast<const void*>(o.indices);
+        const bool other_passed = other_begin == (move_indices ? static_cast<const void*>(out.scores.data())
+                                                               : static_cast<const void*>(out.indices.data()));
+        const Range other = {other_passed ? other_begin : nullptr, int64_t(out.indices.size()) * 4};
         const Range target = which < inputs.size() ? inputs[which] : other;
         const int64_t offset = 4 * in.in_range(0, 3);
         if (target.begin && target.bytes > offset) {
