@@ -29,7 +29,7 @@
 /** Library version. DSA_VERSION_NUMBER = MAJOR * 10000 + MINOR * 100 + PATCH. The shared object's
  *  SOVERSION is the major version: a change of MAJOR is the only change that may break the ABI. */
 #define DSA_VERSION_MAJOR 0
-#define DSA_VERSION_MINOR 1
+#define DSA_VERSION_MINOR 2
 #define DSA_VERSION_PATCH 0
 #define DSA_VERSION_NUMBER (DSA_VERSION_MAJOR * 10000 + DSA_VERSION_MINOR * 100 + DSA_VERSION_PATCH)
 
@@ -68,6 +68,13 @@ typedef struct dsa_cache_s* dsa_cache_t;
 /** Location tag for pointers of the owned-cache calls: host memory. */
 #define DSA_MEMORY_HOST (-1)
 
+/** An NCCL unique id (ncclUniqueId's 128 bytes), made by dsa_nccl_unique_id_create on one process and
+ *  handed to the others by the caller (MPI, a socket, a file, ...). Opaque. */
+#define DSA_NCCL_UNIQUE_ID_BYTES 128
+typedef struct dsa_nccl_unique_id {
+    char internal[DSA_NCCL_UNIQUE_ID_BYTES];
+} dsa_nccl_unique_id_t;
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Version and errors                                                                                    */
 
@@ -85,6 +92,11 @@ DSA_API const char* dsa_last_error_message(void);
 /* ---------------------------------------------------------------------------------------------------- */
 /* Context                                                                                               */
 
+/** Makes a new NCCL unique id into *out_id (for contexts spanning processes: see dsa_context_config_t).
+ *  DSA_STATUS_NOT_IMPLEMENTED when the library was built without NCCL; DSA_STATUS_NCCL_ERROR with NCCL's
+ *  message when NCCL fails. */
+DSA_API dsa_status_t dsa_nccl_unique_id_create(dsa_nccl_unique_id_t* out_id);
+
 /** Context configuration. Initialise with dsa_context_config_init() (or DSA_CONTEXT_CONFIG_INIT), then
  *  set fields. New fields are only ever appended; struct_size tells the library which ones you know. */
 typedef struct dsa_context_config {
@@ -92,9 +104,19 @@ typedef struct dsa_context_config {
     const int32_t* device_ids;   /**< host array of CUDA device ordinals; NULL with num_devices 0 = CPU */
     int32_t num_devices;         /**< entries in device_ids; 0 selects the CPU backend */
     int32_t num_cpu_threads;     /**< CPU backend threads; 0 = one per hardware thread */
+    /* since 0.2 */
+    /** NULL: the context's GPUs are all in this process (one NCCL communicator over them when there are
+     *  several). Otherwise this process joins a context spanning nccl_world_size processes as rank
+     *  nccl_rank, with exactly one GPU (num_devices 1); every process passes the same id. Creating such a
+     *  context is collective: it returns when all ranks have joined. Every call on it that moves data
+     *  between ranks (dsa_cache_create/write/read/destroy, dsa_topk) is collective too: all ranks make it,
+     *  in the same order, with the same arguments. */
+    const dsa_nccl_unique_id_t* nccl_unique_id;
+    int32_t nccl_rank;           /**< this process's rank, 0 .. nccl_world_size - 1 */
+    int32_t nccl_world_size;     /**< processes in the context, >= 1 */
 } dsa_context_config_t;
 
-#define DSA_CONTEXT_CONFIG_INIT { sizeof(dsa_context_config_t), NULL, 0, 0 }
+#define DSA_CONTEXT_CONFIG_INIT { sizeof(dsa_context_config_t), NULL, 0, 0, NULL, 0, 1 }
 
 /** Fills *config with defaults (CPU backend, all hardware threads). config must not be NULL. */
 DSA_API void dsa_context_config_init(dsa_context_config_t* config);
@@ -113,11 +135,12 @@ DSA_API dsa_status_t dsa_context_destroy(dsa_context_t context);
 /** Replaces the context's devices (host array device_ids of num_devices entries; 0 = CPU backend).
  *  Validated fully before anything changes: on failure the context is left as it was. Fails with
  *  DSA_STATUS_INVALID_ARGUMENT while caches created from the context exist (their memory lives on the
- *  old devices). */
+ *  old devices), and with DSA_STATUS_UNSUPPORTED on a context spanning processes (its rank is bound to
+ *  its GPU). */
 DSA_API dsa_status_t dsa_context_set_devices(dsa_context_t context, const int32_t* device_ids,
                                              int32_t num_devices);
 
-/** Number of GPUs of the context (0 for the CPU backend) into *out_num_devices. */
+/** Number of GPUs of the context in this process (0 for the CPU backend) into *out_num_devices. */
 DSA_API dsa_status_t dsa_context_num_devices(dsa_context_t context, int32_t* out_num_devices);
 
 /** Waits for all work the context launched (GPU calls on caller streams included) and reports device-side
@@ -207,11 +230,15 @@ typedef struct dsa_topk_outputs {
     size_t struct_size;   /**< sizeof(dsa_topk_outputs_t), set by the initialiser */
     int32_t* indices;     /**< [rows, k] int32, required */
     float* scores;        /**< [rows, k] fp32 score of each returned index, optional (NULL = not written) */
+    /* since 0.2 */
+    int32_t memory_device; /**< dsa_topk only: where indices and scores are, DSA_MEMORY_HOST (the
+                                initialiser's value) or a device id of the context in this process.
+                                The engine-path calls ignore it (their outputs are in the backend's memory). */
 } dsa_topk_outputs_t;
 
-#define DSA_TOPK_OUTPUTS_INIT { sizeof(dsa_topk_outputs_t), NULL, NULL }
+#define DSA_TOPK_OUTPUTS_INIT { sizeof(dsa_topk_outputs_t), NULL, NULL, DSA_MEMORY_HOST }
 
-/** Fills *outputs with NULLs and the struct size. outputs must not be NULL. */
+/** Fills *outputs with NULLs, DSA_MEMORY_HOST and the struct size. outputs must not be NULL. */
 DSA_API void dsa_topk_outputs_init(dsa_topk_outputs_t* outputs);
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -249,17 +276,29 @@ DSA_API dsa_status_t dsa_topk_ragged(dsa_context_t context, const dsa_topk_param
 /* ---------------------------------------------------------------------------------------------------- */
 /* Owned-cache path: the library holds the K cache                                                       */
 
+/** dsa_cache_config_t.mode: every GPU of the context holds every page; dsa_topk splits the rows over the
+ *  GPUs by cost (visible tokens). For batches of many rows. */
+#define DSA_CACHE_REPLICATED 0
+/** dsa_cache_config_t.mode: physical page p lives only on GPU rank p % G (G GPUs in the context, over all
+ *  its processes), so the cache may be G times larger than one GPU's memory; every GPU scores every row
+ *  over its own pages, and the candidates are merged into the global top-k. For few, long sequences.
+ *  Engines that hand out physical pages in order spread each sequence over all GPUs. */
+#define DSA_CACHE_SHARDED 1
+
 /** Owned-cache configuration. Initialise with dsa_cache_config_init() (or DSA_CACHE_CONFIG_INIT). */
 typedef struct dsa_cache_config {
     size_t struct_size;   /**< sizeof(dsa_cache_config_t), set by the initialiser */
     int64_t num_pages;    /**< physical pages, >= 1 */
     int32_t page_size;    /**< P: 32 or 64 */
     int32_t head_dim;     /**< D: 128 */
+    /* since 0.2 */
+    int32_t mode;         /**< DSA_CACHE_REPLICATED (the initialiser's value) or DSA_CACHE_SHARDED; both give
+                               bit-identical results, and the CPU backend treats both as one whole cache */
 } dsa_cache_config_t;
 
-#define DSA_CACHE_CONFIG_INIT { sizeof(dsa_cache_config_t), 0, 64, 128 }
+#define DSA_CACHE_CONFIG_INIT { sizeof(dsa_cache_config_t), 0, 64, 128, DSA_CACHE_REPLICATED }
 
-/** Fills *config with defaults (0 pages, P 64, D 128). config must not be NULL. */
+/** Fills *config with defaults (0 pages, P 64, D 128, replicated). config must not be NULL. */
 DSA_API void dsa_cache_config_init(dsa_cache_config_t* config);
 
 /** Creates a cache of config->num_pages pages on the context's backend, every key zero and every scale
@@ -275,7 +314,10 @@ DSA_API dsa_status_t dsa_cache_destroy(dsa_cache_t cache);
  *  memory named by memory_device (DSA_MEMORY_HOST, or a device id of the context). Every slot is checked
  *  before anything is written: a slot outside [0, num_pages * P) fails the whole call with
  *  DSA_STATUS_INVALID_ARGUMENT and the cache is unchanged. A slot repeated in one call takes its last
- *  occurrence. Synchronous: the data may be reused when the call returns. */
+ *  occurrence. Synchronous: the data may be reused when the call returns. The tokens are staged once and
+ *  fanned out to every replica (or sent to the GPU owning each page) with one NCCL group call; only the
+ *  written slots move. In a context spanning processes, every rank passes the same slots and n, and the
+ *  keys and scales of rank 0 are the ones written. */
 DSA_API dsa_status_t dsa_cache_write(dsa_cache_t cache, const int64_t* slots, const void* keys,
                                      const float* scales, int64_t n, int32_t memory_device);
 
@@ -283,9 +325,12 @@ DSA_API dsa_status_t dsa_cache_write(dsa_cache_t cache, const int64_t* slots, co
 DSA_API dsa_status_t dsa_cache_read(dsa_cache_t cache, const int64_t* slots, void* keys_out,
                                     float* scales_out, int64_t n, int32_t memory_device);
 
-/** Paged decode top-k over an owned cache. inputs and outputs are host memory; inputs->k_cache must be
+/** Paged decode top-k over an owned cache. inputs are host memory; outputs are where
+ *  outputs->memory_device says (host, or a GPU of the context in this process); inputs->k_cache must be
  *  NULL and inputs->num_pages / page_stride_bytes 0 (the cache supplies them); params->page_size and
- *  head_dim must match the cache. Synchronous: results are in outputs when it returns. */
+ *  head_dim must match the cache. Synchronous: results are in outputs when it returns. With several GPUs
+ *  the work is split as the cache's mode says, and the result is bit-identical to one GPU's. In a context
+ *  spanning processes every rank receives the whole result. */
 DSA_API dsa_status_t dsa_topk(dsa_context_t context, dsa_cache_t cache, const dsa_topk_params_t* params,
                               const dsa_paged_inputs_t* inputs, const dsa_topk_outputs_t* outputs);
 

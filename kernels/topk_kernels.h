@@ -31,17 +31,39 @@ cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, 
 cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kernel, void* workspace,
                         int* error_flag, cudaStream_t stream);
 
+// Sharded owned cache (src/core/sharding.hpp). shard_rows builds what rank `rank` of `ranks` computes: row
+// r = b * next_n + j of `problem` becomes sequence r (next_n 1) holding the row's visible tokens on pages p
+// with p % ranks == rank, in logical order: local_table[r][c] = p / ranks, logical_page[r][c] = the logical
+// page, local_seq_lens[r] = its token count. Tables are [rows, problem.max_pages] (a bound on any rank's
+// count); problem.seq_lens and block_table are device memory and already checked. shard_candidates turns one rank's local results (position
+// order, scores present) into candidate keys over logical positions, candidates[r][i] =
+// candidate_key(score, logical_page[r][p / P] * P + p % P) for local position p, 0 where the index is -1.
+cudaError_t shard_rows(const PagedProblem& problem, int ranks, int rank, int32_t* local_table, int32_t* logical_page,
+                       int32_t* local_seq_lens, cudaStream_t stream);
+cudaError_t shard_candidates(const int32_t* local_indices, const float* local_scores, const int32_t* logical_page,
+                             int32_t max_pages, int page_size, int64_t rows, int topk, uint64_t* candidates,
+                             cudaStream_t stream);
+// The most ranks whose lists of k candidates merge_shard_candidates takes in one pass.
+int max_merge_ranks(int topk);
+// Merges per row the position-ordered candidate lists of `ranks` ranks ([ranks][rows][topk], 0-padded) into
+// the row's top k, written as `problem` asks (index mode through problem.block_table, which is in this
+// device's memory, sorted or position order, scores when problem.out.scores). q and k_cache are not read.
+cudaError_t merge_shard_candidates(const PagedProblem& problem, const uint64_t* candidates, int ranks,
+                                   cudaStream_t stream);
+
 }  // namespace dsa::kernels
 
 namespace dsa::kernels {
 
 // Owned-cache token copies in the SPEC page layout (keys then scales per page). Token t of the list goes
-// between cache slot slots[t] and element source_index[t] of the packed keys [*, 128] / scales arrays.
-// The caller has checked the slots and removed duplicates, so no two threads write one slot.
-cudaError_t scatter_tokens(uint8_t* cache, int64_t page_stride_bytes, int page_size, const int64_t* slots,
-                           const int64_t* source_index, int64_t count, const uint8_t* keys, const float* scales,
-                           cudaStream_t stream);
-cudaError_t gather_tokens(const uint8_t* cache, int64_t page_stride_bytes, int page_size, const int64_t* slots,
-                          int64_t count, uint8_t* keys, float* scales, cudaStream_t stream);
+// between global cache slot slots[t] and element source_index[t] (gather: t) of the packed keys [*, 128] /
+// scales arrays. `cache` holds the pages p with p % ranks == rank, as local page p / ranks (a whole
+// replica: ranks 1, rank 0); tokens on other pages are skipped. The caller has checked the slots and
+// removed duplicates, so no two threads write one slot.
+cudaError_t scatter_tokens(uint8_t* cache, int64_t page_stride_bytes, int page_size, int ranks, int rank,
+                           const int64_t* slots, const int64_t* source_index, int64_t count, const uint8_t* keys,
+                           const float* scales, cudaStream_t stream);
+cudaError_t gather_tokens(const uint8_t* cache, int64_t page_stride_bytes, int page_size, int ranks, int rank,
+                          const int64_t* slots, int64_t count, uint8_t* keys, float* scales, cudaStream_t stream);
 
 }  // namespace dsa::kernels

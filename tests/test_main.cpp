@@ -1,11 +1,16 @@
-// main() of dsa_cpu_tests and dsa_gpu_tests. The GPU build (DSA_GPU_TEST_MAIN) first asks the library for
-// a usable CUDA device and exits with 77, which ctest reports as "Skipped", when there is none.
+// main() of dsa_cpu_tests, dsa_gpu_tests and dsa_multi_gpu_tests. The GPU builds (DSA_GPU_TEST_MAIN) first
+// ask the library for a usable CUDA device and exit with 77, which ctest reports as "Skipped", when there is
+// none. The multi-GPU build (DSA_MULTI_GPU_TEST_MAIN as well) also exits with 77 below 2 visible GPUs.
 #define CATCH_CONFIG_RUNNER
 #include "catch_shim.hpp"
 
 #include <cstdio>
 
 #include "dsa_indexer.h"
+
+#if defined(DSA_MULTI_GPU_TEST_MAIN) && DSA_TEST_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
 
 #if defined(DSA_GPU_TEST_MAIN)
 namespace {
@@ -39,12 +44,26 @@ int probe_cuda_device() {
     return 1;
 }
 
+#if defined(DSA_MULTI_GPU_TEST_MAIN) && DSA_TEST_HAVE_CUDA
+// 0 when at least 2 GPUs are visible (CUDA_VISIBLE_DEVICES applies), else kSkipExitCode.
+int probe_multi_gpu() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+    if (count >= 2) return 0;
+    std::printf("SKIPPED: the multi-GPU tests need at least 2 GPUs, %d visible\n", count);
+    return kSkipExitCode;
+}
+#endif
+
 }  // namespace
 #endif
 
 int main(int argc, char** argv) {
 #if defined(DSA_GPU_TEST_MAIN)
     if (const int probe = probe_cuda_device(); probe != 0) return probe;
+#endif
+#if defined(DSA_MULTI_GPU_TEST_MAIN) && DSA_TEST_HAVE_CUDA
+    if (const int probe = probe_multi_gpu(); probe != 0) return probe;
 #endif
     return Catch::Session().run(argc, argv);
 }

@@ -1,7 +1,10 @@
 // The extern "C" boundary. Each entry point is one call to translate(): checks and work inside, every
 // exception turned into a status plus this thread's error message. Nothing here computes.
+#include <array>
+#include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -133,7 +136,22 @@ DSA_API dsa_status_t dsa_context_create(const dsa_context_config_t* config, dsa_
     return translate([&] {
         dsa_context_t& out = out_param(out_context, "out_context");
         const dsa_context_config_t c = dsa::api::read_context_config(config);
-        out = new dsa_context_s{dsa::Context(device_list(c.device_ids, c.num_devices), c.num_cpu_threads)};
+        std::optional<dsa::ProcessGroup> group;
+        if (c.nccl_unique_id) {
+            group.emplace();
+            std::memcpy(group->unique_id.data(), c.nccl_unique_id->internal, group->unique_id.size());
+            group->rank = c.nccl_rank;
+            group->world_size = c.nccl_world_size;
+        }
+        out = new dsa_context_s{dsa::Context(device_list(c.device_ids, c.num_devices), c.num_cpu_threads, group)};
+    });
+}
+
+DSA_API dsa_status_t dsa_nccl_unique_id_create(dsa_nccl_unique_id_t* out_id) {
+    return translate([&] {
+        dsa_nccl_unique_id_t& out = out_param(out_id, "out_id");
+        const std::array<char, 128> id = dsa::new_nccl_unique_id();
+        std::memcpy(out.internal, id.data(), id.size());
     });
 }
 
@@ -246,6 +264,7 @@ DSA_API dsa_status_t dsa_cache_create(dsa_context_t context, const dsa_cache_con
         layout.num_pages = c.num_pages;
         layout.page_size = c.page_size;
         layout.head_dim = c.head_dim;
+        layout.sharded = c.mode == DSA_CACHE_SHARDED;
         std::lock_guard<std::mutex> lock(ctx.mutex());
         out = new dsa_cache_s{dsa::Cache{&ctx, layout, ctx.backend().create_cache(layout)}};
         ++ctx.live_caches();
@@ -299,6 +318,9 @@ DSA_API dsa_status_t dsa_topk(dsa_context_t context, dsa_cache_t cache, const ds
         problem.page_stride_bytes = c.layout.page_stride_bytes();
         dsa::api::check_paged_host_data(problem);
         std::lock_guard<std::mutex> lock(ctx.mutex());
+        dsa::require(problem.output_device == DSA_MEMORY_HOST || ctx.backend().has_device(problem.output_device),
+                     DSA_STATUS_INVALID_ARGUMENT, "outputs->memory_device ", problem.output_device,
+                     " is neither DSA_MEMORY_HOST nor a GPU of the context in this process");
         ctx.backend().topk_cached(problem, *c.storage);
     });
 }

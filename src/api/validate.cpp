@@ -1,6 +1,7 @@
 #include "api/validate.hpp"
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -16,17 +17,43 @@ constexpr int kMaxNextN = 4;
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 
-// Every public struct starts with its size; this release knows exactly one size per struct. A smaller
-// one was not initialised; a larger one comes from a newer header than this library.
+// Every public struct starts with its size. A struct that grew since 0.1 is accepted at both sizes: read
+// at its 0.1 size, the fields appended since keep their initialiser's values. Any other smaller size was
+// not initialised; a larger one comes from a newer header than this library.
+template <class T>
+struct StructHistory {  // structs unchanged since 0.1
+    static constexpr size_t first_size = sizeof(T);
+    static T initialised() { return T{}; }
+};
+template <>
+struct StructHistory<dsa_context_config_t> {
+    static constexpr size_t first_size = offsetof(dsa_context_config_t, nccl_unique_id);
+    static dsa_context_config_t initialised() { return DSA_CONTEXT_CONFIG_INIT; }
+};
+template <>
+struct StructHistory<dsa_topk_outputs_t> {
+    static constexpr size_t first_size = offsetof(dsa_topk_outputs_t, memory_device);
+    static dsa_topk_outputs_t initialised() { return DSA_TOPK_OUTPUTS_INIT; }
+};
+template <>
+struct StructHistory<dsa_cache_config_t> {
+    static constexpr size_t first_size = offsetof(dsa_cache_config_t, mode);
+    static dsa_cache_config_t initialised() { return DSA_CACHE_CONFIG_INIT; }
+};
+
 template <class T>
 T read_struct(const T* in, const char* name, const char* init_call) {
     require(in != nullptr, DSA_STATUS_INVALID_ARGUMENT, name, " is NULL");
-    require(in->struct_size >= sizeof(T), DSA_STATUS_INVALID_ARGUMENT, name, "->struct_size is ", in->struct_size,
-            ", expected ", sizeof(T), ": initialise it with ", init_call, "()");
-    require(in->struct_size == sizeof(T), DSA_STATUS_UNSUPPORTED, name, "->struct_size is ", in->struct_size,
-            ", larger than this library's ", sizeof(T), ": the header is newer than the library (version ",
-            DSA_VERSION_MAJOR, ".", DSA_VERSION_MINOR, ".", DSA_VERSION_PATCH, ")");
-    return *in;
+    const size_t size = in->struct_size, first = StructHistory<T>::first_size;
+    require(size <= sizeof(T), DSA_STATUS_UNSUPPORTED, name, "->struct_size is ", size, ", larger than this library's ",
+            sizeof(T), ": the header is newer than the library (version ", DSA_VERSION_MAJOR, ".", DSA_VERSION_MINOR,
+            ".", DSA_VERSION_PATCH, ")");
+    require(size == sizeof(T) || size == first, DSA_STATUS_INVALID_ARGUMENT, name, "->struct_size is ", size,
+            ", expected ", sizeof(T), first != sizeof(T) ? " (or the 0.1 size)" : "", ": initialise it with ",
+            init_call, "()");
+    T value = StructHistory<T>::initialised();
+    std::memcpy(static_cast<void*>(&value), static_cast<const void*>(in), size);
+    return value;
 }
 
 void require_aligned(const void* p, unsigned alignment, const char* name) {
@@ -99,8 +126,9 @@ TopkShape check_params(const dsa_topk_params_t* params_in, bool paged) {
     return shape;
 }
 
-TopkOutputs check_outputs(const dsa_topk_outputs_t* outputs_in, int64_t rows) {
+TopkOutputs check_outputs(const dsa_topk_outputs_t* outputs_in, int64_t rows, int* memory_device) {
     const dsa_topk_outputs_t o = read_struct(outputs_in, "outputs", "dsa_topk_outputs_init");
+    *memory_device = o.memory_device;
     if (rows > 0) require_pointer(o.indices, "outputs->indices");
     require_aligned(o.indices, 4, "outputs->indices");
     require_aligned(o.scores, 4, "outputs->scores");
@@ -178,7 +206,8 @@ PagedProblem check_paged(const dsa_topk_params_t* params, const dsa_paged_inputs
     require_aligned(pb.weights, 4, "inputs->weights");
     require_aligned(pb.seq_lens, 4, "inputs->seq_lens");
     require_aligned(pb.block_table, 4, "inputs->block_table");
-    pb.out = check_outputs(outputs, rows);
+    pb.out = check_outputs(outputs, rows, &pb.output_device);
+    if (!owned_cache) pb.output_device = -1;  // the engine path ignores the field (dsa_indexer.h)
     const int64_t table_elems = pb.batch_size > 0 ? (pb.batch_size - 1) * pb.block_table_stride + pb.max_pages : 0;
     const ByteRange in_ranges[] = {{pb.q, rows * H * kHeadDim, "q"},
                                    {pb.k_cache, pb.num_pages * pb.page_stride_bytes, "k_cache"},
@@ -229,7 +258,8 @@ RaggedProblem check_ragged(const dsa_topk_params_t* params, const dsa_ragged_inp
     require_aligned(pb.weights, 4, "inputs->weights");
     require_aligned(pb.row_start, 4, "inputs->row_start");
     require_aligned(pb.row_end, 4, "inputs->row_end");
-    pb.out = check_outputs(outputs, rows);
+    int ignored_device = 0;  // the engine path ignores outputs->memory_device (dsa_indexer.h)
+    pb.out = check_outputs(outputs, rows, &ignored_device);
     const ByteRange in_ranges[] = {{pb.q, rows * H * kHeadDim, "q"},
                                    {pb.k, pb.num_keys * kHeadDim, "k"},
                                    {pb.k_scale, pb.num_keys * 4, "k_scale"},
@@ -270,6 +300,13 @@ dsa_context_config_t read_context_config(const dsa_context_config_t* config) {
     if (c.num_devices > 0) require_pointer(c.device_ids, "config->device_ids");
     require(c.num_cpu_threads >= 0, DSA_STATUS_INVALID_ARGUMENT, "config->num_cpu_threads is negative (",
             c.num_cpu_threads, ")");
+    if (c.nccl_unique_id) {
+        require(c.nccl_world_size >= 1 && c.nccl_rank >= 0 && c.nccl_rank < c.nccl_world_size,
+                DSA_STATUS_INVALID_ARGUMENT, "config->nccl_rank ", c.nccl_rank, " is outside [0, nccl_world_size = ",
+                c.nccl_world_size, ")");
+        require(c.num_devices == 1, DSA_STATUS_INVALID_ARGUMENT, "a context spanning processes has exactly one GPU "
+                "per process: config->num_devices is ", c.num_devices);
+    }
     return c;
 }
 
@@ -282,6 +319,8 @@ dsa_cache_config_t read_cache_config(const dsa_cache_config_t* config) {
             ": the supported value is 128");
     require(c.num_pages <= (kInt32Max + 1) / c.page_size, DSA_STATUS_UNSUPPORTED, "config->num_pages (", c.num_pages,
             ") * page_size (", c.page_size, ") exceeds the int32 slot range");
+    require(c.mode == DSA_CACHE_REPLICATED || c.mode == DSA_CACHE_SHARDED, DSA_STATUS_INVALID_ARGUMENT,
+            "config->mode is ", c.mode, ": use DSA_CACHE_REPLICATED or DSA_CACHE_SHARDED");
     return c;
 }
 

@@ -15,6 +15,7 @@ struct CacheLayout {
     int64_t num_pages = 0;
     int page_size = 64;
     int head_dim = 128;
+    bool sharded = false;  // DSA_CACHE_SHARDED: pages spread over the GPU ranks (core/sharding.hpp)
     int64_t page_stride_bytes() const { return int64_t(page_size) * (head_dim + 4); }
     int64_t num_slots() const { return num_pages * page_size; }
 };
@@ -31,7 +32,8 @@ public:
 class Backend {
 public:
     virtual ~Backend() = default;
-    virtual int num_devices() const = 0;
+    virtual int num_devices() const = 0;  // GPUs in this process (0: the CPU backend)
+    virtual bool has_device(int device_id) const = 0;
     // Engine path: the problem's pointers are in this backend's memory.
     virtual size_t paged_workspace_size(const PagedProblem& problem) const = 0;
     virtual size_t ragged_workspace_size(const RaggedProblem& problem) const = 0;
@@ -39,13 +41,12 @@ public:
     virtual void topk_ragged(const RaggedProblem& problem, void* workspace, size_t workspace_bytes, void* stream) = 0;
     // Waits for outstanding work; throws DSA_STATUS_DEVICE_INPUT_ERROR when a kernel flagged bad input.
     virtual void synchronize() = 0;
-    // Owned-cache path: problem pointers are host memory; k_cache/num_pages/stride come from `storage`.
+    // Owned-cache path: problem inputs are host memory, its outputs where host_problem.output_device says
+    // (checked by the caller with has_device); k_cache/num_pages/stride come from `storage`.
     virtual std::unique_ptr<CacheStorage> create_cache(const CacheLayout& layout) = 0;
     virtual void topk_cached(const PagedProblem& host_problem, const CacheStorage& storage) = 0;
 };
 
-// devices empty: the CPU backend with cpu_threads threads (0 = all hardware threads).
-std::unique_ptr<Backend> make_backend(const std::vector<int>& devices, int cpu_threads);
 
 // Throws DSA_STATUS_INVALID_ARGUMENT naming the first slot outside [0, layout.num_slots()).
 void check_slots(const int64_t* slots, int64_t n, const CacheLayout& layout);

@@ -1,70 +1,26 @@
-// The GPU backend: one Device per GPU of the context (stream, error flag, scratch memory), the engine path
-// on device 0 on the caller's stream, and owned caches replicated on every device.
+// The GPU backend: one Device per GPU of the context in this process, a Communicator over the context's
+// NCCL ranks, the engine path on device 0 on the caller's stream, and owned caches replicated on every
+// rank or sharded by page over them (core/sharding.hpp says who computes what).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "core/backend.hpp"
+#include "core/communicator.hpp"
 #include "core/context.hpp"
+#include "core/device.hpp"
 #include "core/error.hpp"
+#include "core/parallel.hpp"
+#include "core/sharding.hpp"
 #include "kernels/topk_kernels.h"
 
 namespace dsa {
 namespace {
-
-void check_cuda(cudaError_t err, const char* what) {
-    if (err == cudaSuccess) return;
-    cudaGetLastError();  // clear a non-sticky error so the next call starts clean
-    fail(err == cudaErrorMemoryAllocation ? DSA_STATUS_OUT_OF_MEMORY : DSA_STATUS_CUDA_ERROR, what, " failed: ",
-         cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
-}
-
-// Makes `device` current for a scope and restores the caller's device afterwards.
-class DeviceScope {
-public:
-    explicit DeviceScope(int device) {
-        check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
-        if (previous_ != device) check_cuda(cudaSetDevice(device), "cudaSetDevice");
-    }
-    ~DeviceScope() { cudaSetDevice(previous_); }
-    DeviceScope(const DeviceScope&) = delete;
-    DeviceScope& operator=(const DeviceScope&) = delete;
-
-private:
-    int previous_ = 0;
-};
-
-// Device memory owned by the library, grown on demand (never during an engine-path call).
-class DeviceBuffer {
-public:
-    DeviceBuffer() = default;
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    DeviceBuffer(DeviceBuffer&& other) noexcept : ptr_(other.ptr_), bytes_(other.bytes_) { other.ptr_ = nullptr; }
-    ~DeviceBuffer() {
-        if (ptr_) cudaFree(ptr_);
-    }
-    void* ensure(size_t bytes) {
-        if (bytes > bytes_) {
-            if (ptr_) cudaFree(ptr_);
-            ptr_ = nullptr;
-            bytes_ = 0;
-            check_cuda(cudaMalloc(&ptr_, bytes), "cudaMalloc");
-            bytes_ = bytes;
-        }
-        return ptr_;
-    }
-    void* get() const { return ptr_; }
-
-private:
-    void* ptr_ = nullptr;
-    size_t bytes_ = 0;
-};
 
 // Set by DSA_INDEXER_KERNEL=portable: forces the CUDA-core scoring path (for verification).
 kernels::ScoreKernel score_kernel_choice() {
@@ -72,130 +28,156 @@ kernels::ScoreKernel score_kernel_choice() {
     return (env && std::strcmp(env, "portable") == 0) ? kernels::ScoreKernel::Portable : kernels::ScoreKernel::Auto;
 }
 
-struct Device {
-    int id = 0;
-    kernels::DeviceTraits traits;
-    cudaStream_t stream = nullptr;
-    int* error_flag = nullptr;  // device int, raised by kernels on bad device-side input
-    DeviceBuffer scratch;       // owned-cache path: staged inputs, outputs and workspace
-
-    explicit Device(int device_id) : id(device_id) {
-        int count = 0;
-        const cudaError_t err = cudaGetDeviceCount(&count);
-        if (err != cudaSuccess) {
-            cudaGetLastError();
-            fail(DSA_STATUS_NO_DEVICE, "no usable CUDA device for GPU ", device_id, ": ", cudaGetErrorString(err));
-        }
-        require(device_id >= 0 && device_id < count, DSA_STATUS_NO_DEVICE, "GPU ", device_id,
-                " does not exist: this machine has ", count, " CUDA device(s)");
-        cudaDeviceProp prop;
-        check_cuda(cudaGetDeviceProperties(&prop, device_id), "cudaGetDeviceProperties");
-        traits.sm_count = prop.multiProcessorCount;
-        traits.compute_capability = prop.major * 10 + prop.minor;
-        require(traits.compute_capability >= 80, DSA_STATUS_UNSUPPORTED, "GPU ", device_id, " (", prop.name,
-                ") has compute capability ", prop.major, ".", prop.minor, ": 8.0 or newer is required");
-        DeviceScope scope(id);
-        check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
-        if (cudaMalloc(reinterpret_cast<void**>(&error_flag), sizeof(int)) != cudaSuccess || cudaMemset(error_flag, 0, sizeof(int)) != cudaSuccess) {
-            release();
-            check_cuda(cudaErrorMemoryAllocation, "allocating the device error flag");
-        }
-    }
-    ~Device() { release(); }
-    Device(const Device&) = delete;
-    Device& operator=(const Device&) = delete;
-
-    void release() {
-        DeviceScope scope(id);
-        if (stream) cudaStreamDestroy(stream);
-        if (error_flag) cudaFree(error_flag);
-        stream = nullptr;
-        error_flag = nullptr;
-    }
-
-    // Waits for everything on this GPU, then reads and clears the input-error flag.
-    bool synchronize_and_take_error() {
-        DeviceScope scope(id);
-        check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-        int flag = 0;
-        check_cuda(cudaMemcpy(&flag, error_flag, sizeof flag, cudaMemcpyDeviceToHost), "reading the error flag");
-        if (flag) check_cuda(cudaMemset(error_flag, 0, sizeof(int)), "clearing the error flag");
-        return flag != 0;
-    }
-};
-
 // Pointers of an engine-path call must be device memory of the device that runs it.
-void require_on_device(const void* p, int device, const char* name) {
-    if (!p) return;
-    cudaPointerAttributes attr;
-    const cudaError_t err = cudaPointerGetAttributes(&attr, p);
-    if (err != cudaSuccess) cudaGetLastError();
-    const bool ok = err == cudaSuccess &&
-                    ((attr.type == cudaMemoryTypeDevice && attr.device == device) || attr.type == cudaMemoryTypeManaged);
-    require(ok, DSA_STATUS_INVALID_ARGUMENT, name, " is not device memory of GPU ", device,
-            " (the context's first device)");
+struct NamedPointer {
+    const void* pointer;
+    const char* name;
+};
+void require_on_device(std::initializer_list<NamedPointer> pointers, int device) {
+    for (const NamedPointer& p : pointers) {
+        if (!p.pointer) continue;
+        cudaPointerAttributes attr;
+        const cudaError_t err = cudaPointerGetAttributes(&attr, p.pointer);
+        if (err != cudaSuccess) cudaGetLastError();
+        const bool ok = err == cudaSuccess && ((attr.type == cudaMemoryTypeDevice && attr.device == device) ||
+                                               attr.type == cudaMemoryTypeManaged);
+        require(ok, DSA_STATUS_INVALID_ARGUMENT, p.name, " is not device memory of GPU ", device,
+                " (the context's first device)");
+    }
+}
+
+// Runs fn(i) for every local device at once, one host thread each, so that pageable host copies to
+// different GPUs overlap. Nothing inside may wait for another device (collectives run between phases).
+template <class Fn>
+void on_each_device(size_t devices, Fn&& fn) {
+    parallel_for(int64_t(devices), int(devices), [&](int64_t i) { fn(size_t(i)); });
 }
 
 class GpuCacheStorage final : public CacheStorage {
 public:
-    GpuCacheStorage(std::vector<Device*> devices, const CacheLayout& layout) : devices_(std::move(devices)), layout_(layout) {
-        const size_t bytes = size_t(layout.num_pages * layout.page_stride_bytes());
+    GpuCacheStorage(std::vector<Device*> devices, Communicator& comm, const CacheLayout& layout)
+        : devices_(std::move(devices)), comm_(comm), layout_(layout) {
+        local_pages_ = layout.sharded ? shard_pages(layout.num_pages, comm.world_size()) : layout.num_pages;
+        const size_t bytes = size_t(local_pages_ * layout.page_stride_bytes());
         for (Device* d : devices_) {
             DeviceScope scope(d->id);
-            replicas_.emplace_back();
-            check_cuda(cudaMemsetAsync(replicas_.back().ensure(bytes), 0, bytes, d->stream), "zeroing the cache");
+            pages_.emplace_back();
+            check_cuda(cudaMemsetAsync(pages_.back().ensure(bytes), 0, bytes, d->stream), "zeroing the cache");
             check_cuda(cudaStreamSynchronize(d->stream), "cudaStreamSynchronize");
         }
     }
 
-    const uint8_t* replica(size_t i) const { return static_cast<const uint8_t*>(replicas_[i].get()); }
+    const CacheLayout& layout() const { return layout_; }
+    int64_t local_pages() const { return local_pages_; }
+    const uint8_t* pages(size_t local) const { return static_cast<const uint8_t*>(pages_[local].get()); }
+    // The (ranks, rank) of the kernels' shard view of local device i: a replica is the whole cache.
+    int shard_ranks() const { return layout_.sharded ? comm_.world_size() : 1; }
+    int shard_rank(size_t local) const { return layout_.sharded ? comm_.rank_of(local) : 0; }
 
+    // The last occurrence of each slot is staged once on rank 0 as [slots | source indices | keys | scales],
+    // broadcast to every rank in one NCCL group, and scattered there into the pages each rank holds.
     void write(const int64_t* slots, const uint8_t* keys, const float* scales, int64_t n, int memory_device) override {
         const std::vector<int64_t> host_slots = slots_on_host(slots, n, memory_device);
         check_slots(host_slots.data(), n, layout_);
-        // Last occurrence of each slot wins: keep (slot, source index) pairs of last occurrences only.
-        std::unordered_map<int64_t, int64_t> last;
-        for (int64_t i = 0; i < n; ++i) last[host_slots[size_t(i)]] = i;
-        std::vector<int64_t> staged;  // [slots..., source indices...]
-        staged.reserve(2 * last.size());
-        for (const auto& kv : last) staged.push_back(kv.first);
-        for (const auto& kv : last) staged.push_back(kv.second);
-        const int64_t count = int64_t(last.size());
+        std::vector<int64_t> order(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), int64_t(0));
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return host_slots[size_t(a)] < host_slots[size_t(b)]; });
+        std::vector<int64_t> lists;  // [unique slots..., their source indices...]
+        for (size_t i = 0; i < order.size(); ++i)
+            if (i + 1 == order.size() || host_slots[size_t(order[i + 1])] != host_slots[size_t(order[i])])
+                lists.push_back(order[i]);
+        const int64_t count = int64_t(lists.size());
+        lists.resize(size_t(2 * count));
+        for (int64_t i = count - 1; i >= 0; --i) {
+            lists[size_t(count + i)] = lists[size_t(i)];
+            lists[size_t(i)] = host_slots[size_t(lists[size_t(count + i)])];
+        }
+        ScratchPlan plan;
+        const size_t lists_at = plan.add(lists.size() * 8), keys_at = plan.add(size_t(n) * 128),
+                     scales_at = plan.add(size_t(n) * 4);
+        std::vector<void*> payload;
+        for (Device* d : devices_) {
+            DeviceScope scope(d->id);
+            payload.push_back(d->scratch.ensure(plan.total));
+        }
+        if (comm_.rank_of(0) == 0) {
+            Device& root = *devices_[0];
+            DeviceScope scope(root.id);
+            auto* base = static_cast<uint8_t*>(payload[0]);
+            check_cuda(cudaMemcpyAsync(base + lists_at, lists.data(), lists.size() * 8, cudaMemcpyHostToDevice, root.stream),
+                       "copying slots");
+            check_cuda(cudaMemcpyAsync(base + keys_at, keys, size_t(n) * 128, cudaMemcpyDefault, root.stream), "copying keys");
+            check_cuda(cudaMemcpyAsync(base + scales_at, scales, size_t(n) * 4, cudaMemcpyDefault, root.stream),
+                       "copying scales");
+        }
+        comm_.broadcast(0, plan.total, payload);
         for (size_t i = 0; i < devices_.size(); ++i) {
             Device& d = *devices_[i];
             DeviceScope scope(d.id);
-            const size_t index_bytes = staged.size() * 8, key_bytes = size_t(n) * 128, scale_bytes = size_t(n) * 4;
-            auto* base = static_cast<uint8_t*>(d.scratch.ensure(index_bytes + key_bytes + scale_bytes));
-            check_cuda(cudaMemcpyAsync(base, staged.data(), index_bytes, cudaMemcpyHostToDevice, d.stream), "copy slots");
-            check_cuda(cudaMemcpyAsync(base + index_bytes, keys, key_bytes, cudaMemcpyDefault, d.stream), "copy keys");
-            check_cuda(cudaMemcpyAsync(base + index_bytes + key_bytes, scales, scale_bytes, cudaMemcpyDefault, d.stream),
-                       "copy scales");
-            auto* dev_slots = reinterpret_cast<const int64_t*>(base);
-            check_cuda(kernels::scatter_tokens(static_cast<uint8_t*>(replicas_[i].get()), layout_.page_stride_bytes(),
-                                               layout_.page_size, dev_slots, dev_slots + count, count,
-                                               base + index_bytes, reinterpret_cast<const float*>(base + index_bytes + key_bytes),
-                                               d.stream),
+            auto* base = static_cast<uint8_t*>(payload[i]);
+            const auto* dev_lists = reinterpret_cast<const int64_t*>(base + lists_at);
+            check_cuda(kernels::scatter_tokens(static_cast<uint8_t*>(pages_[i].get()), layout_.page_stride_bytes(),
+                                               layout_.page_size, shard_ranks(), shard_rank(i), dev_lists,
+                                               dev_lists + count, count, base + keys_at,
+                                               reinterpret_cast<const float*>(base + scales_at), d.stream),
                        "scatter_tokens");
-            check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+        }
+        for (Device* d : devices_) {
+            DeviceScope scope(d->id);
+            check_cuda(cudaStreamSynchronize(d->stream), "cudaStreamSynchronize");
         }
     }
 
+    // Each rank gathers the tokens it holds into its part of [parts][keys | scales] (one part for a
+    // replica, read on the first local device alone; one per rank when sharded, then all-gathered), and
+    // every token is taken from the part of the rank holding its page.
     void read(const int64_t* slots, uint8_t* keys, float* scales, int64_t n, int memory_device) const override {
         const std::vector<int64_t> host_slots = slots_on_host(slots, n, memory_device);
         check_slots(host_slots.data(), n, layout_);
+        const int parts = shard_ranks();
+        const size_t readers = layout_.sharded ? devices_.size() : 1;
+        const size_t part_bytes = size_t(n) * 132;
+        ScratchPlan plan;
+        const size_t slots_at = plan.add(size_t(n) * 8), parts_at = plan.add(part_bytes * size_t(parts));
+        std::vector<void*> gathered;
+        for (size_t i = 0; i < readers; ++i) {
+            Device& d = *devices_[i];
+            DeviceScope scope(d.id);
+            auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
+            gathered.push_back(base + parts_at);
+            uint8_t* part = base + parts_at + part_bytes * size_t(layout_.sharded ? comm_.rank_of(i) : 0);
+            check_cuda(cudaMemcpyAsync(base + slots_at, host_slots.data(), size_t(n) * 8, cudaMemcpyHostToDevice, d.stream),
+                       "copying slots");
+            check_cuda(kernels::gather_tokens(pages(i), layout_.page_stride_bytes(), layout_.page_size, shard_ranks(),
+                                              shard_rank(i), reinterpret_cast<const int64_t*>(base + slots_at), n, part,
+                                              reinterpret_cast<float*>(part + size_t(n) * 128), d.stream),
+                       "gather_tokens");
+        }
+        if (layout_.sharded) comm_.all_gather(part_bytes, gathered);
+        std::vector<uint8_t> all(part_bytes * size_t(parts));
+        {
+            Device& d = *devices_[0];
+            DeviceScope scope(d.id);
+            check_cuda(cudaMemcpyAsync(all.data(), gathered[0], all.size(), cudaMemcpyDeviceToHost, d.stream),
+                       "copying tokens back");
+            for (size_t i = 0; i < readers; ++i) {
+                DeviceScope each(devices_[i]->id);
+                check_cuda(cudaStreamSynchronize(devices_[i]->stream), "cudaStreamSynchronize");
+            }
+        }
+        std::vector<uint8_t> out_keys(size_t(n) * 128);
+        std::vector<float> out_scales(static_cast<size_t>(n));
+        for (int64_t t = 0; t < n; ++t) {
+            const int owner = layout_.sharded ? shard_owner(host_slots[size_t(t)] / layout_.page_size, parts) : 0;
+            const uint8_t* part = all.data() + part_bytes * size_t(owner);
+            std::memcpy(&out_keys[size_t(t) * 128], part + size_t(t) * 128, 128);
+            std::memcpy(&out_scales[size_t(t)], part + size_t(n) * 128 + size_t(t) * 4, 4);
+        }
         Device& d = *devices_[0];
         DeviceScope scope(d.id);
-        const size_t index_bytes = size_t(n) * 8, key_bytes = size_t(n) * 128, scale_bytes = size_t(n) * 4;
-        auto* base = static_cast<uint8_t*>(d.scratch.ensure(index_bytes + key_bytes + scale_bytes));
-        check_cuda(cudaMemcpyAsync(base, host_slots.data(), index_bytes, cudaMemcpyHostToDevice, d.stream), "copy slots");
-        check_cuda(kernels::gather_tokens(replica(0), layout_.page_stride_bytes(), layout_.page_size,
-                                          reinterpret_cast<const int64_t*>(base), n, base + index_bytes,
-                                          reinterpret_cast<float*>(base + index_bytes + key_bytes), d.stream),
-                   "gather_tokens");
-        check_cuda(cudaMemcpyAsync(keys, base + index_bytes, key_bytes, cudaMemcpyDefault, d.stream), "copy keys");
-        check_cuda(cudaMemcpyAsync(scales, base + index_bytes + key_bytes, scale_bytes, cudaMemcpyDefault, d.stream),
-                   "copy scales");
-        check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+        check_cuda(cudaMemcpy(keys, out_keys.data(), out_keys.size(), cudaMemcpyDefault), "copying keys out");
+        check_cuda(cudaMemcpy(scales, out_scales.data(), out_scales.size() * 4, cudaMemcpyDefault), "copying scales out");
     }
 
 private:
@@ -203,7 +185,7 @@ private:
         const bool known = memory_device == DSA_MEMORY_HOST ||
                            std::any_of(devices_.begin(), devices_.end(), [&](Device* d) { return d->id == memory_device; });
         require(known, DSA_STATUS_INVALID_ARGUMENT, "memory_device ", memory_device,
-                " is neither DSA_MEMORY_HOST nor a device of the context");
+                " is neither DSA_MEMORY_HOST nor a device of the context in this process");
         std::vector<int64_t> host(static_cast<size_t>(n));
         if (memory_device == DSA_MEMORY_HOST) {
             std::copy(slots, slots + n, host.begin());
@@ -215,24 +197,42 @@ private:
     }
 
     std::vector<Device*> devices_;
+    Communicator& comm_;
     CacheLayout layout_;
-    std::vector<DeviceBuffer> replicas_;
+    int64_t local_pages_ = 0;
+    std::vector<DeviceBuffer> pages_;  // per local device: the whole cache, or the rank's shard
 };
 
 class GpuBackend final : public Backend {
 public:
-    explicit GpuBackend(const std::vector<int>& ids) : kernel_(score_kernel_choice()) {
+    GpuBackend(const std::vector<int>& ids, const ProcessGroup* group) : kernel_(score_kernel_choice()) {
         for (int id : ids) devices_.push_back(std::make_unique<Device>(id));
+        // Peer access lets results move between local GPUs without the host; where a pair has none, CUDA
+        // stages those copies through the host instead.
+        for (auto& a : devices_)
+            for (auto& b : devices_) {
+                int can = 0;
+                if (a == b || cudaDeviceCanAccessPeer(&can, a->id, b->id) != cudaSuccess || !can) continue;
+                DeviceScope scope(a->id);
+                if (cudaDeviceEnablePeerAccess(b->id, 0) != cudaSuccess) cudaGetLastError();  // already enabled
+            }
+        comm_ = std::make_unique<Communicator>(local_devices(), group);
     }
 
     ~GpuBackend() override {
         for (auto& d : devices_) {
-            DeviceScope scope(d->id);
+            int previous = 0;
+            cudaGetDevice(&previous);
+            cudaSetDevice(d->id);
             cudaDeviceSynchronize();
+            cudaSetDevice(previous);
         }
     }
 
     int num_devices() const override { return int(devices_.size()); }
+    bool has_device(int id) const override {
+        return std::any_of(devices_.begin(), devices_.end(), [&](const auto& d) { return d->id == id; });
+    }
 
     size_t paged_workspace_size(const PagedProblem& pb) const override { return kernels::paged_workspace_bytes(pb); }
     size_t ragged_workspace_size(const RaggedProblem& pb) const override { return kernels::ragged_workspace_bytes(pb); }
@@ -241,12 +241,11 @@ public:
         if (pb.rows() == 0) return;
         Device& d = *devices_[0];
         DeviceScope scope(d.id);
-        for (auto [p, name] : {std::pair<const void*, const char*>{pb.q, "inputs->q"},
-                               {pb.k_cache, "inputs->k_cache"}, {pb.weights, "inputs->weights"},
-                               {pb.seq_lens, "inputs->seq_lens"}, {pb.block_table, "inputs->block_table"},
-                               {pb.out.indices, "outputs->indices"}, {pb.out.scores, "outputs->scores"},
-                               {workspace, "workspace"}})
-            require_on_device(p, d.id, name);
+        require_on_device({{pb.q, "inputs->q"}, {pb.k_cache, "inputs->k_cache"}, {pb.weights, "inputs->weights"},
+                           {pb.seq_lens, "inputs->seq_lens"}, {pb.block_table, "inputs->block_table"},
+                           {pb.out.indices, "outputs->indices"}, {pb.out.scores, "outputs->scores"},
+                           {workspace, "workspace"}},
+                          d.id);
         check_cuda(kernels::topk_paged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
                    "launching the paged top-k kernels");
     }
@@ -255,12 +254,11 @@ public:
         if (pb.rows() == 0) return;
         Device& d = *devices_[0];
         DeviceScope scope(d.id);
-        for (auto [p, name] : {std::pair<const void*, const char*>{pb.q, "inputs->q"}, {pb.k, "inputs->k"},
-                               {pb.k_scale, "inputs->k_scale"}, {pb.weights, "inputs->weights"},
-                               {pb.row_start, "inputs->row_start"}, {pb.row_end, "inputs->row_end"},
-                               {pb.out.indices, "outputs->indices"}, {pb.out.scores, "outputs->scores"},
-                               {workspace, "workspace"}})
-            require_on_device(p, d.id, name);
+        require_on_device({{pb.q, "inputs->q"}, {pb.k, "inputs->k"}, {pb.k_scale, "inputs->k_scale"},
+                           {pb.weights, "inputs->weights"}, {pb.row_start, "inputs->row_start"},
+                           {pb.row_end, "inputs->row_end"}, {pb.out.indices, "outputs->indices"},
+                           {pb.out.scores, "outputs->scores"}, {workspace, "workspace"}},
+                          d.id);
         check_cuda(kernels::topk_ragged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
                    "launching the ragged top-k kernels");
     }
@@ -274,59 +272,234 @@ public:
     }
 
     std::unique_ptr<CacheStorage> create_cache(const CacheLayout& layout) override {
-        std::vector<Device*> devices;
-        for (auto& d : devices_) devices.push_back(d.get());
-        return std::make_unique<GpuCacheStorage>(std::move(devices), layout);
+        return std::make_unique<GpuCacheStorage>(local_devices(), *comm_, layout);
     }
 
-    // Host inputs: staged once into device 0's scratch, computed there, results copied back.
     void topk_cached(const PagedProblem& host, const CacheStorage& storage) override {
         if (host.rows() == 0) return;
-        Device& d = *devices_[0];
-        DeviceScope scope(d.id);
-        const int64_t rows = host.rows(), H = host.shape.num_heads, k = host.shape.topk;
-        const int64_t table_elems = (host.batch_size - 1) * host.block_table_stride + host.max_pages;
-        PagedProblem pb = host;
-        pb.k_cache = static_cast<const GpuCacheStorage&>(storage).replica(0);
-        const size_t sizes[] = {size_t(rows * H * 128), size_t(rows * H * 4), size_t(host.batch_size) * 4,
-                                size_t(table_elems) * 4, size_t(rows * k * 4), size_t(rows * k * 4),
-                                kernels::paged_workspace_bytes(pb)};
-        size_t offsets[7], total = 0;
-        for (int i = 0; i < 7; ++i) {
-            offsets[i] = total;
-            total += (sizes[i] + 255) / 256 * 256;
-        }
-        auto* base = static_cast<uint8_t*>(d.scratch.ensure(total));
-        const void* sources[] = {host.q, host.weights, host.seq_lens, host.block_table};
-        for (int i = 0; i < 4; ++i)
-            if (sizes[i])
-                check_cuda(cudaMemcpyAsync(base + offsets[i], sources[i], sizes[i], cudaMemcpyHostToDevice, d.stream),
-                           "copying inputs to the device");
-        pb.q = base + offsets[0];
-        pb.weights = reinterpret_cast<const float*>(base + offsets[1]);
-        pb.seq_lens = reinterpret_cast<const int32_t*>(base + offsets[2]);
-        pb.block_table = reinterpret_cast<const int32_t*>(base + offsets[3]);
-        pb.out.indices = reinterpret_cast<int32_t*>(base + offsets[4]);
-        pb.out.scores = host.out.scores ? reinterpret_cast<float*>(base + offsets[5]) : nullptr;
-        check_cuda(kernels::topk_paged(pb, d.traits, kernel_, base + offsets[6], d.error_flag, d.stream),
-                   "launching the paged top-k kernels");
-        check_cuda(cudaMemcpyAsync(host.out.indices, pb.out.indices, sizes[4], cudaMemcpyDeviceToHost, d.stream),
-                   "copying indices back");
-        if (host.out.scores)
-            check_cuda(cudaMemcpyAsync(host.out.scores, pb.out.scores, sizes[5], cudaMemcpyDeviceToHost, d.stream),
-                       "copying scores back");
-        check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+        const auto& cache = static_cast<const GpuCacheStorage&>(storage);
+        if (cache.layout().sharded && comm_->world_size() > 1) topk_sharded(host, cache);
+        else topk_replicated(host, cache);
     }
 
 private:
+    std::vector<Device*> local_devices() const {
+        std::vector<Device*> out;
+        for (const auto& d : devices_) out.push_back(d.get());
+        return out;
+    }
+
+    // The local device that delivers results: the named output device, or the first.
+    size_t output_index(const PagedProblem& host) const {
+        for (size_t i = 0; i < devices_.size(); ++i)
+            if (devices_[i]->id == host.output_device) return i;
+        return 0;
+    }
+
+    // Copies rows [row0, row0 + rows) of device results `from` to the caller's outputs (host or a GPU) on d's
+    // stream, and waits for them.
+    static void deliver(Device& d, const PagedProblem& host, const TopkOutputs& from, int64_t row0, int64_t rows) {
+        const size_t offset = size_t(row0 * host.shape.topk), bytes = size_t(rows * host.shape.topk) * 4;
+        if (bytes > 0) {
+            check_cuda(cudaMemcpyAsync(host.out.indices + offset, from.indices + offset, bytes, cudaMemcpyDefault, d.stream),
+                       "copying indices out");
+            if (host.out.scores)
+                check_cuda(cudaMemcpyAsync(host.out.scores + offset, from.scores + offset, bytes, cudaMemcpyDefault, d.stream),
+                           "copying scores out");
+        }
+        check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+    }
+
+    // Copies `count` rows of a block table of any row stride to a dense [count, max_pages] device array.
+    static void copy_table(Device& d, int32_t* to, const int32_t* from, int64_t stride, int32_t max_pages, int64_t count) {
+        if (count == 0 || max_pages == 0) return;
+        check_cuda(cudaMemcpy2DAsync(to, size_t(max_pages) * 4, from, size_t(stride) * 4, size_t(max_pages) * 4,
+                                     size_t(count), cudaMemcpyHostToDevice, d.stream),
+                   "copying the block table");
+    }
+
+    static void copy_in(Device& d, void* to, const void* from, size_t bytes) {
+        if (bytes) check_cuda(cudaMemcpyAsync(to, from, bytes, cudaMemcpyHostToDevice, d.stream), "copying inputs");
+    }
+
+    // Rows sharded: rank q computes sequences [bounds[q], bounds[q + 1]) on its replica into the rows of a
+    // full-size result; local results go straight to the caller, and ranks in other processes send theirs
+    // through NCCL (every rank then holds the whole result).
+    void topk_replicated(const PagedProblem& host, const GpuCacheStorage& cache) {
+        const int64_t k = host.shape.topk, H = host.shape.num_heads, next_n = host.shape.next_n;
+        const std::vector<int32_t> bounds = split_sequences(host, comm_->world_size());
+        const size_t local = devices_.size();
+        struct Part {
+            PagedProblem pb;
+            int64_t row0 = 0;
+            TopkOutputs full;  // [all rows, k] on this device
+            uint8_t* workspace = nullptr;
+        };
+        std::vector<Part> parts(local);
+        for (size_t i = 0; i < local; ++i) {  // plans and allocations first: nothing can fail mid-collective
+            Device& d = *devices_[i];
+            const int32_t b0 = bounds[size_t(comm_->rank_of(i))], b1 = bounds[size_t(comm_->rank_of(i)) + 1];
+            PagedProblem pb = host;
+            pb.batch_size = b1 - b0;
+            pb.block_table_stride = host.max_pages;
+            pb.num_pages = cache.local_pages();
+            const int64_t rows = pb.rows(), all_rows = host.rows();
+            ScratchPlan plan;
+            const size_t q_at = plan.add(size_t(rows * H * 128)), w_at = plan.add(size_t(rows * H * 4)),
+                         len_at = plan.add(size_t(pb.batch_size) * 4),
+                         table_at = plan.add(size_t(pb.batch_size) * size_t(host.max_pages) * 4),
+                         idx_at = plan.add(size_t(all_rows * k * 4)), score_at = plan.add(size_t(all_rows * k * 4)),
+                         work_at = plan.add(kernels::paged_workspace_bytes(pb));
+            DeviceScope scope(d.id);
+            auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
+            Part& part = parts[i];
+            part.row0 = int64_t(b0) * next_n;
+            part.full.indices = reinterpret_cast<int32_t*>(base + idx_at);
+            part.full.scores = reinterpret_cast<float*>(base + score_at);
+            pb.k_cache = cache.pages(i);
+            pb.q = base + q_at;
+            pb.weights = reinterpret_cast<const float*>(base + w_at);
+            pb.seq_lens = reinterpret_cast<const int32_t*>(base + len_at);
+            pb.block_table = reinterpret_cast<const int32_t*>(base + table_at);
+            pb.out.indices = part.full.indices + part.row0 * k;
+            pb.out.scores = host.out.scores ? part.full.scores + part.row0 * k : nullptr;
+            part.pb = pb;
+            part.workspace = base + work_at;
+        }
+        const bool gather = comm_->spans_processes();
+        on_each_device(local, [&](size_t i) {
+            Device& d = *devices_[i];
+            DeviceScope scope(d.id);
+            const Part& part = parts[i];
+            const PagedProblem& pb = part.pb;
+            const int32_t b0 = int32_t(part.row0 / next_n);
+            copy_in(d, const_cast<uint8_t*>(pb.q), host.q + part.row0 * H * 128, size_t(pb.rows() * H * 128));
+            copy_in(d, const_cast<float*>(pb.weights), host.weights + part.row0 * H, size_t(pb.rows() * H * 4));
+            copy_in(d, const_cast<int32_t*>(pb.seq_lens), host.seq_lens + b0, size_t(pb.batch_size) * 4);
+            copy_table(d, const_cast<int32_t*>(pb.block_table), host.block_table + int64_t(b0) * host.block_table_stride,
+                       host.block_table_stride, host.max_pages, pb.batch_size);
+            if (pb.rows() > 0)
+                check_cuda(kernels::topk_paged(pb, d.traits, kernel_, part.workspace, d.error_flag, d.stream),
+                           "launching the paged top-k kernels");
+            if (!gather) deliver(d, host, part.full, part.row0, pb.rows());
+        });
+        if (!gather) return;
+        // Every rank holds one device here: rank q's rows arrive from rank q, then the whole result goes out.
+        std::vector<size_t> index_offsets;
+        for (int32_t b : bounds) index_offsets.push_back(size_t(int64_t(b) * next_n * k * 4));
+        comm_->gather_segments(index_offsets, {parts[0].full.indices});
+        if (host.out.scores) comm_->gather_segments(index_offsets, {parts[0].full.scores});
+        deliver(*devices_[0], host, parts[0].full, 0, host.rows());
+    }
+
+    // Pages sharded: every rank scores every row over its own pages (kernels::shard_rows builds that problem
+    // on the device from the block table), turns its top k into candidates over logical positions, the
+    // candidates are all-gathered, and the output device merges them into the global top k, which equals
+    // one GPU's since ties rank by position on every rank alike.
+    void topk_sharded(const PagedProblem& host, const GpuCacheStorage& cache) {
+        const int ranks = comm_->world_size();
+        const int k = host.shape.topk, H = host.shape.num_heads;
+        require(ranks <= kernels::max_merge_ranks(k), DSA_STATUS_NOT_IMPLEMENTED, "a sharded cache over ", ranks,
+                " GPUs merges up to ", kernels::max_merge_ranks(k), " candidate lists of k = ", k,
+                " in this version: use k <= ", 16384 / ranks, " or a replicated cache");
+        const int64_t rows = host.rows(), table_elems = int64_t(host.batch_size) * host.max_pages;
+        const size_t local = devices_.size(), out_index = output_index(host);
+        struct Part {
+            PagedProblem full;   // the original rows, on this device (merge and index mapping read it)
+            PagedProblem shard;  // the rank's problem over its pages: one sequence per row
+            int32_t* logical_page = nullptr;
+            uint64_t* candidates = nullptr;  // [ranks][rows][k]
+            uint8_t* workspace = nullptr;
+        };
+        std::vector<Part> parts(local);
+        std::vector<void*> candidate_buffers;
+        for (size_t i = 0; i < local; ++i) {  // plans and allocations first: nothing can fail mid-collective
+            Device& d = *devices_[i];
+            PagedProblem shard = host;
+            shard.shape.next_n = 1;
+            shard.shape.index_mode = IndexMode::PagedLogical;
+            shard.shape.sorted = false;
+            shard.batch_size = int32_t(rows);
+            shard.block_table_stride = host.max_pages;
+            shard.num_pages = cache.local_pages();
+            shard.k_cache = cache.pages(i);
+            ScratchPlan plan;
+            const size_t q_at = plan.add(size_t(rows * H * 128)), w_at = plan.add(size_t(rows * H * 4)),
+                         len_at = plan.add(size_t(host.batch_size) * 4), table_at = plan.add(size_t(table_elems) * 4),
+                         shard_len_at = plan.add(size_t(rows) * 4),
+                         shard_table_at = plan.add(size_t(rows * host.max_pages) * 4),
+                         logical_at = plan.add(size_t(rows * host.max_pages) * 4),
+                         idx_at = plan.add(size_t(rows * k) * 4), score_at = plan.add(size_t(rows * k) * 4),
+                         out_idx_at = plan.add(size_t(rows * k) * 4), out_score_at = plan.add(size_t(rows * k) * 4),
+                         cand_at = plan.add(size_t(ranks) * size_t(rows * k) * 8),
+                         work_at = plan.add(kernels::paged_workspace_bytes(shard));
+            DeviceScope scope(d.id);
+            auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
+            Part& part = parts[i];
+            part.full = host;
+            part.full.q = base + q_at;
+            part.full.weights = reinterpret_cast<const float*>(base + w_at);
+            part.full.seq_lens = reinterpret_cast<const int32_t*>(base + len_at);
+            part.full.block_table = reinterpret_cast<const int32_t*>(base + table_at);
+            part.full.block_table_stride = host.max_pages;
+            part.full.out.indices = reinterpret_cast<int32_t*>(base + out_idx_at);
+            part.full.out.scores = host.out.scores ? reinterpret_cast<float*>(base + out_score_at) : nullptr;
+            shard.q = part.full.q;
+            shard.weights = part.full.weights;
+            shard.seq_lens = reinterpret_cast<const int32_t*>(base + shard_len_at);
+            shard.block_table = reinterpret_cast<const int32_t*>(base + shard_table_at);
+            shard.out.indices = reinterpret_cast<int32_t*>(base + idx_at);
+            shard.out.scores = reinterpret_cast<float*>(base + score_at);
+            part.shard = shard;
+            part.logical_page = reinterpret_cast<int32_t*>(base + logical_at);
+            part.candidates = reinterpret_cast<uint64_t*>(base + cand_at);
+            part.workspace = base + work_at;
+            candidate_buffers.push_back(part.candidates);
+        }
+        on_each_device(local, [&](size_t i) {
+            Device& d = *devices_[i];
+            DeviceScope scope(d.id);
+            const Part& part = parts[i];
+            const int rank = comm_->rank_of(i);
+            copy_in(d, const_cast<uint8_t*>(part.full.q), host.q, size_t(rows * H * 128));
+            copy_in(d, const_cast<float*>(part.full.weights), host.weights, size_t(rows * H * 4));
+            copy_in(d, const_cast<int32_t*>(part.full.seq_lens), host.seq_lens, size_t(host.batch_size) * 4);
+            copy_table(d, const_cast<int32_t*>(part.full.block_table), host.block_table, host.block_table_stride,
+                       host.max_pages, host.batch_size);
+            check_cuda(kernels::shard_rows(part.full, ranks, rank, const_cast<int32_t*>(part.shard.block_table),
+                                           part.logical_page, const_cast<int32_t*>(part.shard.seq_lens), d.stream),
+                       "launching the shard planning");
+            check_cuda(kernels::topk_paged(part.shard, d.traits, kernel_, part.workspace, d.error_flag, d.stream),
+                       "launching the paged top-k kernels");
+            check_cuda(kernels::shard_candidates(part.shard.out.indices, part.shard.out.scores, part.logical_page,
+                                                 host.max_pages, host.shape.page_size, rows, k,
+                                                 part.candidates + size_t(rank) * size_t(rows * k), d.stream),
+                       "launching the candidate conversion");
+        });
+        comm_->all_gather(size_t(rows * k) * 8, candidate_buffers);
+        Device& out = *devices_[out_index];
+        {
+            DeviceScope scope(out.id);
+            const Part& part = parts[out_index];
+            check_cuda(kernels::merge_shard_candidates(part.full, part.candidates, ranks, out.stream),
+                       "launching the candidate merge");
+            deliver(out, host, part.full.out, 0, rows);
+        }
+        for (auto& d : devices_) {
+            DeviceScope scope(d->id);
+            check_cuda(cudaStreamSynchronize(d->stream), "cudaStreamSynchronize");
+        }
+    }
+
     kernels::ScoreKernel kernel_;
     std::vector<std::unique_ptr<Device>> devices_;
+    std::unique_ptr<Communicator> comm_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_gpu_backend(const std::vector<int>& devices) {
-    return std::make_unique<GpuBackend>(devices);
+std::unique_ptr<Backend> make_gpu_backend(const std::vector<int>& devices, const ProcessGroup* group) {
+    return std::make_unique<GpuBackend>(devices, group);
 }
 
 }  // namespace dsa

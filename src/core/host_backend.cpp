@@ -59,6 +59,7 @@ public:
         : threads_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
 
     int num_devices() const override { return 0; }
+    bool has_device(int) const override { return false; }
     size_t paged_workspace_size(const PagedProblem&) const override { return 0; }
     size_t ragged_workspace_size(const RaggedProblem&) const override { return 0; }
 

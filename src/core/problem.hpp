@@ -39,8 +39,9 @@ struct PagedProblem {
     const int32_t* seq_lens = nullptr;
     const int32_t* block_table = nullptr;
     TopkOutputs out;
+    int output_device = -1;  // dsa_topk only: where `out` lives (DSA_MEMORY_HOST = -1, or a GPU id)
 
-    int64_t rows() const { return int64_t(batch_size) * shape.next_n; }
+    DSA_HOST_DEVICE int64_t rows() const { return int64_t(batch_size) * shape.next_n; }
 };
 
 // SPEC section 2.

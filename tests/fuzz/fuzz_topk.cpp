@@ -13,6 +13,7 @@
 // Any mismatch aborts, which libFuzzer reports as a crash. Built by tests/fuzz/CMakeLists.txt.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -171,19 +172,32 @@ bool overlap(Range a, Range b) {
     return a0 < b0 + b.bytes && b0 < a0 + a.bytes;
 }
 
+// A struct is read at its current size or, for those that grew since 0.1, at its 0.1 size.
+template <class T>
+size_t first_release_size() { return sizeof(T); }
+template <>
+size_t first_release_size<dsa_topk_outputs_t>() { return offsetof(dsa_topk_outputs_t, memory_device); }
+template <>
+size_t first_release_size<dsa_context_config_t>() { return offsetof(dsa_context_config_t, nccl_unique_id); }
+template <>
+size_t first_release_size<dsa_cache_config_t>() { return offsetof(dsa_cache_config_t, mode); }
+
+template <class T>
+bool struct_ok(const T* s) {
+    return s && (s->struct_size == sizeof(T) || s->struct_size == first_release_size<T>());
+}
+
 template <class T>
 void struct_rule(Expectation& e, const T* s, const char* null_rule, const char* size_rule) {
     e.rule(s != nullptr, DSA_STATUS_INVALID_ARGUMENT, null_rule);
-    if (s && s->struct_size != sizeof(T))
+    if (s && !struct_ok(s))
         e.rule(false, s->struct_size < sizeof(T) ? DSA_STATUS_INVALID_ARGUMENT : DSA_STATUS_UNSUPPORTED, size_rule);
 }
-
-bool struct_ok(const void* s, size_t struct_size, size_t expected) { return s && struct_size == expected; }
 
 // SPEC section 3 and the flag rules. Returns whether the params could be read (fields known).
 bool params_rules(Expectation& e, const dsa_topk_params_t* p, bool paged) {
     struct_rule(e, p, "params is NULL", "params->struct_size");
-    if (!struct_ok(p, p ? p->struct_size : 0, sizeof *p)) return false;
+    if (!struct_ok(p)) return false;
     e.rule(p->num_heads == 32 || p->num_heads == 64, DSA_STATUS_UNSUPPORTED, "num_heads in {32, 64}");
     e.rule(p->head_dim == 128, DSA_STATUS_UNSUPPORTED, "head_dim 128");
     e.rule(p->topk >= 1 && p->topk <= 2048, DSA_STATUS_UNSUPPORTED, "topk in [1, 2048]");
@@ -201,7 +215,7 @@ bool params_rules(Expectation& e, const dsa_topk_params_t* p, bool paged) {
 // The outputs' own rules, then no output may overlap an input or the other output.
 void output_rules(Expectation& e, const dsa_topk_outputs_t* o, int64_t rows, int topk, const std::vector<Range>& inputs) {
     struct_rule(e, o, "outputs is NULL", "outputs->struct_size");
-    if (!struct_ok(o, o ? o->struct_size : 0, sizeof *o)) return;
+    if (!struct_ok(o)) return;
     if (rows > 0) e.rule(o->indices != nullptr, DSA_STATUS_INVALID_ARGUMENT, "outputs->indices not NULL");
     e.rule(aligned(o->indices, 4), DSA_STATUS_INVALID_ARGUMENT, "outputs->indices aligned");
     e.rule(aligned(o->scores, 4), DSA_STATUS_INVALID_ARGUMENT, "outputs->scores aligned");
@@ -570,7 +584,7 @@ std::vector<Range> paged_input_ranges(const dsa_paged_inputs_t& in, int H, int64
 // Shape rules: what the workspace-size query reads (params, and batch_size, max_pages, num_pages).
 void paged_shape_rules(Expectation& e, const dsa_topk_params_t* params, const dsa_paged_inputs_t* in, bool params_read) {
     struct_rule(e, in, "inputs is NULL", "inputs->struct_size");
-    if (!struct_ok(in, in ? in->struct_size : 0, sizeof *in)) return;
+    if (!struct_ok(in)) return;
     e.rule(in->batch_size >= 0, DSA_STATUS_INVALID_ARGUMENT, "batch_size >= 0");
     e.rule(in->max_pages >= 0, DSA_STATUS_INVALID_ARGUMENT, "max_pages >= 0");
     e.rule(in->num_pages >= 0, DSA_STATUS_INVALID_ARGUMENT, "num_pages >= 0");
@@ -585,7 +599,7 @@ void paged_call_rules(Expectation& e, const dsa_topk_params_t* params, const dsa
                       const dsa_topk_outputs_t* out, void* stream, int64_t cache_pages) {
     const bool params_read = params_rules(e, params, true);
     paged_shape_rules(e, params, in, params_read);
-    if (!params_read || !struct_ok(in, in ? in->struct_size : 0, sizeof *in)) return;
+    if (!params_read || !struct_ok(in)) return;
     const int P = params->page_size, H = params->num_heads;
     const bool shape_known = (P == 32 || P == 64) && (H == 32 || H == 64) && params->next_n >= 1 && params->next_n <= 4 &&
                              params->topk >= 1 && params->topk <= 2048;
@@ -1008,12 +1022,16 @@ void fuzz_owned_cache(FuzzInput& in) {
     config.head_dim = in.rarely() ? in.pick<int32_t>({0, 64, 129}) : 128;
     config.num_pages = in.in_range(1, kMaxPhysicalPages);
     if (in.rarely()) config.num_pages = in.pick<int64_t>({0, -1, kI64Min, kI64Max, (int64_t(1) << 31) / 32 + 1});
+    config.mode = in.rarely() ? in.pick<int32_t>({2, -1, kI32Min}) : in.pick<int32_t>({DSA_CACHE_REPLICATED, DSA_CACHE_SHARDED});
     vary_struct_size(in, config);
 
     Expectation e("dsa_cache_create");
-    e.rule(config.struct_size >= sizeof config, DSA_STATUS_INVALID_ARGUMENT, "config->struct_size not below");
-    e.rule(config.struct_size <= sizeof config, DSA_STATUS_UNSUPPORTED, "config->struct_size not above");
-    if (config.struct_size == sizeof config) {
+    struct_rule(e, &config, "config is NULL", "config->struct_size");
+    if (struct_ok(&config)) {
+        // Read at the 0.1 size, the mode keeps its default (replicated); both modes act alike on the CPU.
+        if (config.struct_size == sizeof config)
+            e.rule(config.mode == DSA_CACHE_REPLICATED || config.mode == DSA_CACHE_SHARDED, DSA_STATUS_INVALID_ARGUMENT,
+                   "mode replicated or sharded");
         e.rule(config.num_pages >= 1, DSA_STATUS_INVALID_ARGUMENT, "num_pages >= 1");
         e.rule(config.page_size == 32 || config.page_size == 64, DSA_STATUS_UNSUPPORTED, "page_size in {32, 64}");
         e.rule(config.head_dim == 128, DSA_STATUS_UNSUPPORTED, "head_dim 128");
@@ -1091,7 +1109,7 @@ void fuzz_context_calls(FuzzInput& in) {
     Expectation e("dsa_context_create");
     e.rule(!out_null, DSA_STATUS_INVALID_ARGUMENT, "out_context not NULL");
     struct_rule(e, config_null ? nullptr : &config, "config is NULL", "config->struct_size");
-    if (!config_null && config.struct_size == sizeof config) {
+    if (!config_null && struct_ok(&config)) {
         e.rule(config.num_cpu_threads >= 0, DSA_STATUS_INVALID_ARGUMENT, "num_cpu_threads >= 0");
         device_rules(e, config.device_ids, config.num_devices);
     }

@@ -8,25 +8,43 @@ judge (supported ranges, seq_lens against the block table, ...) comes back as a 
 from __future__ import annotations
 
 import ctypes
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _arrays
 from ._arrays import ArrayView
 from ._library import (
-    DSA_MEMORY_HOST, DSA_TOPK_ABSOLUTE_INDICES, DSA_TOPK_LOGICAL_INDICES, DSA_TOPK_SORTED, CacheConfig,
-    ContextConfig, PagedInputs, RaggedInputs, TopkOutputs, TopkParams, call, dsa_cache_t, dsa_context_t,
-    load_library, new_struct,
+    DSA_CACHE_REPLICATED, DSA_CACHE_SHARDED, DSA_MEMORY_HOST, DSA_NCCL_UNIQUE_ID_BYTES, DSA_TOPK_ABSOLUTE_INDICES,
+    DSA_TOPK_LOGICAL_INDICES, DSA_TOPK_SORTED, CacheConfig, ContextConfig, NcclUniqueId, PagedInputs, RaggedInputs,
+    TopkOutputs, TopkParams, call, dsa_cache_t, dsa_context_t, load_library, new_struct,
 )
 
 FP8_DTYPES = ("uint8", "float8_e4m3fn")
 ArrayLike = Any  # a numpy array, a torch / cupy tensor, or anything with DLPack or an array interface
 TopkResult = Union[Any, Tuple[Any, Any]]
+CacheMode = Union[str, int]  # "replicated" / "sharded", or DSA_CACHE_REPLICATED / DSA_CACHE_SHARDED
+
+_CACHE_MODES = {"replicated": DSA_CACHE_REPLICATED, "sharded": DSA_CACHE_SHARDED}
 
 
 def version() -> Tuple[int, int, int]:
     """(major, minor, patch) of the loaded library (dsa_version())."""
     number = load_library().dsa_version()
     return number // 10000, number // 100 % 100, number % 100
+
+
+def nccl_unique_id() -> bytes:
+    """dsa_nccl_unique_id_create(): a new NCCL unique id, DSA_NCCL_UNIQUE_ID_BYTES (128) opaque bytes.
+
+    For a context spanning processes: make it on one process, hand it to the others yourself (MPI, a
+    socket, a file, ...), then every rank calls Context.from_nccl_unique_id(unique_id, rank, world_size,
+    device).
+    Raises:
+        NotImplementedByLibraryError: the library was built without NCCL.
+        NcclError: NCCL failed (its message attached).
+    """
+    unique_id = NcclUniqueId()
+    call("dsa_nccl_unique_id_create", ctypes.byref(unique_id))
+    return bytes(unique_id)
 
 
 # ---- argument checks -------------------------------------------------------------------------------------
@@ -66,6 +84,57 @@ def _int32_array(values: Sequence[int]) -> Any:
     return (ctypes.c_int32 * len(values))(*values) if values else None
 
 
+def _memory_name(device: Optional[int]) -> str:
+    return "host memory" if device is None else f"CUDA device {device}"
+
+
+def _check_context_device(context: "Context", device: Optional[int], name: str, what: str) -> None:
+    """An owned-cache call's memory_device must be host memory or a GPU of the context in this process."""
+    if device is None or device in context.devices:
+        return
+    if not context.devices:
+        raise ValueError(f"{name}: is in CUDA device {device}, which is not a device of the context: the "
+                         f"context is the CPU backend, so {what} must be in host memory")
+    raise ValueError(f"{name}: is in CUDA device {device}, which is not a device of the context in this "
+                     f"process {list(context.devices)}")
+
+
+def _cache_mode(mode: CacheMode) -> int:
+    """DSA_CACHE_REPLICATED / DSA_CACHE_SHARDED from a mode name or one of those constants."""
+    if isinstance(mode, str):
+        if mode.lower() in _CACHE_MODES:
+            return _CACHE_MODES[mode.lower()]
+    elif isinstance(mode, int) and not isinstance(mode, bool):
+        if mode in _CACHE_MODES.values():
+            return int(mode)
+    else:
+        raise TypeError(f"mode: must be a str or an int, got {type(mode).__name__}")
+    raise ValueError(f"mode: must be 'replicated' or 'sharded' (DSA_CACHE_REPLICATED = {DSA_CACHE_REPLICATED} or "
+                     f"DSA_CACHE_SHARDED = {DSA_CACHE_SHARDED}), got {mode!r}")
+
+
+def _nccl_config(unique_id: Any, rank: int, world_size: int, num_devices: int) -> Optional[NcclUniqueId]:
+    """Checks the arguments of a context spanning processes; returns the id struct (None: one process)."""
+    if unique_id is None:
+        if rank != 0 or world_size != 1:
+            raise ValueError(f"nccl_rank={rank} / nccl_world_size={world_size}: a context spanning processes "
+                             "needs nccl_unique_id (see nccl_unique_id())")
+        return None
+    if not isinstance(unique_id, (bytes, bytearray, memoryview)):
+        raise TypeError(f"nccl_unique_id: must be the bytes nccl_unique_id() returned, got "
+                        f"{type(unique_id).__name__}")
+    raw = bytes(unique_id)
+    if len(raw) != DSA_NCCL_UNIQUE_ID_BYTES:
+        raise ValueError(f"nccl_unique_id: must be {DSA_NCCL_UNIQUE_ID_BYTES} bytes, got {len(raw)}")
+    if world_size < 1:
+        raise ValueError(f"nccl_world_size: must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"nccl_rank: must be in [0, {world_size}) for nccl_world_size {world_size}, got {rank}")
+    if num_devices != 1:
+        raise ValueError(f"devices: a context spanning processes has exactly one GPU per process, got {num_devices}")
+    return NcclUniqueId.from_buffer_copy(raw)
+
+
 class _Call:
     """The arrays of one call: converted once, checked to live where the context computes."""
 
@@ -87,8 +156,9 @@ class _Call:
             where = "host memory (the context is the CPU backend)"
         self.where = where
         if device != self.expected_device:
-            raise ValueError(f"{template_name}: is in {'host memory' if device is None else f'CUDA device {device}'}"
-                             f", but must be in {where}")
+            raise ValueError(f"{template_name}: is in {_memory_name(device)}, but must be in {where}")
+        # Where the outputs are, and what new ones are made like: the inputs' memory unless outputs_in says.
+        self.output_device, self.output_where, self.output_template = self.expected_device, where, template
         if self.expected_device is None:
             if stream not in (None, 0):
                 raise ValueError("stream: must be None for host arrays (the CPU backend is synchronous)")
@@ -96,10 +166,17 @@ class _Call:
         else:
             self.stream = _arrays.resolve_stream(stream, template, device)
 
-    def array(self, obj: ArrayLike, name: str) -> ArrayView:
+    def outputs_in(self, device: Optional[int], template: ArrayLike, template_name: str) -> None:
+        """The owned-cache call's outputs are in `device` memory (its memory_device; None: host), where
+        `template` (an output given) is; outputs not given are made like it."""
+        self.output_device, self.output_template = device, template
+        self.output_where = f"{_memory_name(device)}, where {template_name} is (both outputs in one memory)"
+
+    def array(self, obj: ArrayLike, name: str, output: bool = False) -> ArrayView:
         view = _arrays.as_array(obj, name, self.stream)
-        if view.device != self.expected_device:
-            raise ValueError(f"{name}: is in {view.where()}, but must be in {self.where}")
+        device, where = (self.output_device, self.output_where) if output else (self.expected_device, self.where)
+        if view.device != device:
+            raise ValueError(f"{name}: is in {view.where()}, but must be in {where}")
         if view.itemsize > 1:
             _check_alignment(view, view.itemsize)  # numpy can make unaligned views; C cannot read them
         self.views.append(view)
@@ -109,8 +186,8 @@ class _Call:
                dtype: str) -> Tuple[Any, ArrayView]:
         array = given
         if array is None:
-            array = _arrays.empty(self.template, self.device, shape, dtype, self.stream)
-        view = self.array(array, name)
+            array = _arrays.empty(self.output_template, self.output_device, shape, dtype, self.stream)
+        view = self.array(array, name, output=True)
         _check_dtype(view, [dtype])
         _check_shape(view, shape, "(rows, topk)" if len(shape) == 2 else "the size it needs")
         _check_contiguous(view)
@@ -189,81 +266,141 @@ def _paged_rows(call_: _Call, q: ArrayLike, weights: ArrayLike, seq_lens: ArrayL
 
 
 def _outputs(call_: _Call, rows: int, topk: int, indices: Optional[ArrayLike], scores: Optional[ArrayLike],
-             return_scores: bool) -> Tuple[TopkOutputs, TopkResult]:
-    """The outputs struct and what the Python call returns: indices, or (indices, scores)."""
+             return_scores: bool, memory_device: int = DSA_MEMORY_HOST) -> Tuple[TopkOutputs, TopkResult]:
+    """The outputs struct and what the Python call returns: indices, or (indices, scores). memory_device
+    is read by dsa_topk only (the engine-path calls ignore it)."""
     indices, indices_view = call_.output(indices, "indices", (rows, topk), "int32")
     if not (return_scores or scores is not None):
-        return new_struct(TopkOutputs, indices=indices_view.ptr), indices
+        return new_struct(TopkOutputs, indices=indices_view.ptr, memory_device=memory_device), indices
     scores, scores_view = call_.output(scores, "scores", (rows, topk), "float32")
-    return new_struct(TopkOutputs, indices=indices_view.ptr, scores=scores_view.ptr), (indices, scores)
+    return (new_struct(TopkOutputs, indices=indices_view.ptr, scores=scores_view.ptr, memory_device=memory_device),
+            (indices, scores))
 
 
-# ---- context ---------------------------------------------------------------------------------------------
+# ---- handles ---------------------------------------------------------------------------------------------
 
-class Context:
-    """A dsa_context_t: the CPU backend (no devices) or a list of GPUs.
+_H = TypeVar("_H", bound="_Handle")
 
-    Use as a context manager, or call close(); a context that still has caches cannot be closed.
 
-    Args:
-        devices: CUDA device ordinals; None or [] selects the CPU backend.
-        num_cpu_threads: threads of the CPU backend; 0 = one per hardware thread.
-    Raises:
-        NoDeviceError: a requested GPU does not exist, or the library was built without CUDA.
-    """
+class _Handle:
+    """The lifetime both handle classes share: close() (also on leaving a `with` block, and as a finaliser)
+    destroys the library handle once; using it afterwards raises ValueError."""
 
-    def __init__(self, devices: Optional[Sequence[int]] = None, *, num_cpu_threads: int = 0) -> None:
-        self._handle: Optional[ctypes.c_void_p] = None
-        ids = [int(d) for d in (devices or [])]
-        id_array = _int32_array(ids)
-        config = new_struct(ContextConfig, num_devices=len(ids), num_cpu_threads=num_cpu_threads)
-        if id_array is not None:
-            config.device_ids = id_array
-        handle = dsa_context_t()
-        call("dsa_context_create", ctypes.byref(config), ctypes.byref(handle))
-        self._handle = handle
-        self._devices: Tuple[int, ...] = tuple(ids)
+    _kind: ClassVar[str]     # "context" / "cache", for messages
+    _destroy: ClassVar[str]  # the dsa_*_destroy entry point
+    _handle: Optional[ctypes.c_void_p] = None
 
-    # -- lifetime --
     @property
     def handle(self) -> ctypes.c_void_p:
-        """The raw dsa_context_t, for passing to other ctypes code."""
+        """The raw dsa_context_t / dsa_cache_t, for passing to other ctypes code."""
         if self._handle is None:
-            raise ValueError("the context is closed")
+            raise ValueError(f"the {self._kind} is closed")
         return self._handle
 
     def close(self) -> None:
-        """dsa_context_destroy(): waits for the context's work and frees it. Closing twice is a no-op."""
+        """dsa_context_destroy() / dsa_cache_destroy(): frees the handle (a context first waits for its
+        work, and cannot be closed while caches created from it are open). Closing twice is a no-op."""
         if self._handle is not None:
-            call("dsa_context_destroy", self._handle)
+            call(self._destroy, self._handle)
             self._handle = None
 
-    def __enter__(self) -> "Context":
+    def __enter__(self: _H) -> _H:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_handle", None) is not None:
+        if self._handle is not None:
             try:
                 self.close()
             except Exception:
                 pass  # caches still alive or interpreter shutdown: nothing useful to do in a finaliser
 
+
+# ---- context ---------------------------------------------------------------------------------------------
+
+class Context(_Handle):
+    """A dsa_context_t: the CPU backend (no devices) or a list of GPUs, possibly one GPU in each of several
+    processes (see from_nccl_unique_id).
+
+    Use as a context manager, or call close(); a context that still has caches cannot be closed.
+
+    Args:
+        devices: CUDA device ordinals; None or [] selects the CPU backend.
+        num_cpu_threads: threads of the CPU backend; 0 = one per hardware thread.
+        nccl_unique_id, nccl_rank, nccl_world_size: join a context spanning nccl_world_size processes as
+            rank nccl_rank, with exactly one device; see from_nccl_unique_id. None / 0 / 1: this process only.
+    Raises:
+        NoDeviceError: a requested GPU does not exist, or the library was built without CUDA.
+        TypeError / ValueError: a malformed unique id, rank or world size (checked before the library).
+    """
+
+    _kind = "context"
+    _destroy = "dsa_context_destroy"
+
+    def __init__(self, devices: Optional[Sequence[int]] = None, *, num_cpu_threads: int = 0,
+                 nccl_unique_id: Optional[bytes] = None, nccl_rank: int = 0, nccl_world_size: int = 1) -> None:
+        ids = [int(d) for d in (devices or [])]
+        nccl_rank, nccl_world_size = int(nccl_rank), int(nccl_world_size)
+        unique_id = _nccl_config(nccl_unique_id, nccl_rank, nccl_world_size, len(ids))
+        id_array = _int32_array(ids)
+        config = new_struct(ContextConfig, num_devices=len(ids), num_cpu_threads=num_cpu_threads)
+        if id_array is not None:
+            config.device_ids = id_array
+        if unique_id is not None:
+            config.nccl_unique_id = ctypes.pointer(unique_id)
+            config.nccl_rank, config.nccl_world_size = nccl_rank, nccl_world_size
+        handle = dsa_context_t()
+        call("dsa_context_create", ctypes.byref(config), ctypes.byref(handle))
+        self._handle = handle
+        self._devices: Tuple[int, ...] = tuple(ids)
+        self._nccl = (nccl_rank, nccl_world_size) if unique_id is not None else None
+
+    @classmethod
+    def from_nccl_unique_id(cls, unique_id: bytes, rank: int, world_size: int, device: int) -> "Context":
+        """This process's part of a context spanning world_size processes, one GPU (device) each.
+
+        Every process passes the same unique_id (the bytes of nccl_unique_id(), made on one of them) and
+        its own rank in [0, world_size). Creating the context is collective: it returns once every rank
+        has joined. So is every call that moves data between ranks (Cache create / write / read / close
+        and Cache.topk): all ranks make it, in the same order, with the same arguments; each rank receives
+        the whole top-k result. Close caches explicitly (or by `with`) at the same point on every rank:
+        left to the garbage collector, their collective destroy would run at different times. set_devices
+        is refused on such a context.
+        Raises:
+            TypeError / ValueError: unique_id is not 128 bytes, or rank / world_size are out of range.
+            NcclError, NoDeviceError, NotImplementedByLibraryError: what the library reports.
+        """
+        if unique_id is None:  # None would make a context of this process only
+            raise TypeError("nccl_unique_id: must be the bytes nccl_unique_id() returned, got None")
+        return cls([device], nccl_unique_id=unique_id, nccl_rank=rank, nccl_world_size=world_size)
+
     def __repr__(self) -> str:
         backend = f"devices={list(self._devices)}" if self._devices else "cpu"
+        if self._nccl is not None:
+            backend += f" rank={self._nccl[0]}/{self._nccl[1]}"
         return f"<dsa_indexer.Context {backend}{' closed' if self._handle is None else ''}>"
 
     # -- devices --
     @property
     def devices(self) -> Tuple[int, ...]:
-        """The context's CUDA device ordinals; () for the CPU backend."""
+        """The context's CUDA device ordinals in this process; () for the CPU backend."""
         return self._devices
 
     @property
+    def nccl_rank(self) -> int:
+        """This process's rank in a context spanning processes; 0 otherwise."""
+        return 0 if self._nccl is None else self._nccl[0]
+
+    @property
+    def nccl_world_size(self) -> int:
+        """The number of processes of a context spanning processes; 1 otherwise."""
+        return 1 if self._nccl is None else self._nccl[1]
+
+    @property
     def num_devices(self) -> int:
-        """dsa_context_num_devices(): the number of GPUs (0 for the CPU backend)."""
+        """dsa_context_num_devices(): the number of GPUs in this process (0 for the CPU backend)."""
         count = ctypes.c_int32()
         call("dsa_context_num_devices", self.handle, ctypes.byref(count))
         return count.value
@@ -427,9 +564,10 @@ class Context:
              workspace_ptr or None, workspace_bytes, call_.stream or None)
 
     # -- owned-cache path --
-    def create_cache(self, num_pages: int, *, page_size: int = 64, head_dim: int = 128) -> "Cache":
-        """dsa_cache_create(): a library-owned paged K cache on this context's backend."""
-        return Cache(self, num_pages, page_size=page_size, head_dim=head_dim)
+    def create_cache(self, num_pages: int, *, page_size: int = 64, head_dim: int = 128,
+                     mode: CacheMode = "replicated") -> "Cache":
+        """dsa_cache_create(): a library-owned paged K cache on this context's backend; see Cache."""
+        return Cache(self, num_pages, page_size=page_size, head_dim=head_dim, mode=mode)
 
     def topk(self, cache: "Cache", q: ArrayLike, weights: ArrayLike, seq_lens: ArrayLike, block_table: ArrayLike,
              **options: Any) -> TopkResult:
@@ -439,7 +577,7 @@ class Context:
         return cache.topk(q, weights, seq_lens, block_table, **options)
 
 
-class Cache:
+class Cache(_Handle):
     """A dsa_cache_t: a paged K cache owned by the library (every key and scale zero until written).
 
     Close it (or leave its `with` block) before closing its context.
@@ -447,60 +585,42 @@ class Cache:
     Args:
         context: the context whose backend holds the cache.
         num_pages: physical pages (>= 1). page_size: P (32 or 64). head_dim: D (128).
+        mode: how a context of several GPUs holds the pages: "replicated" (DSA_CACHE_REPLICATED, the
+            default: every GPU holds every page and topk splits the rows; for batches of many rows) or
+            "sharded" (DSA_CACHE_SHARDED: page p lives on GPU p % G only, so the cache may be G times one
+            GPU's memory; for few, long sequences). Both give bit-identical results; the CPU backend
+            treats both as one whole cache.
     """
 
-    def __init__(self, context: Context, num_pages: int, *, page_size: int = 64, head_dim: int = 128) -> None:
-        self._handle: Optional[ctypes.c_void_p] = None
+    _kind = "cache"
+    _destroy = "dsa_cache_destroy"
+
+    def __init__(self, context: Context, num_pages: int, *, page_size: int = 64, head_dim: int = 128,
+                 mode: CacheMode = "replicated") -> None:
+        mode_value = _cache_mode(mode)
         self.context = context  # held so that the context outlives the cache
         self.num_pages, self.page_size, self.head_dim = int(num_pages), int(page_size), int(head_dim)
-        config = new_struct(CacheConfig, num_pages=self.num_pages, page_size=self.page_size, head_dim=self.head_dim)
+        self.mode = "sharded" if mode_value == DSA_CACHE_SHARDED else "replicated"
+        config = new_struct(CacheConfig, num_pages=self.num_pages, page_size=self.page_size, head_dim=self.head_dim,
+                            mode=mode_value)
         handle = dsa_cache_t()
         call("dsa_cache_create", context.handle, ctypes.byref(config), ctypes.byref(handle))
         self._handle = handle
 
-    @property
-    def handle(self) -> ctypes.c_void_p:
-        """The raw dsa_cache_t."""
-        if self._handle is None:
-            raise ValueError("the cache is closed")
-        return self._handle
-
-    def close(self) -> None:
-        """dsa_cache_destroy(). Closing twice is a no-op."""
-        if self._handle is not None:
-            call("dsa_cache_destroy", self._handle)
-            self._handle = None
-
-    def __enter__(self) -> "Cache":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_handle", None) is not None:
-            try:
-                self.close()
-            except Exception:
-                pass
-
     def __repr__(self) -> str:
         return (f"<dsa_indexer.Cache num_pages={self.num_pages} page_size={self.page_size} "
-                f"head_dim={self.head_dim}{' closed' if self._handle is None else ''}>")
+                f"head_dim={self.head_dim} mode={self.mode}{' closed' if self._handle is None else ''}>")
 
     def _tokens(self, slots: ArrayLike, keys: ArrayLike, scales: ArrayLike,
                 writing: bool) -> Tuple[ArrayView, ArrayView, ArrayView, int]:
         """Checks slots / keys / scales of one write or read and returns their views and memory_device."""
         device = _arrays.device_of(slots)
-        if device is not None and device not in self.context.devices:
-            raise ValueError(f"slots: is in CUDA device {device}, which is not a device of the context "
-                             f"{list(self.context.devices)}")
+        _check_context_device(self.context, device, "slots", "slots, keys and scales")
         views = []
         for obj, name in ((slots, "slots"), (keys, "keys"), (scales, "scales")):
             view = _arrays.as_array(obj, name)
             if view.device != device:
-                raise ValueError(f"{name}: is in {view.where()}, but slots are in "
-                                 f"{'host memory' if device is None else f'CUDA device {device}'}")
+                raise ValueError(f"{name}: is in {view.where()}, but slots are in {_memory_name(device)}")
             _check_contiguous(view)
             if view.itemsize > 1:
                 _check_alignment(view, view.itemsize)
@@ -547,19 +667,48 @@ class Cache:
              topk: int = 2048, next_n: Optional[int] = None, sorted: bool = False, logical_indices: bool = False,
              return_scores: bool = False, indices: Optional[ArrayLike] = None,
              scores: Optional[ArrayLike] = None) -> TopkResult:
-        """dsa_topk(): paged decode top-k over this cache. Every array is host memory (the library moves
-        what it needs to the devices); synchronous. Arguments and result as for Context.topk_paged, with
-        page_size and head_dim those of the cache."""
+        """dsa_topk(): paged decode top-k over this cache; synchronous (results are in place on return).
+
+        The inputs (q, weights, seq_lens, block_table) are host memory: the library moves what it needs to
+        the devices. The outputs are where the indices / scores arrays given are (memory_device): host
+        memory, or one GPU of the context in this process (PyTorch / CuPy CUDA tensors, DLPack or
+        __cuda_array_interface__ arrays); both in the same memory. Outputs not given are made like the
+        one given (same framework and device), or as numpy arrays when none is. Other arguments and the
+        result as for Context.topk_paged, with page_size and head_dim those of the cache.
+        """
         call_ = _Call(self.context, q, "q", None, host_only=True)
         inputs, rows, heads, dim, next_n = _paged_rows(call_, q, weights, seq_lens, block_table, next_n)
         if dim != self.head_dim:
             raise ValueError(f"q: head dim {dim} differs from the cache's head_dim {self.head_dim}")
+        device, template = self._output_memory(indices, scores)
+        if template is not None:
+            call_.outputs_in(device, template, "indices" if template is indices else "scores")
         params = new_struct(TopkParams, num_heads=heads, head_dim=dim, page_size=self.page_size, topk=topk,
                             next_n=next_n, flags=_flags(sorted, logical_indices))
-        outputs, result = _outputs(call_, rows, topk, indices, scores, return_scores)
+        outputs, result = _outputs(call_, rows, topk, indices, scores, return_scores,
+                                   DSA_MEMORY_HOST if device is None else device)
+        if device is not None:
+            _arrays.wait_for_current_stream(template, device)  # the library writes them on its own stream
         call("dsa_topk", self.context.handle, self.handle, ctypes.byref(params), ctypes.byref(inputs),
              ctypes.byref(outputs))
         return result
+
+    def _output_memory(self, indices: Optional[ArrayLike],
+                       scores: Optional[ArrayLike]) -> Tuple[Optional[int], Optional[ArrayLike]]:
+        """(device, the first output given) of the owned-cache call's outputs: (None, ...) for host memory,
+        which is also where outputs go when none is given. A device must be one of the context's here."""
+        given = [(obj, name) for obj, name in ((indices, "indices"), (scores, "scores")) if obj is not None]
+        if not given:
+            return None, None
+        first, first_name = given[0]
+        device = _arrays.device_of(first)
+        for obj, name in given[1:]:
+            other = _arrays.device_of(obj)
+            if other != device:
+                raise ValueError(f"{name}: is in {_memory_name(other)}, but {first_name} is in "
+                                 f"{_memory_name(device)}: both outputs must be in one memory")
+        _check_context_device(self.context, device, first_name, "the owned-cache call's outputs")
+        return device, first
 
 
 # ---- the C entry points as functions, for code that mirrors the C API ------------------------------------

@@ -2,8 +2,8 @@
 
 The structs mirror include/dsa_indexer.h field for field. This package never calls the C initialisers
 (dsa_*_init) on them: a newer library's struct may be larger and its initialiser would write past ours.
-Instead each struct is built here with struct_size = sizeof(our mirror), which is exactly how the C API
-tells an older caller's struct from a newer one.
+Instead each struct is built here (new_struct) with the header's *_INIT values and struct_size =
+sizeof(our mirror), which is exactly how the C API tells an older caller's struct from a newer one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 from ._errors import LibraryNotFoundError, LibraryVersionError, error_for_status
 
 #: The C header version this package was written against (DSA_VERSION_MAJOR/MINOR/PATCH).
-HEADER_VERSION = (0, 1, 0)
+HEADER_VERSION = (0, 2, 0)
 
 #: Environment variable naming the library file to load; it wins over every other place.
 LIBRARY_ENV_VAR = "DSA_INDEXER_LIBRARY"
@@ -29,20 +29,36 @@ DSA_MEMORY_HOST = -1
 DSA_TOPK_SORTED = 0x1
 DSA_TOPK_LOGICAL_INDICES = 0x2
 DSA_TOPK_ABSOLUTE_INDICES = 0x4
+DSA_CACHE_REPLICATED = 0
+DSA_CACHE_SHARDED = 1
+DSA_NCCL_UNIQUE_ID_BYTES = 128
 
 dsa_context_t = ctypes.c_void_p
 dsa_cache_t = ctypes.c_void_p
 
 
+class NcclUniqueId(ctypes.Structure):
+    """dsa_nccl_unique_id_t: ncclUniqueId's 128 opaque bytes."""
+
+    # char internal[128] in C; unsigned bytes here because a c_char array field reads back cut at its first
+    # NUL. bytes(struct) gives all 128.
+    _fields_ = [("internal", ctypes.c_uint8 * DSA_NCCL_UNIQUE_ID_BYTES)]
+
+
 class ContextConfig(ctypes.Structure):
-    """dsa_context_config_t."""
+    """dsa_context_config_t (0.2: the nccl_* fields, defaults NULL / rank 0 / world size 1)."""
 
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("device_ids", ctypes.POINTER(ctypes.c_int32)),
         ("num_devices", ctypes.c_int32),
         ("num_cpu_threads", ctypes.c_int32),
+        # since 0.2
+        ("nccl_unique_id", ctypes.POINTER(NcclUniqueId)),
+        ("nccl_rank", ctypes.c_int32),
+        ("nccl_world_size", ctypes.c_int32),
     ]
+    _defaults_ = {"nccl_world_size": 1}
 
 
 class TopkParams(ctypes.Structure):
@@ -57,6 +73,7 @@ class TopkParams(ctypes.Structure):
         ("next_n", ctypes.c_int32),
         ("flags", ctypes.c_uint32),
     ]
+    _defaults_ = {"num_heads": 64, "head_dim": 128, "page_size": 64, "topk": 2048, "next_n": 1}
 
 
 class PagedInputs(ctypes.Structure):
@@ -94,31 +111,39 @@ class RaggedInputs(ctypes.Structure):
 
 
 class TopkOutputs(ctypes.Structure):
-    """dsa_topk_outputs_t."""
+    """dsa_topk_outputs_t (0.2: memory_device, default DSA_MEMORY_HOST)."""
 
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("indices", ctypes.c_void_p),
         ("scores", ctypes.c_void_p),
+        # since 0.2
+        ("memory_device", ctypes.c_int32),
     ]
+    _defaults_ = {"memory_device": DSA_MEMORY_HOST}
 
 
 class CacheConfig(ctypes.Structure):
-    """dsa_cache_config_t."""
+    """dsa_cache_config_t (0.2: mode, default DSA_CACHE_REPLICATED)."""
 
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("num_pages", ctypes.c_int64),
         ("page_size", ctypes.c_int32),
         ("head_dim", ctypes.c_int32),
+        # since 0.2
+        ("mode", ctypes.c_int32),
     ]
+    _defaults_ = {"page_size": 64, "head_dim": 128, "mode": DSA_CACHE_REPLICATED}
 
 
 def new_struct(cls: Any, **fields: Any) -> Any:
-    """A zeroed struct with struct_size set to this package's size of it, then the given fields."""
+    """What the C initialiser makes, built here: struct_size = this package's size of the struct, the
+    header's *_INIT values (the class's _defaults_, every other field zero / NULL: e.g. memory_device is
+    DSA_MEMORY_HOST, not 0 = device 0), then the given fields."""
     value = cls()
     value.struct_size = ctypes.sizeof(cls)
-    for name, field_value in fields.items():
+    for name, field_value in {**getattr(cls, "_defaults_", {}), **fields}.items():
         setattr(value, name, field_value)
     return value
 
@@ -130,6 +155,7 @@ _PROTOTYPES = {
     "dsa_version": (ctypes.c_int, []),
     "dsa_status_string": (ctypes.c_char_p, [ctypes.c_int]),
     "dsa_last_error_message": (ctypes.c_char_p, []),
+    "dsa_nccl_unique_id_create": (_STATUS, [_P(NcclUniqueId)]),
     "dsa_context_config_init": (None, [_P(ContextConfig)]),
     "dsa_context_create": (_STATUS, [_P(ContextConfig), _P(dsa_context_t)]),
     "dsa_context_destroy": (_STATUS, [dsa_context_t]),

@@ -6,6 +6,7 @@ import pytest
 
 import dsa_indexer as dsa
 from dsa_indexer.fp8 import float32_to_e4m3
+from fakes import FakeCudaArray
 from paged_case import check_case, empty_case, spec6_case
 
 try:
@@ -189,3 +190,127 @@ def test_cupy_arrays(gpu, cpu):
     got = gpu.topk_paged(*[cupy.asarray(a) for a in case.args()], topk=64, sorted=True)
     cupy.cuda.get_current_stream().synchronize()
     assert np.array_equal(cupy.asnumpy(got), expected)
+
+
+# ---- 0.2: owned-cache outputs on the GPU (memory_device), cache modes, a one-rank context from an NCCL id ----
+
+def written_cache(context, case, **options):
+    cache = context.create_cache(case.k_cache.shape[0], page_size=case.page_size, **options)
+    slots = np.concatenate([case.slots(b) for b in range(len(case.seq_lens))])
+    P = case.page_size
+    cache.write(slots, case.page_keys()[slots // P, slots % P], case.page_scales()[slots // P, slots % P])
+    return cache
+
+
+def cache_args(case):
+    return case.q, case.weights, case.seq_lens, case.block_table
+
+
+class DlpackOnly:
+    """A CUDA tensor seen through DLPack alone (no __cuda_array_interface__)."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __dlpack__(self, stream=None):
+        return self.tensor.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self.tensor.__dlpack_device__()
+
+
+@pytest.mark.parametrize("mode", ["replicated", "sharded"])
+def test_owned_cache_topk_into_device_outputs(gpu, cpu, mode):
+    case = integer_case([500, 3, 64, 0], seed=13)
+    options = dict(topk=32, sorted=True)
+    expected, expected_scores = cpu.topk_paged(*case.args(), **options, return_scores=True)
+    with written_cache(gpu, case, mode=mode) as cache:
+        assert cache.mode == mode
+        # Outputs given on the GPU: written there, synchronously (no synchronize before reading them).
+        indices = torch.full((4, 32), -7, dtype=torch.int32, device="cuda:0")
+        scores = torch.full((4, 32), 5.0, dtype=torch.float32, device="cuda:0")
+        got = cache.topk(*cache_args(case), **options, indices=indices, scores=scores)
+        assert got[0] is indices and got[1] is scores
+        assert np.array_equal(indices.cpu().numpy(), expected) and np.array_equal(scores.cpu().numpy(), expected_scores)
+        # Only indices given: scores are made like it (torch, same device).
+        got_indices, got_scores = cache.topk(*cache_args(case), **options, return_scores=True,
+                                             indices=torch.empty((4, 32), dtype=torch.int32, device="cuda:0"))
+        assert got_scores.is_cuda and got_scores.dtype == torch.float32 and got_scores.device == got_indices.device
+        assert np.array_equal(got_scores.cpu().numpy(), expected_scores)
+        # Only scores given on the GPU: indices follow it there.
+        got_indices, _ = cache.topk(*cache_args(case), **options,
+                                    scores=torch.empty((4, 32), dtype=torch.float32, device="cuda:0"))
+        assert got_indices.is_cuda and np.array_equal(got_indices.cpu().numpy(), expected)
+        # A DLPack-only output.
+        target = torch.zeros((4, 32), dtype=torch.int32, device="cuda:0")
+        cache.topk(*cache_args(case), **options, indices=DlpackOnly(target))
+        assert np.array_equal(target.cpu().numpy(), expected)
+        # No outputs given: host numpy, as before.
+        host = cache.topk(*cache_args(case), **options)
+        assert isinstance(host, np.ndarray) and np.array_equal(host, expected)
+
+
+def test_device_outputs_follow_work_queued_on_the_current_stream(gpu, cpu):
+    """The output's last writer is a kernel still queued on a side stream the caller made current: the
+    binding waits for it, so the library's results are what remains."""
+    case = integer_case([3000, 700], seed=14)
+    expected = cpu.topk_paged(*case.args(), topk=64, sorted=True)
+    with written_cache(gpu, case) as cache:
+        side = torch.cuda.Stream()
+        with torch.cuda.stream(side):
+            indices = torch.empty((2, 64), dtype=torch.int32, device="cuda:0")
+            big = torch.ones((4096, 4096), device="cuda:0")
+            for _ in range(4):
+                big = big @ big / 4096  # keep the stream busy
+            indices.fill_(-5)
+            cache.topk(*cache_args(case), topk=64, sorted=True, indices=indices)
+            result = indices.cpu().numpy()
+        assert np.array_equal(result, expected)
+
+
+def test_device_outputs_must_be_on_a_device_of_the_context(gpu):
+    case = integer_case([100], seed=15)
+    with written_cache(gpu, case) as cache:
+        with pytest.raises(ValueError, match=r"indices: is in CUDA device 5, which is not a device of the context "
+                                             r"in this process \[0\]"):
+            cache.topk(*cache_args(case), topk=8, indices=FakeCudaArray((1, 8), "<i4", device=5))
+        if torch.cuda.device_count() > 1:
+            with pytest.raises(ValueError, match="CUDA device 1, which is not a device of the context"):
+                cache.topk(*cache_args(case), topk=8, indices=torch.empty((1, 8), dtype=torch.int32, device="cuda:1"))
+        with pytest.raises(ValueError, match="scores: is in host memory, but indices is in CUDA device 0"):
+            cache.topk(*cache_args(case), topk=8, indices=torch.empty((1, 8), dtype=torch.int32, device="cuda:0"),
+                       scores=np.empty((1, 8), np.float32))
+        with pytest.raises(TypeError, match="indices: dtype must be int32"):
+            cache.topk(*cache_args(case), topk=8, indices=torch.empty((1, 8), dtype=torch.int64, device="cuda:0"))
+        with pytest.raises(ValueError, match=r"indices: shape must be \(rows, topk\)"):
+            cache.topk(*cache_args(case), topk=8, indices=torch.empty((1, 9), dtype=torch.int32, device="cuda:0"))
+
+
+def test_owned_cache_device_outputs_with_cupy(gpu, cpu):
+    cupy = pytest.importorskip("cupy")
+    case = integer_case([800, 20], seed=16)
+    expected = cpu.topk_paged(*case.args(), topk=64, sorted=True)
+    with written_cache(gpu, case, mode="sharded") as cache:
+        indices = cupy.empty((2, 64), dtype=cupy.int32)
+        got, scores = cache.topk(*cache_args(case), topk=64, sorted=True, indices=indices, return_scores=True)
+        assert got is indices and isinstance(scores, cupy.ndarray)
+        assert np.array_equal(cupy.asnumpy(indices), expected)
+
+
+def test_one_rank_context_from_an_nccl_unique_id(cpu):
+    try:
+        unique_id = dsa.nccl_unique_id()
+    except dsa.NotImplementedByLibraryError as e:
+        pytest.skip(f"the library has no NCCL: {e.message}")
+    case = integer_case([900, 5], seed=17)
+    expected = cpu.topk_paged(*case.args(), topk=48, sorted=True)
+    with dsa.Context.from_nccl_unique_id(unique_id, 0, 1, 0) as context:
+        assert context.devices == (0,) and context.num_devices == 1
+        assert (context.nccl_rank, context.nccl_world_size) == (0, 1) and "rank=0/1" in repr(context)
+        with pytest.raises(dsa.UnsupportedError):
+            context.set_devices([0])  # a rank is bound to its GPU
+        for mode in ("replicated", "sharded"):
+            with written_cache(context, case, mode=mode) as cache:
+                indices = torch.empty((2, 48), dtype=torch.int32, device="cuda:0")
+                cache.topk(*cache_args(case), topk=48, sorted=True, indices=indices)
+                assert np.array_equal(indices.cpu().numpy(), expected)

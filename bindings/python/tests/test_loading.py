@@ -27,12 +27,16 @@ def test_library_comes_from_the_environment_variable():
 
 
 def test_check_version_accepts_same_major_and_newer_minor_only():
-    _library.check_version(100)      # 0.1.0: ours
-    _library.check_version(203)      # 0.2.3: newer minor, same ABI
-    with pytest.raises(dsa_indexer.LibraryVersionError, match="1.1.0"):
-        _library.check_version(10100)
+    assert dsa_indexer.HEADER_VERSION[:2] == (0, 2)  # the package mirrors the 0.2 structs
+    _library.check_version(200)      # 0.2.0: ours
+    _library.check_version(207)      # 0.2.7: a patch release
+    _library.check_version(301)      # 0.3.1: newer minor, same ABI (structs only grow, struct_size tells)
+    with pytest.raises(dsa_indexer.LibraryVersionError, match="1.2.0"):
+        _library.check_version(10200)  # another major: another ABI
+    with pytest.raises(dsa_indexer.LibraryVersionError, match="0.1.0"):
+        _library.check_version(100)  # 0.1.x: older than the structs we mirror (it would refuse our sizes)
     with pytest.raises(dsa_indexer.LibraryVersionError):
-        _library.check_version(5)    # 0.0.5: older than the structs we mirror
+        _library.check_version(5)    # 0.0.5
 
 
 def test_a_missing_file_is_a_clear_error():

@@ -4,20 +4,10 @@ dtypes, shapes, strides, memory and devices, read-only outputs."""
 import numpy as np
 import pytest
 
+from fakes import FakeCudaArray
 from paged_case import ramp_case
 
 P = 32
-
-
-class FakeCudaArray:
-    """Looks like a CUDA tensor to the binding (interface + device); its pointer must never be used."""
-
-    def __init__(self, shape, typestr, device=0, with_device=True):
-        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": typestr, "data": (0x1000, False),
-                                         "strides": None, "version": 3}
-        self._device = device
-        if with_device:
-            self.__dlpack_device__ = lambda: (2, self._device)
 
 
 def call_with(ctx, **changes):
