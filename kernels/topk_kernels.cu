@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include <cub/block/block_scan.cuh>
+
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_kernel.cuh"
 #include "kernels/topk_kernels.h"
@@ -193,14 +195,16 @@ __device__ int positions_below(const uint64_t* list, int count, uint32_t positio
     return lo;
 }
 
-constexpr int kShardThreads = 256;
+constexpr int kShardThreads = 512;
+constexpr int kShardItems = 8;  // consecutive pages per thread per pass: 4096 pages in flight per CTA
 
-// One CTA per row: the row's visible pages in chunks of kShardThreads; ballots number the rank's pages of a
-// chunk in order, so each lands at (pages before this chunk) + (its rank within the chunk).
+// One CTA per row, over the row's visible pages in passes of kShardThreads * kShardItems; a block scan of the
+// per-thread counts places each of the rank's pages after those before it, so logical order is kept.
 __global__ void __launch_bounds__(kShardThreads)
     shard_rows_kernel(PagedProblem pb, int ranks, int rank, int page_shift, int32_t* local_table,
                       int32_t* logical_page, int32_t* local_seq_lens) {
-    __shared__ int warp_counts[kShardThreads / 32];
+    using Scan = cub::BlockScan<int, kShardThreads>;
+    __shared__ typename Scan::TempStorage scan;
     __shared__ int row_tokens;
     const int64_t r = blockIdx.x;
     const int next_n = pb.shape.next_n, P = pb.shape.page_size;
@@ -210,29 +214,31 @@ __global__ void __launch_bounds__(kShardThreads)
     const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
     int32_t* out_table = local_table + r * pb.max_pages;
     int32_t* out_logical = logical_page + r * pb.max_pages;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     if (threadIdx.x == 0) row_tokens = 0;
     int placed = 0, tokens = 0;
-    for (int64_t start = 0; start < pages; start += kShardThreads) {
-        const int64_t i = start + threadIdx.x;
-        const int32_t page = i < pages ? table[i] : 0;
-        const bool own = i < pages && page % ranks == rank;
-        const unsigned ballot = __ballot_sync(0xffffffffu, own);
-        if (lane == 0) warp_counts[warp] = __popc(ballot);
-        __syncthreads();
-        int before = placed, chunk = 0;
-        for (int w = 0; w < kShardThreads / 32; ++w) {
-            if (w < warp) before += warp_counts[w];
-            chunk += warp_counts[w];
+    for (int64_t start = 0; start < pages; start += kShardThreads * kShardItems) {
+        const int64_t first = start + int64_t(threadIdx.x) * kShardItems;
+        int32_t page[kShardItems];
+        int count = 0;
+#pragma unroll
+        for (int t = 0; t < kShardItems; ++t) {
+            page[t] = first + t < pages ? table[first + t] : -1;
+            count += page[t] >= 0 && page[t] % ranks == rank;
         }
-        if (own) {
-            const int c = before + __popc(ballot & ((1u << lane) - 1u));
-            out_table[c] = page / ranks;
+        int before = 0, total = 0;
+        Scan(scan).ExclusiveSum(count, before, total);
+        int c = placed + before;
+#pragma unroll
+        for (int t = 0; t < kShardItems; ++t) {
+            if (page[t] < 0 || page[t] % ranks != rank) continue;
+            const int64_t i = first + t;
+            out_table[c] = page[t] / ranks;
             out_logical[c] = int32_t(i);
+            ++c;
             tokens += int(visible - (i << page_shift) < P ? visible - (i << page_shift) : P);
         }
-        placed += chunk;
-        __syncthreads();
+        placed += total;
+        __syncthreads();  // the scan storage is reused by the next pass
     }
     if (tokens) atomicAdd(&row_tokens, tokens);
     __syncthreads();

@@ -33,6 +33,22 @@ void* DeviceBuffer::ensure(size_t bytes) {
     return ptr_;
 }
 
+PinnedBuffer::~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+}
+
+uint8_t* PinnedBuffer::ensure(size_t bytes) {
+    if (bytes > bytes_) {
+        if (ptr_) cudaFreeHost(ptr_);
+        ptr_ = nullptr;
+        bytes_ = 0;
+        // Portable: pinned for every GPU's context, not only the current one.
+        check_cuda(cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable), "cudaHostAlloc");
+        bytes_ = bytes;
+    }
+    return static_cast<uint8_t*>(ptr_);
+}
+
 Device::Device(int device_id) : id(device_id) {
     int count = 0;
     const cudaError_t err = cudaGetDeviceCount(&count);

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/topk_kernels.h"
 
@@ -37,6 +38,22 @@ public:
     ~DeviceBuffer();
     void* ensure(size_t bytes);
     void* get() const { return ptr_; }
+
+private:
+    void* ptr_ = nullptr;
+    size_t bytes_ = 0;
+};
+
+// Page-locked host memory owned by the library, grown on demand: host inputs and outputs of the
+// owned-cache calls pass through it, so that copies to and from several GPUs run as parallel DMA instead
+// of the driver's serialised staging of pageable memory.
+class PinnedBuffer {
+public:
+    PinnedBuffer() = default;
+    PinnedBuffer(const PinnedBuffer&) = delete;
+    PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+    ~PinnedBuffer();
+    uint8_t* ensure(size_t bytes);
 
 private:
     void* ptr_ = nullptr;

@@ -17,6 +17,7 @@
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 #include "core/sharding.hpp"
+#include "core/trace.hpp"
 #include "kernels/topk_kernels.h"
 
 namespace dsa {
@@ -296,53 +297,113 @@ private:
         return 0;
     }
 
-    // Copies rows [row0, row0 + rows) of device results `from` to the caller's outputs (host or a GPU) on d's
-    // stream, and waits for them.
-    static void deliver(Device& d, const PagedProblem& host, const TopkOutputs& from, int64_t row0, int64_t rows) {
-        const size_t offset = size_t(row0 * host.shape.topk), bytes = size_t(rows * host.shape.topk) * 4;
-        if (bytes > 0) {
-            check_cuda(cudaMemcpyAsync(host.out.indices + offset, from.indices + offset, bytes, cudaMemcpyDefault, d.stream),
-                       "copying indices out");
-            if (host.out.scores)
-                check_cuda(cudaMemcpyAsync(host.out.scores + offset, from.scores + offset, bytes, cudaMemcpyDefault, d.stream),
-                           "copying scores out");
+    // Where the host side of a call lives in pinned_: [q | weights | seq_lens | block table (dense rows of
+    // max_pages) | indices | scores], each in the problem's row order, so any range of sequences is one
+    // contiguous piece of each.
+    struct HostStage {
+        size_t q_at = 0, weights_at = 0, lens_at = 0, table_at = 0, indices_at = 0, scores_at = 0, total = 0;
+        explicit HostStage(const PagedProblem& host) {
+            const size_t rows = size_t(host.rows()), H = size_t(host.shape.num_heads), k = size_t(host.shape.topk);
+            ScratchPlan plan;
+            q_at = plan.add(rows * H * 128);
+            weights_at = plan.add(rows * H * 4);
+            lens_at = plan.add(size_t(host.batch_size) * 4);
+            table_at = plan.add(size_t(host.batch_size) * size_t(host.max_pages) * 4);
+            indices_at = plan.add(rows * k * 4);
+            scores_at = plan.add(rows * k * 4);
+            total = plan.total;
+        }
+    };
+
+    // Host memcpy of sequences [b0, b1) of the caller's inputs into the pinned stage.
+    static void stage_inputs(uint8_t* pinned, const HostStage& st, const PagedProblem& host, int32_t b0, int32_t b1) {
+        const size_t H = size_t(host.shape.num_heads), n = size_t(host.shape.next_n);
+        const size_t r0 = size_t(b0) * n, rows = size_t(b1 - b0) * n, width = size_t(host.max_pages);
+        if (rows == 0) return;
+        std::memcpy(pinned + st.q_at + r0 * H * 128, host.q + r0 * H * 128, rows * H * 128);
+        std::memcpy(pinned + st.weights_at + r0 * H * 4, host.weights + r0 * H, rows * H * 4);
+        std::memcpy(pinned + st.lens_at + size_t(b0) * 4, host.seq_lens + b0, size_t(b1 - b0) * 4);
+        if (width == 0) return;
+        for (int32_t b = b0; b < b1; ++b)
+            std::memcpy(pinned + st.table_at + size_t(b) * width * 4, host.block_table + int64_t(b) * host.block_table_stride,
+                        width * 4);
+    }
+
+    // Asynchronous DMA of sequences [b0, b1) from the pinned stage into a problem's device arrays (laid out
+    // for exactly those sequences).
+    static void upload_inputs(Device& d, const uint8_t* pinned, const HostStage& st, const PagedProblem& host,
+                              int32_t b0, int32_t b1, const PagedProblem& to) {
+        const size_t H = size_t(host.shape.num_heads), n = size_t(host.shape.next_n);
+        const size_t r0 = size_t(b0) * n, rows = size_t(b1 - b0) * n, width = size_t(host.max_pages);
+        const std::pair<void*, std::pair<size_t, size_t>> parts[] = {
+            {const_cast<uint8_t*>(to.q), {st.q_at + r0 * H * 128, rows * H * 128}},
+            {const_cast<float*>(to.weights), {st.weights_at + r0 * H * 4, rows * H * 4}},
+            {const_cast<int32_t*>(to.seq_lens), {st.lens_at + size_t(b0) * 4, size_t(b1 - b0) * 4}},
+            {const_cast<int32_t*>(to.block_table), {st.table_at + size_t(b0) * width * 4, size_t(b1 - b0) * width * 4}}};
+        for (const auto& [device_ptr, range] : parts)
+            if (range.second)
+                check_cuda(cudaMemcpyAsync(device_ptr, pinned + range.first, range.second, cudaMemcpyHostToDevice, d.stream),
+                           "copying inputs to the device");
+    }
+
+    // Copies rows [row0, row0 + rows) of device results `from` (laid out for all rows) to the caller's
+    // outputs, through the pinned stage for host outputs, and waits for them.
+    static void deliver(Device& d, const PagedProblem& host, const TopkOutputs& from, int64_t row0, int64_t rows,
+                        uint8_t* pinned, const HostStage& st) {
+        const size_t offset = size_t(row0 * host.shape.topk), count = size_t(rows * host.shape.topk);
+        const bool to_host = host.output_device == DSA_MEMORY_HOST;
+        const std::pair<void*, const void*> arrays[] = {{host.out.indices, from.indices}, {host.out.scores, from.scores}};
+        const size_t stage_at[] = {st.indices_at, st.scores_at};
+        for (int a = 0; a < 2 && count > 0; ++a) {
+            if (!arrays[a].first) continue;
+            auto* to = static_cast<uint8_t*>(to_host ? pinned + stage_at[a] : arrays[a].first) + offset * 4;
+            check_cuda(cudaMemcpyAsync(to, static_cast<const uint8_t*>(arrays[a].second) + offset * 4, count * 4,
+                                       cudaMemcpyDefault, d.stream),
+                       "copying results out");
         }
         check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+        if (!to_host) return;
+        for (int a = 0; a < 2 && count > 0; ++a)
+            if (arrays[a].first)
+                std::memcpy(static_cast<uint8_t*>(arrays[a].first) + offset * 4, pinned + stage_at[a] + offset * 4, count * 4);
     }
 
-    // Copies `count` rows of a block table of any row stride to a dense [count, max_pages] device array.
-    static void copy_table(Device& d, int32_t* to, const int32_t* from, int64_t stride, int32_t max_pages, int64_t count) {
-        if (count == 0 || max_pages == 0) return;
-        check_cuda(cudaMemcpy2DAsync(to, size_t(max_pages) * 4, from, size_t(stride) * 4, size_t(max_pages) * 4,
-                                     size_t(count), cudaMemcpyHostToDevice, d.stream),
-                   "copying the block table");
-    }
-
-    static void copy_in(Device& d, void* to, const void* from, size_t bytes) {
-        if (bytes) check_cuda(cudaMemcpyAsync(to, from, bytes, cudaMemcpyHostToDevice, d.stream), "copying inputs");
+    // While tracing: waits for every local device, so the phase that queued GPU work is charged for it.
+    void wait_all() {
+        for (auto& d : devices_) {
+            DeviceScope scope(d->id);
+            check_cuda(cudaStreamSynchronize(d->stream), "cudaStreamSynchronize");
+        }
     }
 
     // Rows sharded: rank q computes sequences [bounds[q], bounds[q + 1]) on its replica into the rows of a
     // full-size result; local results go straight to the caller, and ranks in other processes send theirs
-    // through NCCL (every rank then holds the whole result).
+    // through NCCL (every rank then holds the whole result). Each local device stages its own sequences
+    // through the pinned buffer on its own host thread.
     void topk_replicated(const PagedProblem& host, const GpuCacheStorage& cache) {
+        PhaseTrace trace("dsa_topk replicated");
         const int64_t k = host.shape.topk, H = host.shape.num_heads, next_n = host.shape.next_n;
         const std::vector<int32_t> bounds = split_sequences(host, comm_->world_size());
         const size_t local = devices_.size();
+        const HostStage stage(host);
+        uint8_t* pinned = pinned_.ensure(stage.total);
         struct Part {
             PagedProblem pb;
-            int64_t row0 = 0;
+            int32_t b0 = 0, b1 = 0;
             TopkOutputs full;  // [all rows, k] on this device
             uint8_t* workspace = nullptr;
         };
         std::vector<Part> parts(local);
         for (size_t i = 0; i < local; ++i) {  // plans and allocations first: nothing can fail mid-collective
             Device& d = *devices_[i];
-            const int32_t b0 = bounds[size_t(comm_->rank_of(i))], b1 = bounds[size_t(comm_->rank_of(i)) + 1];
+            Part& part = parts[i];
+            part.b0 = bounds[size_t(comm_->rank_of(i))];
+            part.b1 = bounds[size_t(comm_->rank_of(i)) + 1];
             PagedProblem pb = host;
-            pb.batch_size = b1 - b0;
+            pb.batch_size = part.b1 - part.b0;
             pb.block_table_stride = host.max_pages;
             pb.num_pages = cache.local_pages();
+            pb.k_cache = cache.pages(i);
             const int64_t rows = pb.rows(), all_rows = host.rows();
             ScratchPlan plan;
             const size_t q_at = plan.add(size_t(rows * H * 128)), w_at = plan.add(size_t(rows * H * 4)),
@@ -352,44 +413,40 @@ private:
                          work_at = plan.add(kernels::paged_workspace_bytes(pb));
             DeviceScope scope(d.id);
             auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
-            Part& part = parts[i];
-            part.row0 = int64_t(b0) * next_n;
             part.full.indices = reinterpret_cast<int32_t*>(base + idx_at);
             part.full.scores = reinterpret_cast<float*>(base + score_at);
-            pb.k_cache = cache.pages(i);
             pb.q = base + q_at;
             pb.weights = reinterpret_cast<const float*>(base + w_at);
             pb.seq_lens = reinterpret_cast<const int32_t*>(base + len_at);
             pb.block_table = reinterpret_cast<const int32_t*>(base + table_at);
-            pb.out.indices = part.full.indices + part.row0 * k;
-            pb.out.scores = host.out.scores ? part.full.scores + part.row0 * k : nullptr;
+            pb.out.indices = part.full.indices + int64_t(part.b0) * next_n * k;
+            pb.out.scores = host.out.scores ? part.full.scores + int64_t(part.b0) * next_n * k : nullptr;
             part.pb = pb;
             part.workspace = base + work_at;
         }
+        trace.phase("plan", [] {});
         const bool gather = comm_->spans_processes();
         on_each_device(local, [&](size_t i) {
             Device& d = *devices_[i];
             DeviceScope scope(d.id);
             const Part& part = parts[i];
-            const PagedProblem& pb = part.pb;
-            const int32_t b0 = int32_t(part.row0 / next_n);
-            copy_in(d, const_cast<uint8_t*>(pb.q), host.q + part.row0 * H * 128, size_t(pb.rows() * H * 128));
-            copy_in(d, const_cast<float*>(pb.weights), host.weights + part.row0 * H, size_t(pb.rows() * H * 4));
-            copy_in(d, const_cast<int32_t*>(pb.seq_lens), host.seq_lens + b0, size_t(pb.batch_size) * 4);
-            copy_table(d, const_cast<int32_t*>(pb.block_table), host.block_table + int64_t(b0) * host.block_table_stride,
-                       host.block_table_stride, host.max_pages, pb.batch_size);
-            if (pb.rows() > 0)
-                check_cuda(kernels::topk_paged(pb, d.traits, kernel_, part.workspace, d.error_flag, d.stream),
+            stage_inputs(pinned, stage, host, part.b0, part.b1);
+            upload_inputs(d, pinned, stage, host, part.b0, part.b1, part.pb);
+            if (part.pb.rows() > 0)
+                check_cuda(kernels::topk_paged(part.pb, d.traits, kernel_, part.workspace, d.error_flag, d.stream),
                            "launching the paged top-k kernels");
-            if (!gather) deliver(d, host, part.full, part.row0, pb.rows());
+            if (!gather) deliver(d, host, part.full, int64_t(part.b0) * next_n, part.pb.rows(), pinned, stage);
         });
+        trace.phase(gather ? "stage+compute" : "stage+compute+deliver", [&] { wait_all(); });
         if (!gather) return;
         // Every rank holds one device here: rank q's rows arrive from rank q, then the whole result goes out.
-        std::vector<size_t> index_offsets;
-        for (int32_t b : bounds) index_offsets.push_back(size_t(int64_t(b) * next_n * k * 4));
-        comm_->gather_segments(index_offsets, {parts[0].full.indices});
-        if (host.out.scores) comm_->gather_segments(index_offsets, {parts[0].full.scores});
-        deliver(*devices_[0], host, parts[0].full, 0, host.rows());
+        std::vector<size_t> offsets;
+        for (int32_t b : bounds) offsets.push_back(size_t(int64_t(b) * next_n * k * 4));
+        comm_->gather_segments(offsets, {parts[0].full.indices});
+        if (host.out.scores) comm_->gather_segments(offsets, {parts[0].full.scores});
+        trace.phase("gather", [&] { wait_all(); });
+        deliver(*devices_[0], host, parts[0].full, 0, host.rows(), pinned, stage);
+        trace.phase("deliver", [] {});
     }
 
     // Pages sharded: every rank scores every row over its own pages (kernels::shard_rows builds that problem
@@ -397,6 +454,7 @@ private:
     // candidates are all-gathered, and the output device merges them into the global top k, which equals
     // one GPU's since ties rank by position on every rank alike.
     void topk_sharded(const PagedProblem& host, const GpuCacheStorage& cache) {
+        PhaseTrace trace("dsa_topk sharded");
         const int ranks = comm_->world_size();
         const int k = host.shape.topk, H = host.shape.num_heads;
         require(ranks <= kernels::max_merge_ranks(k), DSA_STATUS_NOT_IMPLEMENTED, "a sharded cache over ", ranks,
@@ -404,6 +462,8 @@ private:
                 " in this version: use k <= ", 16384 / ranks, " or a replicated cache");
         const int64_t rows = host.rows(), table_elems = int64_t(host.batch_size) * host.max_pages;
         const size_t local = devices_.size(), out_index = output_index(host);
+        const HostStage stage(host);
+        uint8_t* pinned = pinned_.ensure(stage.total);
         struct Part {
             PagedProblem full;   // the original rows, on this device (merge and index mapping read it)
             PagedProblem shard;  // the rank's problem over its pages: one sequence per row
@@ -456,16 +516,18 @@ private:
             part.workspace = base + work_at;
             candidate_buffers.push_back(part.candidates);
         }
+        // Every device needs every input: the local devices' threads stage a share each, then each uploads all.
+        on_each_device(local, [&](size_t i) {
+            stage_inputs(pinned, stage, host, int32_t(int64_t(host.batch_size) * int64_t(i) / int64_t(local)),
+                         int32_t(int64_t(host.batch_size) * int64_t(i + 1) / int64_t(local)));
+        });
+        trace.phase("plan+stage", [] {});
         on_each_device(local, [&](size_t i) {
             Device& d = *devices_[i];
             DeviceScope scope(d.id);
             const Part& part = parts[i];
             const int rank = comm_->rank_of(i);
-            copy_in(d, const_cast<uint8_t*>(part.full.q), host.q, size_t(rows * H * 128));
-            copy_in(d, const_cast<float*>(part.full.weights), host.weights, size_t(rows * H * 4));
-            copy_in(d, const_cast<int32_t*>(part.full.seq_lens), host.seq_lens, size_t(host.batch_size) * 4);
-            copy_table(d, const_cast<int32_t*>(part.full.block_table), host.block_table, host.block_table_stride,
-                       host.max_pages, host.batch_size);
+            upload_inputs(d, pinned, stage, host, 0, host.batch_size, part.full);
             check_cuda(kernels::shard_rows(part.full, ranks, rank, const_cast<int32_t*>(part.shard.block_table),
                                            part.logical_page, const_cast<int32_t*>(part.shard.seq_lens), d.stream),
                        "launching the shard planning");
@@ -476,24 +538,26 @@ private:
                                                  part.candidates + size_t(rank) * size_t(rows * k), d.stream),
                        "launching the candidate conversion");
         });
+        trace.phase("upload+compute", [&] { wait_all(); });
         comm_->all_gather(size_t(rows * k) * 8, candidate_buffers);
+        trace.phase("all-gather", [&] { wait_all(); });
         Device& out = *devices_[out_index];
         {
             DeviceScope scope(out.id);
             const Part& part = parts[out_index];
             check_cuda(kernels::merge_shard_candidates(part.full, part.candidates, ranks, out.stream),
                        "launching the candidate merge");
-            deliver(out, host, part.full.out, 0, rows);
+            trace.phase("merge", [&] { wait_all(); });
+            deliver(out, host, part.full.out, 0, rows, pinned, stage);
         }
-        for (auto& d : devices_) {
-            DeviceScope scope(d->id);
-            check_cuda(cudaStreamSynchronize(d->stream), "cudaStreamSynchronize");
-        }
+        wait_all();
+        trace.phase("deliver", [] {});
     }
 
     kernels::ScoreKernel kernel_;
     std::vector<std::unique_ptr<Device>> devices_;
     std::unique_ptr<Communicator> comm_;
+    PinnedBuffer pinned_;  // host stage of the owned-cache calls (the context serialises them)
 };
 
 }  // namespace
