@@ -15,9 +15,9 @@
 #include "core/context.hpp"
 #include "core/device.hpp"
 #include "core/error.hpp"
-#include "core/parallel.hpp"
 #include "core/sharding.hpp"
 #include "core/trace.hpp"
+#include "core/worker_pool.hpp"
 #include "kernels/topk_kernels.h"
 
 namespace dsa {
@@ -47,13 +47,6 @@ void require_on_device(std::initializer_list<NamedPointer> pointers, int device)
     }
 }
 
-// Runs fn(i) for every local device at once, one host thread each, so that pageable host copies to
-// different GPUs overlap. Nothing inside may wait for another device (collectives run between phases).
-template <class Fn>
-void on_each_device(size_t devices, Fn&& fn) {
-    parallel_for(int64_t(devices), int(devices), [&](int64_t i) { fn(size_t(i)); });
-}
-
 class GpuCacheStorage final : public CacheStorage {
 public:
     GpuCacheStorage(std::vector<Device*> devices, Communicator& comm, const CacheLayout& layout)
@@ -76,7 +69,8 @@ public:
     int shard_rank(size_t local) const { return layout_.sharded ? comm_.rank_of(local) : 0; }
 
     // The last occurrence of each slot is staged once on rank 0 as [slots | source indices | keys | scales],
-    // broadcast to every rank in one NCCL group, and scattered there into the pages each rank holds.
+    // sent to every other rank (peer copies to the GPUs of this process, one NCCL broadcast group across
+    // processes), and scattered there into the pages each rank holds.
     void write(const int64_t* slots, const uint8_t* keys, const float* scales, int64_t n, int memory_device) override {
         const std::vector<int64_t> host_slots = slots_on_host(slots, n, memory_device);
         check_slots(host_slots.data(), n, layout_);
@@ -112,7 +106,16 @@ public:
             check_cuda(cudaMemcpyAsync(base + scales_at, scales, size_t(n) * 4, cudaMemcpyDefault, root.stream),
                        "copying scales");
         }
-        comm_.broadcast(0, plan.total, payload);
+        if (comm_.spans_processes()) {
+            comm_.broadcast(0, plan.total, payload);
+        } else if (devices_.size() > 1) {  // rank 0 is local device 0: peer copies, each on its receiver's stream
+            DeviceScope scope(devices_[0]->id);
+            check_cuda(cudaStreamSynchronize(devices_[0]->stream), "cudaStreamSynchronize");
+            for (size_t i = 1; i < devices_.size(); ++i)
+                check_cuda(cudaMemcpyPeerAsync(payload[i], devices_[i]->id, payload[0], devices_[0]->id, plan.total,
+                                               devices_[i]->stream),
+                           "copying tokens to a replica");
+        }
         for (size_t i = 0; i < devices_.size(); ++i) {
             Device& d = *devices_[i];
             DeviceScope scope(d.id);
@@ -218,6 +221,7 @@ public:
                 if (cudaDeviceEnablePeerAccess(b->id, 0) != cudaSuccess) cudaGetLastError();  // already enabled
             }
         comm_ = std::make_unique<Communicator>(local_devices(), group);
+        workers_ = std::make_unique<WorkerPool>(devices_.size() - 1);
     }
 
     ~GpuBackend() override {
@@ -426,16 +430,21 @@ private:
         }
         trace.phase("plan", [] {});
         const bool gather = comm_->spans_processes();
-        on_each_device(local, [&](size_t i) {
+        workers_->run(local, [&](size_t i) {
             Device& d = *devices_[i];
             DeviceScope scope(d.id);
             const Part& part = parts[i];
+            PhaseTrace device_trace(i == 0 ? "dsa_topk replicated, device 0" : nullptr);
             stage_inputs(pinned, stage, host, part.b0, part.b1);
+            device_trace.phase("stage", [] {});
             upload_inputs(d, pinned, stage, host, part.b0, part.b1, part.pb);
+            device_trace.phase("upload", [&] { check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize"); });
             if (part.pb.rows() > 0)
                 check_cuda(kernels::topk_paged(part.pb, d.traits, kernel_, part.workspace, d.error_flag, d.stream),
                            "launching the paged top-k kernels");
+            device_trace.phase("compute", [&] { check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize"); });
             if (!gather) deliver(d, host, part.full, int64_t(part.b0) * next_n, part.pb.rows(), pinned, stage);
+            device_trace.phase("deliver", [] {});
         });
         trace.phase(gather ? "stage+compute" : "stage+compute+deliver", [&] { wait_all(); });
         if (!gather) return;
@@ -451,8 +460,9 @@ private:
 
     // Pages sharded: every rank scores every row over its own pages (kernels::shard_rows builds that problem
     // on the device from the block table), turns its top k into candidates over logical positions, the
-    // candidates are all-gathered, and the output device merges them into the global top k, which equals
-    // one GPU's since ties rank by position on every rank alike.
+    // candidates reach the output device (peer copies in this process, an NCCL all-gather across
+    // processes), and it merges them into the global top k, which equals one GPU's since ties rank by
+    // position on every rank alike.
     void topk_sharded(const PagedProblem& host, const GpuCacheStorage& cache) {
         PhaseTrace trace("dsa_topk sharded");
         const int ranks = comm_->world_size();
@@ -462,6 +472,7 @@ private:
                 " in this version: use k <= ", 16384 / ranks, " or a replicated cache");
         const int64_t rows = host.rows(), table_elems = int64_t(host.batch_size) * host.max_pages;
         const size_t local = devices_.size(), out_index = output_index(host);
+        const bool spans = comm_->spans_processes();
         const HostStage stage(host);
         uint8_t* pinned = pinned_.ensure(stage.total);
         struct Part {
@@ -517,30 +528,44 @@ private:
             candidate_buffers.push_back(part.candidates);
         }
         // Every device needs every input: the local devices' threads stage a share each, then each uploads all.
-        on_each_device(local, [&](size_t i) {
+        workers_->run(local, [&](size_t i) {
             stage_inputs(pinned, stage, host, int32_t(int64_t(host.batch_size) * int64_t(i) / int64_t(local)),
                          int32_t(int64_t(host.batch_size) * int64_t(i + 1) / int64_t(local)));
         });
         trace.phase("plan+stage", [] {});
-        on_each_device(local, [&](size_t i) {
+        workers_->run(local, [&](size_t i) {
             Device& d = *devices_[i];
             DeviceScope scope(d.id);
             const Part& part = parts[i];
             const int rank = comm_->rank_of(i);
+            PhaseTrace device_trace(i == 0 ? "dsa_topk sharded, device 0" : nullptr);
+            const auto sync = [&] { check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize"); };
             upload_inputs(d, pinned, stage, host, 0, host.batch_size, part.full);
+            device_trace.phase("upload", sync);
             check_cuda(kernels::shard_rows(part.full, ranks, rank, const_cast<int32_t*>(part.shard.block_table),
                                            part.logical_page, const_cast<int32_t*>(part.shard.seq_lens), d.stream),
                        "launching the shard planning");
+            device_trace.phase("shard_rows", sync);
             check_cuda(kernels::topk_paged(part.shard, d.traits, kernel_, part.workspace, d.error_flag, d.stream),
                        "launching the paged top-k kernels");
+            device_trace.phase("topk", sync);
+            uint64_t* mine = part.candidates + size_t(rank) * size_t(rows * k);
             check_cuda(kernels::shard_candidates(part.shard.out.indices, part.shard.out.scores, part.logical_page,
-                                                 host.max_pages, host.shape.page_size, rows, k,
-                                                 part.candidates + size_t(rank) * size_t(rows * k), d.stream),
+                                                 host.max_pages, host.shape.page_size, rows, k, mine, d.stream),
                        "launching the candidate conversion");
+            // Ranks in this process hand their candidates to the output device directly (NVLink when the
+            // GPUs have peer access); ranks in other processes take part in the all-gather below.
+            if (!spans && i != out_index)
+                check_cuda(cudaMemcpyPeerAsync(parts[out_index].candidates + size_t(rank) * size_t(rows * k),
+                                               devices_[out_index]->id, mine, d.id, size_t(rows * k) * 8, d.stream),
+                           "copying candidates to the output device");
+            check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
         });
-        trace.phase("upload+compute", [&] { wait_all(); });
-        comm_->all_gather(size_t(rows * k) * 8, candidate_buffers);
-        trace.phase("all-gather", [&] { wait_all(); });
+        trace.phase("upload+compute+exchange", [] {});
+        if (spans) {
+            comm_->all_gather(size_t(rows * k) * 8, candidate_buffers);
+            trace.phase("all-gather", [&] { wait_all(); });
+        }
         Device& out = *devices_[out_index];
         {
             DeviceScope scope(out.id);
@@ -558,6 +583,7 @@ private:
     std::vector<std::unique_ptr<Device>> devices_;
     std::unique_ptr<Communicator> comm_;
     PinnedBuffer pinned_;  // host stage of the owned-cache calls (the context serialises them)
+    std::unique_ptr<WorkerPool> workers_;  // drives devices 1.. of owned-cache calls in parallel with device 0
 };
 
 }  // namespace

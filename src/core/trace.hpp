@@ -13,7 +13,8 @@ namespace dsa {
 
 class PhaseTrace {
 public:
-    explicit PhaseTrace(const char* call) : call_(call), on_(enabled()) { last_ = start_ = now(); }
+    // call: the name printed; nullptr makes a trace that stays off.
+    explicit PhaseTrace(const char* call) : call_(call), on_(call && enabled()) { last_ = start_ = now(); }
     ~PhaseTrace() {
         if (on_) std::fprintf(stderr, "dsa_indexer trace: %s%s total %.1f us\n", call_, text_.c_str(), since(start_));
     }
