@@ -2,7 +2,7 @@
 # The README's test command (CI runs exactly this, through .ci/run). Builds the library and every test and
 # runs them all (GPU tests skip themselves without a GPU; valgrind memcheck of the C test is the ctest
 # c_api_valgrind), then the reliability stages of tests/RELIABILITY.md, each CPU-only in its own build dir:
-#   asan   <build>-asan, gcc, ASan + UBSan: cpu_tests, concurrency, c_api_test, fuzz_corpus
+#   asan   <build>-asan, gcc, ASan + UBSan: cpu_tests, concurrency, sharding_tests, c_api_test, fuzz_corpus
 #   tsan   <build>-tsan, gcc, TSan:         the same
 #   fuzz   <build>-fuzz, clang, libFuzzer + ASan + UBSan: DSA_FUZZ_SECONDS (default 60) from tests/fuzz/corpus
 # DSA_TEST_QUICK=1 skips the three reliability stages (a developer's quick run; CI runs everything).
@@ -34,9 +34,9 @@ sanitizer_stage() {
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=None -DDSA_WITH_CUDA=OFF -DDSA_BUILD_BENCH=OFF -DDSA_BUILD_TESTS=ON \
     -DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++ -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
     >"$dir.configure.log" 2>&1 || { tail -20 "$dir.configure.log"; return 1; }
-  cmake --build "$dir" -j "$(nproc)" --target dsa_cpu_tests dsa_concurrency_tests c_api_test dsa_fuzz_replay \
+  cmake --build "$dir" -j "$(nproc)" --target dsa_cpu_tests dsa_concurrency_tests dsa_sharding_tests c_api_test dsa_fuzz_replay \
     >"$dir/build.log" 2>&1 || { grep -E "error|Error" "$dir/build.log" | head -30; return 1; }
-  (cd "$dir" && ctest --output-on-failure -R '^(cpu_tests|concurrency|c_api_test|fuzz_corpus)$')
+  (cd "$dir" && ctest --output-on-failure -R '^(cpu_tests|concurrency|sharding_tests|c_api_test|fuzz_corpus)$')
 }
 
 stages=() failed=0

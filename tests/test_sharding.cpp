@@ -1,7 +1,11 @@
 // The multi-GPU work plans of src/core/sharding.cpp (compiled into this test: the library hides them):
 // how dsa_topk splits sequences over the ranks of a replicated cache, and where a sharded cache keeps a
-// page. The GPU results built on them are compared with one GPU in test_multi_gpu.cpp.
+// page, and the worker threads that drive the GPUs. The GPU results built on them are compared with one
+// GPU in test_multi_gpu.cpp.
 #include <algorithm>
+#include <atomic>
+#include <stdexcept>
+#include <string>
 #include <numeric>
 #include <random>
 #include <set>
@@ -9,6 +13,7 @@
 
 #include "catch_shim.hpp"
 #include "core/sharding.hpp"
+#include "core/worker_pool.hpp"
 
 namespace {
 
@@ -74,5 +79,29 @@ TEST_CASE("shard sizes: local page numbers stay below shard_pages", "[cpu][shard
         for (int ranks = 1; ranks <= 8; ++ranks) {
             for (int64_t p = 0; p < pages; ++p) CHECK(dsa::shard_local_page(p, ranks) < dsa::shard_pages(pages, ranks));
         }
+    }
+}
+
+TEST_CASE("WorkerPool: every index once per run, exceptions come back, more tasks than workers", "[cpu][sharding]") {
+    for (size_t workers : {size_t(0), size_t(1), size_t(3)}) {
+        dsa::WorkerPool pool(workers);
+        for (int round = 0; round < 200; ++round) {
+            const size_t n = size_t(round % 6);
+            std::vector<std::atomic<int>> hits(n);
+            pool.run(n, [&](size_t i) { hits[i]++; });
+            for (size_t i = 0; i < n; ++i) CHECK(hits[i] == 1);
+        }
+        bool thrown = false;
+        try {
+            pool.run(4, [](size_t i) {
+                if (i == 2) throw std::runtime_error("task 2");
+            });
+        } catch (const std::runtime_error& e) {
+            thrown = std::string(e.what()) == "task 2";
+        }
+        CHECK(thrown);
+        std::atomic<int> after{0};
+        pool.run(3, [&](size_t) { after++; });  // still usable after an exception
+        CHECK(after == 3);
     }
 }

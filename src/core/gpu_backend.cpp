@@ -301,59 +301,70 @@ private:
         return 0;
     }
 
-    // Where the host side of a call lives in pinned_: [q | weights | seq_lens | block table (dense rows of
-    // max_pages) | indices | scores], each in the problem's row order, so any range of sequences is one
-    // contiguous piece of each.
-    struct HostStage {
-        size_t q_at = 0, weights_at = 0, lens_at = 0, table_at = 0, indices_at = 0, scores_at = 0, total = 0;
-        explicit HostStage(const PagedProblem& host) {
-            const size_t rows = size_t(host.rows()), H = size_t(host.shape.num_heads), k = size_t(host.shape.topk);
+    // The inputs of a range of `sequences` sequences as one block, [q | weights | seq_lens | block table
+    // (dense rows of max_pages)], laid out alike in pinned host memory and on a device, so that a block
+    // reaches its device in one DMA.
+    struct InputBlock {
+        size_t q_at = 0, weights_at = 0, lens_at = 0, table_at = 0, bytes = 0;
+        size_t row_bytes_q = 0, row_bytes_w = 0, width = 0;
+        int next_n = 1;
+
+        InputBlock(const PagedProblem& host, int32_t sequences) : next_n(host.shape.next_n) {
+            row_bytes_q = size_t(host.shape.num_heads) * 128;
+            row_bytes_w = size_t(host.shape.num_heads) * 4;
+            width = size_t(host.max_pages);
+            const size_t rows = size_t(sequences) * size_t(next_n);
             ScratchPlan plan;
-            q_at = plan.add(rows * H * 128);
-            weights_at = plan.add(rows * H * 4);
-            lens_at = plan.add(size_t(host.batch_size) * 4);
-            table_at = plan.add(size_t(host.batch_size) * size_t(host.max_pages) * 4);
-            indices_at = plan.add(rows * k * 4);
-            scores_at = plan.add(rows * k * 4);
-            total = plan.total;
+            q_at = plan.add(rows * row_bytes_q);
+            weights_at = plan.add(rows * row_bytes_w);
+            lens_at = plan.add(size_t(sequences) * 4);
+            table_at = plan.add(size_t(sequences) * width * 4);
+            bytes = plan.total;
+        }
+
+        // Host memcpy of the caller's sequences [first + from, first + to) into a block at `block` that holds
+        // sequences from `first` on.
+        void stage(uint8_t* block, const PagedProblem& host, int32_t first, int32_t from, int32_t to) const {
+            if (to <= from) return;
+            const size_t r0 = size_t(from) * next_n, rows = size_t(to - from) * next_n;
+            const size_t src_row = size_t(first + from) * next_n;
+            std::memcpy(block + q_at + r0 * row_bytes_q, host.q + src_row * row_bytes_q, rows * row_bytes_q);
+            std::memcpy(block + weights_at + r0 * row_bytes_w, reinterpret_cast<const uint8_t*>(host.weights) +
+                                                                   src_row * row_bytes_w, rows * row_bytes_w);
+            std::memcpy(block + lens_at + size_t(from) * 4, host.seq_lens + first + from, size_t(to - from) * 4);
+            if (width == 0) return;
+            for (int32_t b = from; b < to; ++b)
+                std::memcpy(block + table_at + size_t(b) * width * 4,
+                            host.block_table + int64_t(first + b) * host.block_table_stride, width * 4);
+        }
+
+        // Points pb's inputs at a block in device memory.
+        void bind(PagedProblem& pb, uint8_t* block) const {
+            pb.q = block + q_at;
+            pb.weights = reinterpret_cast<const float*>(block + weights_at);
+            pb.seq_lens = reinterpret_cast<const int32_t*>(block + lens_at);
+            pb.block_table = reinterpret_cast<const int32_t*>(block + table_at);
+            pb.block_table_stride = int64_t(width);
         }
     };
 
-    // Host memcpy of sequences [b0, b1) of the caller's inputs into the pinned stage.
-    static void stage_inputs(uint8_t* pinned, const HostStage& st, const PagedProblem& host, int32_t b0, int32_t b1) {
-        const size_t H = size_t(host.shape.num_heads), n = size_t(host.shape.next_n);
-        const size_t r0 = size_t(b0) * n, rows = size_t(b1 - b0) * n, width = size_t(host.max_pages);
-        if (rows == 0) return;
-        std::memcpy(pinned + st.q_at + r0 * H * 128, host.q + r0 * H * 128, rows * H * 128);
-        std::memcpy(pinned + st.weights_at + r0 * H * 4, host.weights + r0 * H, rows * H * 4);
-        std::memcpy(pinned + st.lens_at + size_t(b0) * 4, host.seq_lens + b0, size_t(b1 - b0) * 4);
-        if (width == 0) return;
-        for (int32_t b = b0; b < b1; ++b)
-            std::memcpy(pinned + st.table_at + size_t(b) * width * 4, host.block_table + int64_t(b) * host.block_table_stride,
-                        width * 4);
-    }
-
-    // Asynchronous DMA of sequences [b0, b1) from the pinned stage into a problem's device arrays (laid out
-    // for exactly those sequences).
-    static void upload_inputs(Device& d, const uint8_t* pinned, const HostStage& st, const PagedProblem& host,
-                              int32_t b0, int32_t b1, const PagedProblem& to) {
-        const size_t H = size_t(host.shape.num_heads), n = size_t(host.shape.next_n);
-        const size_t r0 = size_t(b0) * n, rows = size_t(b1 - b0) * n, width = size_t(host.max_pages);
-        const std::pair<void*, std::pair<size_t, size_t>> parts[] = {
-            {const_cast<uint8_t*>(to.q), {st.q_at + r0 * H * 128, rows * H * 128}},
-            {const_cast<float*>(to.weights), {st.weights_at + r0 * H * 4, rows * H * 4}},
-            {const_cast<int32_t*>(to.seq_lens), {st.lens_at + size_t(b0) * 4, size_t(b1 - b0) * 4}},
-            {const_cast<int32_t*>(to.block_table), {st.table_at + size_t(b0) * width * 4, size_t(b1 - b0) * width * 4}}};
-        for (const auto& [device_ptr, range] : parts)
-            if (range.second)
-                check_cuda(cudaMemcpyAsync(device_ptr, pinned + range.first, range.second, cudaMemcpyHostToDevice, d.stream),
-                           "copying inputs to the device");
-    }
+    // Host outputs pass through pinned memory after the input blocks: [indices | scores] of all rows.
+    struct OutputStage {
+        size_t indices_at = 0, scores_at = 0, bytes = 0;
+        OutputStage(const PagedProblem& host, size_t after) {
+            const size_t values = size_t(host.rows()) * size_t(host.shape.topk);
+            ScratchPlan plan;
+            plan.total = after;
+            indices_at = plan.add(values * 4);
+            scores_at = plan.add(values * 4);
+            bytes = plan.total;
+        }
+    };
 
     // Copies rows [row0, row0 + rows) of device results `from` (laid out for all rows) to the caller's
-    // outputs, through the pinned stage for host outputs, and waits for them.
+    // outputs, through pinned memory for host outputs, and waits for them.
     static void deliver(Device& d, const PagedProblem& host, const TopkOutputs& from, int64_t row0, int64_t rows,
-                        uint8_t* pinned, const HostStage& st) {
+                        uint8_t* pinned, const OutputStage& st) {
         const size_t offset = size_t(row0 * host.shape.topk), count = size_t(rows * host.shape.topk);
         const bool to_host = host.output_device == DSA_MEMORY_HOST;
         const std::pair<void*, const void*> arrays[] = {{host.out.indices, from.indices}, {host.out.scores, from.scores}};
@@ -383,49 +394,49 @@ private:
     // Rows sharded: rank q computes sequences [bounds[q], bounds[q + 1]) on its replica into the rows of a
     // full-size result; local results go straight to the caller, and ranks in other processes send theirs
     // through NCCL (every rank then holds the whole result). Each local device stages its own sequences
-    // through the pinned buffer on its own host thread.
+    // in pinned memory on its own host thread and uploads them in one DMA.
     void topk_replicated(const PagedProblem& host, const GpuCacheStorage& cache) {
         PhaseTrace trace("dsa_topk replicated");
-        const int64_t k = host.shape.topk, H = host.shape.num_heads, next_n = host.shape.next_n;
+        const int64_t k = host.shape.topk, next_n = host.shape.next_n;
         const std::vector<int32_t> bounds = split_sequences(host, comm_->world_size());
         const size_t local = devices_.size();
-        const HostStage stage(host);
-        uint8_t* pinned = pinned_.ensure(stage.total);
         struct Part {
             PagedProblem pb;
             int32_t b0 = 0, b1 = 0;
+            InputBlock block;
+            size_t pinned_at = 0;
+            uint8_t* device_block = nullptr;
             TopkOutputs full;  // [all rows, k] on this device
             uint8_t* workspace = nullptr;
         };
-        std::vector<Part> parts(local);
+        std::vector<Part> parts;
+        size_t pinned_bytes = 0;
+        for (size_t i = 0; i < local; ++i) {
+            const int32_t b0 = bounds[size_t(comm_->rank_of(i))], b1 = bounds[size_t(comm_->rank_of(i)) + 1];
+            parts.push_back(Part{host, b0, b1, InputBlock(host, b1 - b0), pinned_bytes, nullptr, {}, nullptr});
+            pinned_bytes += parts.back().block.bytes;
+        }
+        const OutputStage out_stage(host, pinned_bytes);
+        uint8_t* pinned = pinned_.ensure(out_stage.bytes);
         for (size_t i = 0; i < local; ++i) {  // plans and allocations first: nothing can fail mid-collective
             Device& d = *devices_[i];
             Part& part = parts[i];
-            part.b0 = bounds[size_t(comm_->rank_of(i))];
-            part.b1 = bounds[size_t(comm_->rank_of(i)) + 1];
-            PagedProblem pb = host;
+            PagedProblem& pb = part.pb;
             pb.batch_size = part.b1 - part.b0;
-            pb.block_table_stride = host.max_pages;
             pb.num_pages = cache.local_pages();
             pb.k_cache = cache.pages(i);
-            const int64_t rows = pb.rows(), all_rows = host.rows();
             ScratchPlan plan;
-            const size_t q_at = plan.add(size_t(rows * H * 128)), w_at = plan.add(size_t(rows * H * 4)),
-                         len_at = plan.add(size_t(pb.batch_size) * 4),
-                         table_at = plan.add(size_t(pb.batch_size) * size_t(host.max_pages) * 4),
-                         idx_at = plan.add(size_t(all_rows * k * 4)), score_at = plan.add(size_t(all_rows * k * 4)),
+            const size_t block_at = plan.add(part.block.bytes), idx_at = plan.add(size_t(host.rows() * k * 4)),
+                         score_at = plan.add(size_t(host.rows() * k * 4)),
                          work_at = plan.add(kernels::paged_workspace_bytes(pb));
             DeviceScope scope(d.id);
             auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
+            part.device_block = base + block_at;
+            part.block.bind(pb, part.device_block);
             part.full.indices = reinterpret_cast<int32_t*>(base + idx_at);
             part.full.scores = reinterpret_cast<float*>(base + score_at);
-            pb.q = base + q_at;
-            pb.weights = reinterpret_cast<const float*>(base + w_at);
-            pb.seq_lens = reinterpret_cast<const int32_t*>(base + len_at);
-            pb.block_table = reinterpret_cast<const int32_t*>(base + table_at);
             pb.out.indices = part.full.indices + int64_t(part.b0) * next_n * k;
             pb.out.scores = host.out.scores ? part.full.scores + int64_t(part.b0) * next_n * k : nullptr;
-            part.pb = pb;
             part.workspace = base + work_at;
         }
         trace.phase("plan", [] {});
@@ -435,16 +446,19 @@ private:
             DeviceScope scope(d.id);
             const Part& part = parts[i];
             PhaseTrace device_trace(i == 0 ? "dsa_topk replicated, device 0" : nullptr);
-            stage_inputs(pinned, stage, host, part.b0, part.b1);
+            const auto sync = [&] { check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize"); };
+            part.block.stage(pinned + part.pinned_at, host, part.b0, 0, part.b1 - part.b0);
             device_trace.phase("stage", [] {});
-            upload_inputs(d, pinned, stage, host, part.b0, part.b1, part.pb);
-            device_trace.phase("upload", [&] { check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize"); });
+            check_cuda(cudaMemcpyAsync(part.device_block, pinned + part.pinned_at, part.block.bytes,
+                                       cudaMemcpyHostToDevice, d.stream),
+                       "copying inputs to the device");
+            device_trace.phase("upload", sync);
             if (part.pb.rows() > 0)
                 check_cuda(kernels::topk_paged(part.pb, d.traits, kernel_, part.workspace, d.error_flag, d.stream),
                            "launching the paged top-k kernels");
-            device_trace.phase("compute", [&] { check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize"); });
-            if (!gather) deliver(d, host, part.full, int64_t(part.b0) * next_n, part.pb.rows(), pinned, stage);
-            device_trace.phase("deliver", [] {});
+            device_trace.phase("compute", sync);
+            if (!gather) deliver(d, host, part.full, int64_t(part.b0) * next_n, part.pb.rows(), pinned, out_stage);
+            device_trace.phase(host.output_device == DSA_MEMORY_HOST ? "deliver to host" : "deliver to a GPU", [] {});
         });
         trace.phase(gather ? "stage+compute" : "stage+compute+deliver", [&] { wait_all(); });
         if (!gather) return;
@@ -454,7 +468,7 @@ private:
         comm_->gather_segments(offsets, {parts[0].full.indices});
         if (host.out.scores) comm_->gather_segments(offsets, {parts[0].full.scores});
         trace.phase("gather", [&] { wait_all(); });
-        deliver(*devices_[0], host, parts[0].full, 0, host.rows(), pinned, stage);
+        deliver(*devices_[0], host, parts[0].full, 0, host.rows(), pinned, out_stage);
         trace.phase("deliver", [] {});
     }
 
@@ -466,18 +480,20 @@ private:
     void topk_sharded(const PagedProblem& host, const GpuCacheStorage& cache) {
         PhaseTrace trace("dsa_topk sharded");
         const int ranks = comm_->world_size();
-        const int k = host.shape.topk, H = host.shape.num_heads;
+        const int k = host.shape.topk;
         require(ranks <= kernels::max_merge_ranks(k), DSA_STATUS_NOT_IMPLEMENTED, "a sharded cache over ", ranks,
                 " GPUs merges up to ", kernels::max_merge_ranks(k), " candidate lists of k = ", k,
                 " in this version: use k <= ", 16384 / ranks, " or a replicated cache");
-        const int64_t rows = host.rows(), table_elems = int64_t(host.batch_size) * host.max_pages;
+        const int64_t rows = host.rows();
         const size_t local = devices_.size(), out_index = output_index(host);
         const bool spans = comm_->spans_processes();
-        const HostStage stage(host);
-        uint8_t* pinned = pinned_.ensure(stage.total);
+        const InputBlock block(host, host.batch_size);  // every device needs every input
+        const OutputStage out_stage(host, block.bytes);
+        uint8_t* pinned = pinned_.ensure(out_stage.bytes);
         struct Part {
             PagedProblem full;   // the original rows, on this device (merge and index mapping read it)
             PagedProblem shard;  // the rank's problem over its pages: one sequence per row
+            uint8_t* device_block = nullptr;
             int32_t* logical_page = nullptr;
             uint64_t* candidates = nullptr;  // [ranks][rows][k]
             uint8_t* workspace = nullptr;
@@ -495,9 +511,7 @@ private:
             shard.num_pages = cache.local_pages();
             shard.k_cache = cache.pages(i);
             ScratchPlan plan;
-            const size_t q_at = plan.add(size_t(rows * H * 128)), w_at = plan.add(size_t(rows * H * 4)),
-                         len_at = plan.add(size_t(host.batch_size) * 4), table_at = plan.add(size_t(table_elems) * 4),
-                         shard_len_at = plan.add(size_t(rows) * 4),
+            const size_t block_at = plan.add(block.bytes), shard_len_at = plan.add(size_t(rows) * 4),
                          shard_table_at = plan.add(size_t(rows * host.max_pages) * 4),
                          logical_at = plan.add(size_t(rows * host.max_pages) * 4),
                          idx_at = plan.add(size_t(rows * k) * 4), score_at = plan.add(size_t(rows * k) * 4),
@@ -507,12 +521,9 @@ private:
             DeviceScope scope(d.id);
             auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
             Part& part = parts[i];
+            part.device_block = base + block_at;
             part.full = host;
-            part.full.q = base + q_at;
-            part.full.weights = reinterpret_cast<const float*>(base + w_at);
-            part.full.seq_lens = reinterpret_cast<const int32_t*>(base + len_at);
-            part.full.block_table = reinterpret_cast<const int32_t*>(base + table_at);
-            part.full.block_table_stride = host.max_pages;
+            block.bind(part.full, part.device_block);
             part.full.out.indices = reinterpret_cast<int32_t*>(base + out_idx_at);
             part.full.out.scores = host.out.scores ? reinterpret_cast<float*>(base + out_score_at) : nullptr;
             shard.q = part.full.q;
@@ -527,10 +538,10 @@ private:
             part.workspace = base + work_at;
             candidate_buffers.push_back(part.candidates);
         }
-        // Every device needs every input: the local devices' threads stage a share each, then each uploads all.
+        // The local devices' threads stage a share of the sequences each, then each device uploads the block.
         workers_->run(local, [&](size_t i) {
-            stage_inputs(pinned, stage, host, int32_t(int64_t(host.batch_size) * int64_t(i) / int64_t(local)),
-                         int32_t(int64_t(host.batch_size) * int64_t(i + 1) / int64_t(local)));
+            block.stage(pinned, host, 0, int32_t(int64_t(host.batch_size) * int64_t(i) / int64_t(local)),
+                        int32_t(int64_t(host.batch_size) * int64_t(i + 1) / int64_t(local)));
         });
         trace.phase("plan+stage", [] {});
         workers_->run(local, [&](size_t i) {
@@ -540,7 +551,8 @@ private:
             const int rank = comm_->rank_of(i);
             PhaseTrace device_trace(i == 0 ? "dsa_topk sharded, device 0" : nullptr);
             const auto sync = [&] { check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize"); };
-            upload_inputs(d, pinned, stage, host, 0, host.batch_size, part.full);
+            check_cuda(cudaMemcpyAsync(part.device_block, pinned, block.bytes, cudaMemcpyHostToDevice, d.stream),
+                       "copying inputs to the device");
             device_trace.phase("upload", sync);
             check_cuda(kernels::shard_rows(part.full, ranks, rank, const_cast<int32_t*>(part.shard.block_table),
                                            part.logical_page, const_cast<int32_t*>(part.shard.seq_lens), d.stream),
@@ -559,7 +571,7 @@ private:
                 check_cuda(cudaMemcpyPeerAsync(parts[out_index].candidates + size_t(rank) * size_t(rows * k),
                                                devices_[out_index]->id, mine, d.id, size_t(rows * k) * 8, d.stream),
                            "copying candidates to the output device");
-            check_cuda(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+            sync();
         });
         trace.phase("upload+compute+exchange", [] {});
         if (spans) {
@@ -573,9 +585,8 @@ private:
             check_cuda(kernels::merge_shard_candidates(part.full, part.candidates, ranks, out.stream),
                        "launching the candidate merge");
             trace.phase("merge", [&] { wait_all(); });
-            deliver(out, host, part.full.out, 0, rows, pinned, stage);
+            deliver(out, host, part.full.out, 0, rows, pinned, out_stage);
         }
-        wait_all();
         trace.phase("deliver", [] {});
     }
 

@@ -1,8 +1,12 @@
 // Persistent host threads, one per extra GPU of a context: per-call work on several GPUs (host staging,
 // copies, launches) runs in parallel without creating threads per call, which costs ~100 us each on
-// some virtual machines. Where threads cannot be created, the caller runs the work itself, in order.
+// some virtual machines. Waiting threads spin briefly before they sleep, as calls come in bursts and a
+// condition-variable wake-up costs tens of microseconds there too. Where threads cannot be created, the
+// caller runs the work itself, in order.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -35,26 +39,42 @@ public:
     WorkerPool& operator=(const WorkerPool&) = delete;
 
     // fn(i) for every i in [0, n): 0 and whatever no worker takes on the calling thread, 1 .. workers on
-    // the workers. Returns when all are done; rethrows the first exception. fn must not call run().
+    // the workers. Returns when all are done; rethrows the first exception. One run() at a time (the
+    // context's lock); fn must not call run().
     void run(size_t n, const std::function<void(size_t)>& fn) {
         const size_t on_workers = n > 0 ? std::min(n - 1, threads_.size()) : 0;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             task_ = &fn;
             task_count_ = 1 + on_workers;
-            pending_ = on_workers;
             error_ = nullptr;
-            ++generation_;
+            pending_.store(on_workers);
+            generation_.fetch_add(1, std::memory_order_release);
         }
         if (on_workers) start_.notify_all();
         for (size_t i = 0; i < n; i = (i == 0 ? 1 + on_workers : i + 1)) guarded(fn, i);
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [&] { return pending_ == 0; });
+        if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_.wait(lock, [&] { return pending_.load() == 0; });
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
         task_ = nullptr;
         if (error_) std::rethrow_exception(error_);
     }
 
 private:
+    // Spins up to kSpin for done(); false if it did not come.
+    template <class Done>
+    static bool spin_until(Done&& done) {
+        constexpr auto kSpin = std::chrono::microseconds(300);
+        const auto until = std::chrono::steady_clock::now() + kSpin;
+        while (!done()) {
+            if (std::chrono::steady_clock::now() > until) return false;
+            std::this_thread::yield();
+        }
+        return true;
+    }
+
     void guarded(const std::function<void(size_t)>& fn, size_t i) {
         try {
             fn(i);
@@ -66,28 +86,37 @@ private:
 
     void loop(size_t index) {
         uint64_t seen = 0;
-        std::unique_lock<std::mutex> lock(mutex_);
         for (;;) {
-            start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-            if (stop_) return;
-            seen = generation_;
-            if (index >= task_count_) continue;  // not needed this time
-            const std::function<void(size_t)>* fn = task_;
-            lock.unlock();
+            if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                start_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
+                if (stop_) return;
+            }
+            const std::function<void(size_t)>* fn;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (stop_) return;
+                seen = generation_.load();
+                if (index >= task_count_) continue;  // not needed this time
+                fn = task_;
+            }
             guarded(*fn, index);
-            lock.lock();
-            if (--pending_ == 0) done_.notify_all();
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                done_.notify_all();
+            }
         }
     }
 
     std::vector<std::thread> threads_;
     std::mutex mutex_;
     std::condition_variable start_, done_;
-    const std::function<void(size_t)>* task_ = nullptr;
-    size_t task_count_ = 0, pending_ = 0;
-    uint64_t generation_ = 0;
-    bool stop_ = false;
-    std::exception_ptr error_;
+    const std::function<void(size_t)>* task_ = nullptr;  // guarded by mutex_
+    size_t task_count_ = 0;                              // guarded by mutex_
+    bool stop_ = false;                                  // guarded by mutex_
+    std::exception_ptr error_;                           // guarded by mutex_
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<size_t> pending_{0};
 };
 
 }  // namespace dsa
