@@ -196,7 +196,7 @@ __device__ int positions_below(const uint64_t* list, int count, uint32_t positio
 }
 
 constexpr int kShardThreads = 512;
-constexpr int kShardItems = 8;  // consecutive pages per thread per pass: 4096 pages in flight per CTA
+constexpr int kShardItems = 32;  // consecutive pages per thread per pass: 16384 pages in flight per CTA
 
 // One CTA per row, over the row's visible pages in passes of kShardThreads * kShardItems; a block scan of the
 // per-thread counts places each of the rank's pages after those before it, so logical order is kept.
