@@ -49,6 +49,7 @@ struct SelectShared {
     int last;
     int warp_equal[kSelectWarps];
     int warp_chosen[kSelectWarps];
+    int child_count[kFanIn];
     typename cub::BlockRadixSort<uint64_t, kSelectThreads, kMaxTopk / kSelectThreads>::TempStorage sort;
 };
 
@@ -214,8 +215,20 @@ __global__ void __launch_bounds__(kSelectThreads, 1)
     const float* scores = rows.scores(score_base, r);
     const int64_t first = int64_t(node) * kChunk;
     int m = int(n - first < kChunk ? n - first : kChunk);
-    for (int i = threadIdx.x; i < m; i += kSelectThreads)
-        sh.keys[i] = candidate_key(scores[first + i], uint32_t(first + i));
+    {
+        // All of a thread's loads first, then the stores: one memory round trip instead of one per item.
+        float value[kSelectItems];
+#pragma unroll
+        for (int t = 0; t < kSelectItems; ++t) {
+            const int i = threadIdx.x + t * kSelectThreads;
+            value[t] = i < m ? scores[first + i] : 0.0f;
+        }
+#pragma unroll
+        for (int t = 0; t < kSelectItems; ++t) {
+            const int i = threadIdx.x + t * kSelectThreads;
+            if (i < m) sh.keys[i] = candidate_key(value[t], uint32_t(first + i));
+        }
+    }
     __syncthreads();
     int count = select_top(sh, m, k);
 
@@ -236,12 +249,20 @@ __global__ void __launch_bounds__(kSelectThreads, 1)
         __syncthreads();
         if (!sh.last) return;
         __threadfence();
+        // The siblings' counts first (one round trip), then every list's items at their offsets at once.
+        const int64_t first_child = r * tree.nodes_per_row + tree.level_offset[level] + parent * kFanIn;
+        if (threadIdx.x < kFanIn)
+            sh.child_count[threadIdx.x] = threadIdx.x < siblings ? __ldcg(&tree.list_counts[first_child + threadIdx.x]) : 0;
+        __syncthreads();
         m = 0;
         for (int c = 0; c < siblings; ++c) {
-            const int64_t child = r * tree.nodes_per_row + tree.level_offset[level] + parent * kFanIn + c;
-            const int child_count = __ldcg(&tree.list_counts[child]);
-            for (int i = threadIdx.x; i < child_count; i += kSelectThreads)
-                sh.keys[m + i] = __ldcg(&tree.lists[child * tree.list_stride + i]);
+            const int child_count = sh.child_count[c];
+            const uint64_t* list = tree.lists + (first_child + c) * tree.list_stride;
+#pragma unroll
+            for (int t = 0; t < kMaxTopk / kSelectThreads; ++t) {
+                const int i = threadIdx.x + t * kSelectThreads;
+                if (i < child_count) sh.keys[m + i] = __ldcg(&list[i]);
+            }
             m += child_count;
         }
         __syncthreads();

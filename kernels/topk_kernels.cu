@@ -167,13 +167,14 @@ cudaError_t launch_score_for(const Groups& groups, int groups_count, int heads, 
                                                         scores, stream);
 }
 
+// Zeroes the merge tree's tickets; queued before the score kernel, so the selection follows it directly.
+cudaError_t clear_tickets(const WorkspacePlan& plan, cudaStream_t stream) {
+    return plan.tickets_bytes > 0 ? cudaMemsetAsync(plan.tree.tickets, 0, plan.tickets_bytes, stream) : cudaSuccess;
+}
+
 template <class Rows>
 cudaError_t launch_select(const Rows& rows, int64_t count, const float* scores, const TopkShape& shape,
                           const TopkOutputs& out, const WorkspacePlan& plan, int* error_flag, cudaStream_t stream) {
-    if (plan.tickets_bytes > 0) {
-        const cudaError_t err = cudaMemsetAsync(plan.tree.tickets, 0, plan.tickets_bytes, stream);
-        if (err != cudaSuccess) return err;
-    }
     auto kernel = select_kernel<Rows>;
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SelectShared)));
@@ -374,7 +375,9 @@ cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, 
         pb.out.indices += row0 * pb.shape.topk;
         if (pb.out.scores) pb.out.scores += row0 * pb.shape.topk;
 
-        cudaError_t err = launch_score_for(PagedGroups{pb, plan.score_stride, log2_of(pb.shape.page_size)}, pb.batch_size, H, next_n,
+        cudaError_t err = clear_tickets(plan, stream);
+        if (err != cudaSuccess) return err;
+        err = launch_score_for(PagedGroups{pb, plan.score_stride, log2_of(pb.shape.page_size)}, pb.batch_size, H, next_n,
                                            int64_t(pb.max_pages) * pb.shape.page_size, device, kind, scores, stream);
         if (err != cudaSuccess) return err;
         err = launch_select(PagedRows{pb, plan.score_stride, log2_of(pb.shape.page_size)}, pb.rows(), scores, pb.shape, pb.out, plan, error_flag,
@@ -399,7 +402,9 @@ cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device
         pb.out.indices += first * pb.shape.topk;
         if (pb.out.scores) pb.out.scores += first * pb.shape.topk;
 
-        cudaError_t err = launch_score_for(RaggedGroups{pb, plan.score_stride}, pb.num_rows, H, 1, problem.num_keys,
+        cudaError_t err = clear_tickets(plan, stream);
+        if (err != cudaSuccess) return err;
+        err = launch_score_for(RaggedGroups{pb, plan.score_stride}, pb.num_rows, H, 1, problem.num_keys,
                                            device, kind, scores, stream);
         if (err != cudaSuccess) return err;
         err = launch_select(RaggedRows{pb, plan.score_stride}, pb.num_rows, scores, pb.shape, pb.out, plan,
