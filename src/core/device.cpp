@@ -18,35 +18,20 @@ DeviceScope::DeviceScope(int device) {
 
 DeviceScope::~DeviceScope() { cudaSetDevice(previous_); }
 
-DeviceBuffer::~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
+void OwnedBuffer::release() {
+    if (ptr_) kind_ == Kind::Device ? cudaFree(ptr_) : cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
 }
 
-void* DeviceBuffer::ensure(size_t bytes) {
+uint8_t* OwnedBuffer::ensure(size_t bytes) {
     if (bytes > bytes_) {
-        if (ptr_) cudaFree(ptr_);
-        ptr_ = nullptr;
-        bytes_ = 0;
-        check_cuda(cudaMalloc(&ptr_, bytes), "cudaMalloc");
+        release();
+        if (kind_ == Kind::Device) check_cuda(cudaMalloc(&ptr_, bytes), "cudaMalloc");
+        else check_cuda(cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable), "cudaHostAlloc");  // pinned for every GPU
         bytes_ = bytes;
     }
-    return ptr_;
-}
-
-PinnedBuffer::~PinnedBuffer() {
-    if (ptr_) cudaFreeHost(ptr_);
-}
-
-uint8_t* PinnedBuffer::ensure(size_t bytes) {
-    if (bytes > bytes_) {
-        if (ptr_) cudaFreeHost(ptr_);
-        ptr_ = nullptr;
-        bytes_ = 0;
-        // Portable: pinned for every GPU's context, not only the current one.
-        check_cuda(cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable), "cudaHostAlloc");
-        bytes_ = bytes;
-    }
-    return static_cast<uint8_t*>(ptr_);
+    return get();
 }
 
 Device::Device(int device_id) : id(device_id) {

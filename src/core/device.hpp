@@ -27,35 +27,26 @@ private:
     int previous_ = 0;
 };
 
-// Device memory owned by the library, grown on demand (never during an engine-path call). The caller makes
-// the owning device current.
-class DeviceBuffer {
+// Memory owned by the library, grown on demand (never during an engine-path call): device memory (the
+// caller makes the owning device current), or page-locked host memory, portable to every GPU, through
+// which the owned-cache calls pass host inputs and outputs, so that copies to and from several GPUs run
+// as parallel DMA instead of the driver's serialised staging of pageable memory.
+class OwnedBuffer {
 public:
-    DeviceBuffer() = default;
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    DeviceBuffer(DeviceBuffer&& other) noexcept : ptr_(other.ptr_), bytes_(other.bytes_) { other.ptr_ = nullptr; }
-    ~DeviceBuffer();
-    void* ensure(size_t bytes);
-    void* get() const { return ptr_; }
-
-private:
-    void* ptr_ = nullptr;
-    size_t bytes_ = 0;
-};
-
-// Page-locked host memory owned by the library, grown on demand: host inputs and outputs of the
-// owned-cache calls pass through it, so that copies to and from several GPUs run as parallel DMA instead
-// of the driver's serialised staging of pageable memory.
-class PinnedBuffer {
-public:
-    PinnedBuffer() = default;
-    PinnedBuffer(const PinnedBuffer&) = delete;
-    PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-    ~PinnedBuffer();
+    enum class Kind { Device, PinnedHost };
+    explicit OwnedBuffer(Kind kind = Kind::Device) : kind_(kind) {}
+    OwnedBuffer(const OwnedBuffer&) = delete;
+    OwnedBuffer& operator=(const OwnedBuffer&) = delete;
+    OwnedBuffer(OwnedBuffer&& other) noexcept : kind_(other.kind_), ptr_(other.ptr_), bytes_(other.bytes_) {
+        other.ptr_ = nullptr;
+    }
+    ~OwnedBuffer() { release(); }
     uint8_t* ensure(size_t bytes);
+    uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
 
 private:
+    void release();
+    Kind kind_;
     void* ptr_ = nullptr;
     size_t bytes_ = 0;
 };
@@ -65,7 +56,7 @@ struct Device {
     kernels::DeviceTraits traits;
     cudaStream_t stream = nullptr;
     int* error_flag = nullptr;  // device int, raised by kernels on bad device-side input
-    DeviceBuffer scratch;       // owned-cache path: staged inputs, outputs and workspace
+    OwnedBuffer scratch;        // owned-cache path: staged inputs, outputs and workspace
 
     // Checks that the GPU exists and is new enough (sm_80+), then makes its stream and flag.
     explicit Device(int device_id);

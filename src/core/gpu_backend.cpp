@@ -204,7 +204,7 @@ private:
     Communicator& comm_;
     CacheLayout layout_;
     int64_t local_pages_ = 0;
-    std::vector<DeviceBuffer> pages_;  // per local device: the whole cache, or the rank's shard
+    std::vector<OwnedBuffer> pages_;  // per local device: the whole cache, or the rank's shard
 };
 
 class GpuBackend final : public Backend {
@@ -593,7 +593,7 @@ private:
     kernels::ScoreKernel kernel_;
     std::vector<std::unique_ptr<Device>> devices_;
     std::unique_ptr<Communicator> comm_;
-    PinnedBuffer pinned_;  // host stage of the owned-cache calls (the context serialises them)
+    OwnedBuffer pinned_{OwnedBuffer::Kind::PinnedHost};  // host stage of the owned-cache calls (the context serialises them)
     std::unique_ptr<WorkerPool> workers_;  // drives devices 1.. of owned-cache calls in parallel with device 0
 };
 
