@@ -63,7 +63,7 @@ public:
 
     const CacheLayout& layout() const { return layout_; }
     int64_t local_pages() const { return local_pages_; }
-    const uint8_t* pages(size_t local) const { return static_cast<const uint8_t*>(pages_[local].get()); }
+    const uint8_t* pages(size_t local) const { return pages_[local].get(); }
     // The (ranks, rank) of the kernels' shard view of local device i: a replica is the whole cache.
     int shard_ranks() const { return layout_.sharded ? comm_.world_size() : 1; }
     int shard_rank(size_t local) const { return layout_.sharded ? comm_.rank_of(local) : 0; }
@@ -78,15 +78,15 @@ public:
         std::iota(order.begin(), order.end(), int64_t(0));
         std::stable_sort(order.begin(), order.end(),
                          [&](int64_t a, int64_t b) { return host_slots[size_t(a)] < host_slots[size_t(b)]; });
-        std::vector<int64_t> lists;  // [unique slots..., their source indices...]
+        std::vector<int64_t> sources;  // the last occurrence of each distinct slot, in slot order
         for (size_t i = 0; i < order.size(); ++i)
             if (i + 1 == order.size() || host_slots[size_t(order[i + 1])] != host_slots[size_t(order[i])])
-                lists.push_back(order[i]);
-        const int64_t count = int64_t(lists.size());
-        lists.resize(size_t(2 * count));
-        for (int64_t i = count - 1; i >= 0; --i) {
-            lists[size_t(count + i)] = lists[size_t(i)];
-            lists[size_t(i)] = host_slots[size_t(lists[size_t(count + i)])];
+                sources.push_back(order[i]);
+        const int64_t count = int64_t(sources.size());
+        std::vector<int64_t> lists(2 * sources.size());  // [slots | their source indices]
+        for (size_t i = 0; i < sources.size(); ++i) {
+            lists[i] = host_slots[size_t(sources[i])];
+            lists[sources.size() + i] = sources[i];
         }
         ScratchPlan plan;
         const size_t lists_at = plan.add(lists.size() * 8), keys_at = plan.add(size_t(n) * 128),
@@ -99,7 +99,7 @@ public:
         if (comm_.rank_of(0) == 0) {
             Device& root = *devices_[0];
             DeviceScope scope(root.id);
-            auto* base = static_cast<uint8_t*>(payload[0]);
+            uint8_t* base = root.scratch.get();
             check_cuda(cudaMemcpyAsync(base + lists_at, lists.data(), lists.size() * 8, cudaMemcpyHostToDevice, root.stream),
                        "copying slots");
             check_cuda(cudaMemcpyAsync(base + keys_at, keys, size_t(n) * 128, cudaMemcpyDefault, root.stream), "copying keys");
@@ -121,7 +121,7 @@ public:
             DeviceScope scope(d.id);
             auto* base = static_cast<uint8_t*>(payload[i]);
             const auto* dev_lists = reinterpret_cast<const int64_t*>(base + lists_at);
-            check_cuda(kernels::scatter_tokens(static_cast<uint8_t*>(pages_[i].get()), layout_.page_stride_bytes(),
+            check_cuda(kernels::scatter_tokens(pages_[i].get(), layout_.page_stride_bytes(),
                                                layout_.page_size, shard_ranks(), shard_rank(i), dev_lists,
                                                dev_lists + count, count, base + keys_at,
                                                reinterpret_cast<const float*>(base + scales_at), d.stream),
@@ -148,7 +148,7 @@ public:
         for (size_t i = 0; i < readers; ++i) {
             Device& d = *devices_[i];
             DeviceScope scope(d.id);
-            auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
+            uint8_t* base = d.scratch.ensure(plan.total);
             gathered.push_back(base + parts_at);
             uint8_t* part = base + parts_at + part_bytes * size_t(layout_.sharded ? comm_.rank_of(i) : 0);
             check_cuda(cudaMemcpyAsync(base + slots_at, host_slots.data(), size_t(n) * 8, cudaMemcpyHostToDevice, d.stream),
@@ -430,7 +430,7 @@ private:
                          score_at = plan.add(size_t(host.rows() * k * 4)),
                          work_at = plan.add(kernels::paged_workspace_bytes(pb));
             DeviceScope scope(d.id);
-            auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
+            uint8_t* base = d.scratch.ensure(plan.total);
             part.device_block = base + block_at;
             part.block.bind(pb, part.device_block);
             part.full.indices = reinterpret_cast<int32_t*>(base + idx_at);
@@ -519,7 +519,7 @@ private:
                          cand_at = plan.add(size_t(ranks) * size_t(rows * k) * 8),
                          work_at = plan.add(kernels::paged_workspace_bytes(shard));
             DeviceScope scope(d.id);
-            auto* base = static_cast<uint8_t*>(d.scratch.ensure(plan.total));
+            uint8_t* base = d.scratch.ensure(plan.total);
             Part& part = parts[i];
             part.device_block = base + block_at;
             part.full = host;
