@@ -4,6 +4,7 @@
 
 #include <cub/block/block_scan.cuh>
 
+#include "kernels/decode_fused.h"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_kernel.cuh"
 #include "kernels/topk_kernels.h"
@@ -353,12 +354,17 @@ cudaError_t merge_shard_candidates(const PagedProblem& problem, const uint64_t* 
     return cudaGetLastError();
 }
 
-size_t paged_workspace_bytes(const PagedProblem& pb) { return pb.rows() == 0 ? 0 : paged_plan(pb).total; }
+// Either paged path may run (the fused one on sm_90a, the score + select kernels elsewhere): room for both.
+size_t paged_workspace_bytes(const PagedProblem& pb) {
+    return pb.rows() == 0 ? 0 : std::max(paged_plan(pb).total, decode_fused_workspace_bytes(pb));
+}
 
 size_t ragged_workspace_bytes(const RaggedProblem& pb) { return pb.rows() == 0 ? 0 : ragged_plan(pb).total; }
 
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
                        int* error_flag, cudaStream_t stream) {
+    if (kind == ScoreKernel::Auto && decode_fused_available(problem, device.compute_capability))
+        return decode_fused_topk(problem, device.sm_count, workspace, error_flag, stream);
     WorkspacePlan plan = paged_plan(problem);
     float* scores = plan.bind(workspace);
     const int next_n = problem.shape.next_n;

@@ -362,6 +362,79 @@ TEST_CASE("GPU million-token sequences: planted scores among exact ties", "[gpu]
     }
 }
 
+TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and NaN rows", "[gpu][paged][exact]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    auto check_case = [&](const PagedCase& c, const std::vector<std::vector<double>>& exact) {
+        const DevicePaged d(c);
+        for_each_variant({1, 700, 2048}, {0u, kSorted, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
+        });
+    };
+    SECTION("16 sequences of 1 .. 131072 tokens, log-spaced") {
+        std::vector<int32_t> lens;
+        for (int i = 0; i < 16; ++i) lens.push_back(int32_t(std::lround(std::pow(131072.0, i / 15.0))));
+        PagedCase c(layout_of(64, 64, 1), lens, 16001);
+        Rng rng(16002);
+        fill_tie_free(c, rng);
+        check_case(c, integer_scores(c));
+    }
+    SECTION("a block table 2560 pages wide for rows of 2000 tokens") {
+        PagedLayout layout = layout_of(64, 64, 1);
+        layout.unused_columns = 2560 - 32;
+        PagedCase c(layout, repeat(48, 2000), 16003);
+        Rng rng(16004);
+        fill_tie_free(c, rng);
+        check_case(c, integer_scores(c));
+    }
+    SECTION("every score equal, every score negative, every score NaN") {
+        PagedCase c(layout_of(64, 64, 2), {20000, 3000, 9000}, 16005);
+        Rng rng(16006);
+        fill_tie_free(c, rng);
+        for (int64_t p = 1; p < 20000; ++p) std::memcpy(c.mutable_key(0, p), c.key(0, 0), kHeadDim);  // all equal
+        for (int64_t row = 2; row < 4; ++row)                                                         // all negative
+            for (int h = 0; h < c.heads(); ++h) c.mutable_weights(row)[h] = -std::fabs(c.mutable_weights(row)[h]) - 1.0f;
+        for (int64_t p = 0; p < 9000; ++p) c.mutable_key(2, p)[5] = kFp8NaN;                         // all NaN
+        const Oracle oracle = compute_oracle(c);  // exact for these inputs
+        std::vector<std::vector<double>> exact;
+        for (const RowOracle& row : oracle) exact.push_back(row.score);
+        check_case(c, exact);
+    }
+}
+
+TEST_CASE("GPU decode: a sequence's rows are the same alone, first, last and inside a batch of 256", "[gpu][determinism]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    Rng lengths(16101);
+    std::vector<int32_t> lens(256);
+    for (int32_t& len : lens) len = int32_t(lengths.uniform(0, 9000));
+    const int32_t target = 77;
+    lens[size_t(target)] = 7777;
+    PagedCase c(layout_of(64, 64, 2), lens, 16102);
+    Rng rng(16103);
+    fill_spec6(c, rng);
+    const DevicePaged d(c);
+    for (uint32_t flags : {0u, kSorted}) {
+        const dsa_topk_params_t params = c.params(2048, flags);
+        const HostResult whole = run_gpu(gpu.get(), params, d.inputs, c.rows(), true, stream.get());
+        const size_t values = size_t(2 * 2048), offset = size_t(target) * values;
+        auto rows_of_target = [&](int32_t first, int32_t count) {
+            const dsa_paged_inputs_t part = sub_batch(d.inputs, c.heads(), c.layout.next_n, first, count);
+            const HostResult r = run_gpu(gpu.get(), params, part, int64_t(count) * 2, true, stream.get());
+            const size_t at = size_t(target - first) * values;
+            return std::equal(r.indices.begin() + at, r.indices.begin() + at + values, whole.indices.begin() + offset) &&
+                   std::memcmp(r.scores.data() + at, whole.scores.data() + offset, values * 4) == 0;
+        };
+        CHECK(rows_of_target(target, 1));               // alone
+        CHECK(rows_of_target(target, 256 - target));    // first
+        CHECK(rows_of_target(0, target + 1));           // last
+        CHECK(rows_of_target(target - 30, 61));         // inside a smaller batch
+    }
+}
+
 TEST_CASE("GPU ragged prefill: SPEC section 5 and exact equality with the CPU backend", "[gpu][ragged]") {
     Context gpu(&kDevice, 1);
     Stream stream;

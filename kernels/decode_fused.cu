@@ -1,0 +1,825 @@
+// Fused paged decode (sm_90a). Two launches per call:
+//  1. decode_plan_kernel: per sequence its count of 64-token tiles ("units") and their exclusive prefix over
+//     the batch; the units are split evenly over the CTAs of step 2 (CTA c owns [c*U/G, (c+1)*U/G)), so the
+//     split follows seq_lens, never the block table's width. It also clears the tickets and histograms step 2
+//     accumulates into, and pads the rows of sequences with no tile.
+//  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. A producer warp walks the CTA's
+//     tiles and loads each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
+//     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Two consumer
+//     warpgroups take alternate tiles: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights,
+//     head sum and scale in registers; each score goes to the workspace and into a shared-memory histogram
+//     of its order key's top 11 bits. When a sequence's tiles are done, its rows are selected at once: by
+//     this CTA when it owns the whole sequence, else by the last CTA to finish a part of it (a ticket), from
+//     the histograms the parts added up in global memory. A CTA scores its two shared sequences first, so
+//     their selection overlaps the other CTAs' scoring.
+// Selection of a row with n > k visible positions: the histogram gives the bin of the k-th best key; one
+// ordered pass over the row's scores keeps the keys at or above that bin (in position order) in shared
+// memory, where the remaining bits are refined exactly; an ordered pass over that list writes the result.
+// Ties go to the smaller position, so the output is a pure function of the inputs, as on the CPU backend.
+#include "kernels/decode_fused.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdint>
+
+#include <cuda.h>
+#include <cub/block/block_scan.cuh>
+
+#include "core/order_key.h"
+#include "kernels/score_kernels.cuh"
+
+namespace dsa::kernels {
+namespace {
+
+constexpr int kUnitTokens = 64;       // tokens per tile (one page of 64, or two of 32)
+constexpr int kFusedStages = 8;       // tiles in flight per CTA
+constexpr int kConsumerThreads = 256;  // two warpgroups
+constexpr int kFusedThreads = 128 + kConsumerThreads;
+constexpr int kBins = 2048;           // first-level histogram: the key's top 11 bits
+constexpr int kBinShift = 21;
+constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
+constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
+constexpr int kPlanThreads = 1024;
+constexpr int kFusedMaxTopk = 2048;
+
+enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
+
+struct TileMeta {
+    int b;      // sequence
+    int unit;   // tile index within the sequence
+    int flags;
+    int pad;
+};
+
+struct FusedParams {
+    PagedProblem pb;
+    int page_shift;
+    int* unit_prefix;  // [B + 1]
+    int* first_seq;    // [kMaxCtas]: sequence of the CTA's first tile
+    int* last_seq;     // [kMaxCtas]: sequence of its last tile
+    int* tickets;      // [B]
+    int* bad_flags;    // [B]
+    int* hist_slots;   // [kMaxCtas][next_n][kBins]: split sequence b adds into the slot of its first CTA
+    float* scores;     // sequence b, row j: at unit_prefix[b] * 64 * next_n + j * units_b * 64
+    int* error_flag;
+};
+
+template <int H, int NN>
+struct FusedSmem {
+    uint8_t keys[kFusedStages][kUnitTokens * kDim];  // first: 1024-byte aligned stages
+    uint8_t q[NN * H * kDim];
+    float scales[kFusedStages][kUnitTokens];
+    float w[NN * H];
+    int hist[NN][kBins];
+    uint64_t list[kListCap];        // (key << 32) | position, in position order
+    uint64_t picked[kFusedMaxTopk];  // sorted output: candidate keys
+    TileMeta meta[kFusedStages];
+    uint64_t full[kFusedStages];
+    uint64_t empty[kFusedStages];
+    int warp_total[2][8];
+    int bcast[8];
+    int seg_bad;
+};
+
+// ---- small device helpers ------------------------------------------------------------------------------
+
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(bar)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(smem_address(bar)), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+__device__ __forceinline__ void tma_load_page(void* dst, const CUtensorMap* map, int page, uint64_t* bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::
+            "r"(smem_address(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(0), "r"(page), "r"(smem_address(bar))
+        : "memory");
+}
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_address(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_address(bar))
+                 : "memory");
+}
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependents_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+__host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
+    return int64_t(c) * units / ctas;
+}
+// The CTA whose unit range holds unit u: the largest c with unit_begin(c) <= u.
+__host__ __device__ __forceinline__ int cta_of(int64_t u, int units, int ctas) {
+    return int(((u + 1) * ctas - 1) / units);
+}
+__device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b) {
+    const int64_t len = pb.seq_lens[b];
+    return (len < 0 || len > int64_t(pb.max_pages) * pb.shape.page_size) ? -1 : len;  // -1: bad input
+}
+__device__ __forceinline__ bool page_ok(const PagedProblem& pb, int32_t page) {
+    return page >= 0 && page < pb.num_pages;
+}
+
+// ---- planning ------------------------------------------------------------------------------------------
+
+template <int NN>
+__global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p, int grid_ctas) {
+    grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
+    const PagedProblem& pb = p.pb;
+    const int B = pb.batch_size, k = pb.shape.topk;
+    // Every CTA: its histogram slot, a share of tickets and flags, and the rows of sequences with no tile.
+    if (blockIdx.x < unsigned(grid_ctas)) {
+        int4* slot = reinterpret_cast<int4*>(p.hist_slots + int64_t(blockIdx.x) * NN * kBins);
+        for (int i = threadIdx.x; i < NN * kBins / 4; i += blockDim.x) slot[i] = make_int4(0, 0, 0, 0);
+    }
+    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) {
+        p.tickets[b] = 0;
+        p.bad_flags[b] = 0;
+    }
+    const int lane = threadIdx.x % 32;
+    const int warps = gridDim.x * (blockDim.x / 32);
+    for (int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
+        const int64_t tokens = sequence_tokens(pb, b);
+        if (tokens > 0) continue;
+        if (tokens < 0 && lane == 0) *p.error_flag = 1;
+        for (int j = 0; j < NN; ++j) {
+            const int64_t r = int64_t(b) * NN + j;
+            for (int i = lane; i < k; i += 32) {
+                pb.out.indices[r * k + i] = -1;
+                if (pb.out.scores) pb.out.scores[r * k + i] = -__int_as_float(0x7f800000);
+            }
+        }
+    }
+    if (blockIdx.x != 0) return;
+
+    // CTA 0: unit prefix, then the first and last sequence of every fused CTA.
+    using Scan = cub::BlockScan<int, kPlanThreads>;
+    __shared__ typename Scan::TempStorage scan;
+    constexpr int kItems = 4;
+    int carry = 0;
+    for (int first = 0; first < B; first += kPlanThreads * kItems) {
+        int units[kItems], before[kItems];
+#pragma unroll
+        for (int t = 0; t < kItems; ++t) {
+            const int b = first + threadIdx.x * kItems + t;
+            const int64_t tokens = b < B ? sequence_tokens(pb, b) : 0;
+            units[t] = tokens > 0 ? int((tokens + kUnitTokens - 1) / kUnitTokens) : 0;
+        }
+        int total = 0;
+        Scan(scan).ExclusiveSum(units, before, total);
+#pragma unroll
+        for (int t = 0; t < kItems; ++t) {
+            const int b = first + threadIdx.x * kItems + t;
+            if (b < B) p.unit_prefix[b] = carry + before[t];
+        }
+        carry += total;
+        __syncthreads();  // scan storage reused
+    }
+    if (threadIdx.x == 0) p.unit_prefix[B] = carry;
+    __syncthreads();
+    const int U = carry;
+    const int G = min(grid_ctas, U);
+    for (int b = threadIdx.x; b < B; b += blockDim.x) {
+        const int begin = p.unit_prefix[b], end = p.unit_prefix[b + 1];
+        if (begin == end) continue;
+        const int c_lo = cta_of(begin, U, G), c_hi = cta_of(end - 1, U, G);
+        // c's range meets b; its first unit lies in b unless it starts earlier, its last unless it ends later.
+        for (int c = c_lo; c <= c_hi; ++c) {
+            if (unit_begin(c, U, G) >= begin) p.first_seq[c] = b;
+            if (unit_begin(c + 1, U, G) <= end) p.last_seq[c] = b;
+        }
+    }
+}
+
+// ---- selection (the 256 consumer threads) ------------------------------------------------------------
+
+template <int H, int NN>
+struct Selector {
+    FusedSmem<H, NN>& sh;
+    int ct;  // consumer thread 0..255
+    int parity = 0;
+
+    __device__ int exclusive_scan(int v, int& total) {
+        const int lane = ct % 32, warp = ct / 32;
+        int inc = v;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int t = __shfl_up_sync(0xffffffffu, inc, off);
+            if (lane >= off) inc += t;
+        }
+        if (lane == 31) sh.warp_total[parity][warp] = inc;
+        consumer_sync();
+        int before = 0, sum = 0;
+#pragma unroll
+        for (int w = 0; w < 8; ++w) {
+            const int x = sh.warp_total[parity][w];
+            before += w < warp ? x : 0;
+            sum += x;
+        }
+        parity ^= 1;
+        total = sum;
+        return before + inc - v;
+    }
+
+    // The bin holding the need-th largest key of `hist` (nbins bins, need <= total), and the count above it.
+    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above) {
+        const int per = nbins / kConsumerThreads;  // 8 or 4
+        const int lo = (kConsumerThreads - 1 - ct) * per;
+        int local = 0;
+        for (int i = 0; i < per; ++i) local += hist[lo + i];
+        int total;
+        const int excl = exclusive_scan(local, total);
+        if (excl < need && need <= excl + local) {
+            int acc = excl;
+            for (int i = per - 1; i >= 0; --i) {
+                const int h = hist[lo + i];
+                if (acc + h >= need) {
+                    sh.bcast[0] = lo + i;
+                    sh.bcast[1] = acc;
+                    break;
+                }
+                acc += h;
+            }
+        }
+        consumer_sync();
+        bin = sh.bcast[0];
+        above = sh.bcast[1];
+        consumer_sync();
+    }
+
+    // Loads of V consecutive items starting at i0: order keys and positions.
+    struct GlobalSource {
+        const float* s;
+        template <int V>
+        __device__ void load(int i0, int n, uint32_t (&key)[V], uint32_t (&pos)[V]) const {
+#pragma unroll
+            for (int q = 0; q < V / 4; ++q) {
+                float4 f = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (i0 + 4 * q < n) f = __ldcg(reinterpret_cast<const float4*>(s + i0) + q);
+                key[4 * q + 0] = score_order_key(f.x);
+                key[4 * q + 1] = score_order_key(f.y);
+                key[4 * q + 2] = score_order_key(f.z);
+                key[4 * q + 3] = score_order_key(f.w);
+            }
+#pragma unroll
+            for (int e = 0; e < V; ++e) pos[e] = uint32_t(i0 + e);
+        }
+    };
+    struct ListSource {
+        const uint64_t* list;
+        template <int V>
+        __device__ void load(int i0, int n, uint32_t (&key)[V], uint32_t (&pos)[V]) const {
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                const uint64_t item = i0 + e < n ? list[i0 + e] : 0u;
+                key[e] = uint32_t(item >> 32);
+                pos[e] = uint32_t(item);
+            }
+        }
+    };
+
+    // Item i (in order) is taken when (key >> shift) > thr, or == thr and fewer than need_eq equal items came
+    // before it; sink(slot, key, position) with slot = its rank among the taken items.
+    template <int V, class Source, class Sink>
+    __device__ void ordered_pass(const Source& src, int n, int shift, uint32_t thr, int need_eq, Sink sink) {
+        int gt_base = 0, eq_base = 0;
+        for (int tile = 0; tile < n; tile += kConsumerThreads * V) {
+            const int i0 = tile + ct * V;
+            uint32_t key[V], pos[V];
+            src.template load<V>(i0, n, key, pos);
+            int gt = 0, eq = 0;
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                const uint32_t top = key[e] >> shift;
+                const bool in = i0 + e < n;
+                gt += in && top > thr;
+                eq += in && top == thr;
+            }
+            int total;
+            const int before = exclusive_scan(gt | (eq << 16), total);
+            int gt_before = gt_base + (before & 0xffff), eq_before = eq_base + (before >> 16);
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                if (i0 + e >= n) break;
+                const uint32_t top = key[e] >> shift;
+                if (top > thr) {
+                    sink(gt_before + min(eq_before, need_eq), key[e], pos[e]);
+                    ++gt_before;
+                } else if (top == thr) {
+                    if (eq_before < need_eq) sink(gt_before + eq_before, key[e], pos[e]);
+                    ++eq_before;
+                }
+            }
+            gt_base += total & 0xffff;
+            eq_base += total >> 16;
+        }
+    }
+
+    // Histogram of bits [bshift, bshift + width) of the keys whose bits above pshift equal prefix.
+    template <int V, class Source>
+    __device__ void hist_pass(const Source& src, int n, int pshift, uint32_t prefix, int bshift, uint32_t bmask,
+                              int* hist) {
+        for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
+        consumer_sync();
+        for (int tile = 0; tile < n; tile += kConsumerThreads * V) {
+            const int i0 = tile + ct * V;
+            uint32_t key[V], pos[V];
+            src.template load<V>(i0, n, key, pos);
+#pragma unroll
+            for (int e = 0; e < V; ++e)
+                if (i0 + e < n && (key[e] >> pshift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & bmask], 1);
+        }
+        consumer_sync();
+    }
+
+    // Refines (prefix, pbits) one level (11 or 10 more bits) over `src`; need/above as in find_bin.
+    template <int V, class Source>
+    __device__ void refine(const Source& src, int n, uint32_t& prefix, int& pbits, int& need, int& above,
+                           int& ties, int* hist) {
+        const int width = min(11, 32 - pbits);
+        const int bshift = 32 - pbits - width;
+        hist_pass<V>(src, n, 32 - pbits, prefix, bshift, (1u << width) - 1u, hist);
+        int bin, up;
+        find_bin(hist, 1 << (width == 11 ? 11 : 10), need, bin, up);
+        above += up;
+        need -= up;
+        ties = hist[bin];
+        consumer_sync();
+        prefix = (prefix << width) | uint32_t(bin);
+        pbits += width;
+    }
+
+    // Selects row r (n visible positions, scores s, level-1 histogram hist of its keys' top 11 bits).
+    template <class IndexOf>
+    __device__ void select_row(int64_t r, int n, const float* s, int* hist, IndexOf index_of, const PagedProblem& pb) {
+        const int k = pb.shape.topk;
+        const bool sorted = pb.shape.sorted;
+        int32_t* out_idx = pb.out.indices + r * k;
+        float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
+        auto emit = [&](int slot, uint32_t key, uint32_t pos) {
+            if (sorted) {
+                sh.picked[slot] = (uint64_t(key) << 32) | uint64_t(~pos);
+            } else {
+                out_idx[slot] = index_of(pos);
+                if (out_score) out_score[slot] = score_from_order_key(key);
+            }
+        };
+        const GlobalSource global{s};
+        int taken;
+        if (n <= k) {
+            ordered_pass<32>(global, n, 0, 0u, INT_MAX, emit);  // every key is >= 0: all taken, in order
+            taken = n;
+        } else {
+            int bin, above;
+            find_bin(hist, kBins, k, bin, above);
+            int need = k - above, ties = hist[bin], pbits = 11;
+            uint32_t prefix = uint32_t(bin);
+            consumer_sync();  // hist is rewritten by refine
+            while (above + ties > kListCap && pbits < 32) refine<32>(global, n, prefix, pbits, need, above, ties, hist);
+            if (above + ties <= kListCap) {
+                const int m = above + ties;
+                uint64_t* list = sh.list;
+                ordered_pass<32>(global, n, 32 - pbits, prefix, INT_MAX, [&](int slot, uint32_t key, uint32_t pos) {
+                    list[slot] = (uint64_t(key) << 32) | pos;
+                });
+                consumer_sync();
+                const ListSource local{list};
+                while (pbits < 32) refine<8>(local, m, prefix, pbits, need, above, ties, hist);
+                ordered_pass<8>(local, m, 0, prefix, need, emit);
+            } else {
+                ordered_pass<32>(global, n, 0, prefix, need, emit);  // exact ties beyond the list: stream them
+            }
+            taken = k;
+        }
+        consumer_sync();
+        if (sorted) {
+            // Bitonic sort of the candidate keys, descending (larger key ranks first).
+            int size = 1;
+            while (size < taken) size <<= 1;
+            for (int i = taken + ct; i < size; i += kConsumerThreads) sh.picked[i] = 0u;
+            consumer_sync();
+            for (int len = 2; len <= size; len <<= 1) {
+                for (int stride = len >> 1; stride > 0; stride >>= 1) {
+                    for (int t = ct; t < size / 2; t += kConsumerThreads) {
+                        const int i = (t / stride) * 2 * stride + t % stride, j = i + stride;
+                        const bool descending = (i & len) == 0;
+                        const uint64_t a = sh.picked[i], c = sh.picked[j];
+                        if ((a < c) == descending) {
+                            sh.picked[i] = c;
+                            sh.picked[j] = a;
+                        }
+                    }
+                    consumer_sync();
+                }
+            }
+            for (int i = ct; i < taken; i += kConsumerThreads) {
+                const uint64_t c = sh.picked[i];
+                out_idx[i] = index_of(candidate_position(c));
+                if (out_score) out_score[i] = score_from_order_key(uint32_t(c >> 32));
+            }
+        }
+        for (int i = taken + ct; i < k; i += kConsumerThreads) {
+            out_idx[i] = -1;
+            if (out_score) out_score[i] = -__int_as_float(0x7f800000);
+        }
+        consumer_sync();
+    }
+};
+
+// ---- the fused kernel ----------------------------------------------------------------------------------
+
+template <int H, int NN>
+__global__ void __launch_bounds__(kFusedThreads, 1)
+    decode_fused_kernel(const __grid_constant__ CUtensorMap key_map, FusedParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using Smem = FusedSmem<H, NN>;
+    using Math = WgmmaTileMath<H>;
+    extern __shared__ __align__(128) uint8_t fused_smem_raw[];
+    Smem& sh = *reinterpret_cast<Smem*>(fused_smem_raw + ((1024 - smem_address(fused_smem_raw) % 1024) % 1024));
+    const PagedProblem& pb = p.pb;
+    const int P = pb.shape.page_size;
+    const int B = pb.batch_size;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < kFusedStages; ++s) {
+            mbar_init(&sh.full[s], 1);
+            mbar_init(&sh.empty[s], kConsumerThreads);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    if (threadIdx.x == 32) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&key_map)) : "memory");
+    __syncthreads();
+    grid_dependency_wait();  // the plan kernel's outputs
+
+    const int U = __ldcg(p.unit_prefix + B);
+    const int G = min(int(gridDim.x), U);
+    const int c = blockIdx.x;
+    if (c >= G) return;
+    const int u0 = int(unit_begin(c, U, G)), u1 = int(unit_begin(c + 1, U, G));
+
+    if (threadIdx.x < 128) {
+        // ---- producer warp ----
+        if (threadIdx.x >= 32) return;
+        const int lane = threadIdx.x;
+        const int b_first = __ldcg(p.first_seq + c), b_last = __ldcg(p.last_seq + c);
+        const int end_a = min(u1, __ldcg(p.unit_prefix + b_first + 1));
+        const int start_b = b_last != b_first ? __ldcg(p.unit_prefix + b_last) : end_a;
+        const int pages_per_unit = kUnitTokens / P;
+        int i = 0;  // tiles issued
+        auto emit_interval = [&](int ua, int ub, int cur_b) {
+            for (int base = ua; base < ub;) {
+                const int sb = cur_b + lane;
+                const int end_l = sb < B ? __ldcg(p.unit_prefix + sb + 1) : INT_MAX;
+                const int u = base + lane;
+                int cnt = 0;
+#pragma unroll
+                for (int l = 0; l < 32; ++l) cnt += __shfl_sync(0xffffffffu, end_l, l) <= u;
+                const bool ok = u < ub && cnt < 32;
+                const int nb = __popc(__ballot_sync(0xffffffffu, ok));
+                if (nb == 0) {  // the next tile lies past 32 sequences that end before it (empty ones)
+                    cur_b += 32;
+                    continue;
+                }
+                const int my_b = cur_b + min(cnt, 31);
+                const int seq_end = __shfl_sync(0xffffffffu, end_l, min(cnt, 31));
+                int unit = 0, flags = 0, e0 = 0, e1 = 0, npages = 0;
+                if (ok) {
+                    const int seq_start = __ldcg(p.unit_prefix + my_b);
+                    unit = u - seq_start;
+                    const int64_t tokens = pb.seq_lens[my_b];
+                    const int64_t left = tokens - int64_t(unit) * kUnitTokens;
+                    const int64_t tile_tokens = left < kUnitTokens ? left : kUnitTokens;
+                    npages = int((tile_tokens + P - 1) / P);
+                    const int32_t* row = pb.block_table + int64_t(my_b) * pb.block_table_stride + int64_t(unit) * pages_per_unit;
+                    e0 = __ldg(row);
+                    if (npages > 1) e1 = __ldg(row + 1);
+                    const bool bad = !page_ok(pb, e0) || (npages > 1 && !page_ok(pb, e1));
+                    flags = (u == ua || unit == 0 ? kFirstOfSegment : 0) |
+                            (u == ub - 1 || u == seq_end - 1 ? kLastOfSegment : 0) | (bad ? kBadTile : 0);
+                }
+                for (int t = 0; t < nb; ++t, ++i) {
+                    const int b_t = __shfl_sync(0xffffffffu, my_b, t);
+                    const int unit_t = __shfl_sync(0xffffffffu, unit, t);
+                    const int flags_t = __shfl_sync(0xffffffffu, flags, t);
+                    const int e0_t = __shfl_sync(0xffffffffu, e0, t);
+                    const int e1_t = __shfl_sync(0xffffffffu, e1, t);
+                    const int np_t = __shfl_sync(0xffffffffu, npages, t);
+                    if (lane == 0) {
+                        const int s = i % kFusedStages;
+                        if (i >= kFusedStages) mbar_wait(&sh.empty[s], uint32_t((i / kFusedStages - 1) & 1));
+                        sh.meta[s] = TileMeta{b_t, unit_t, flags_t, 0};
+                        if (flags_t & kBadTile) {
+                            mbar_arrive(&sh.full[s]);
+                        } else {
+                            mbar_expect_tx(&sh.full[s], uint32_t(np_t * P * (kDim + 4)));
+                            for (int pg = 0; pg < np_t; ++pg) {
+                                const int page = pg == 0 ? e0_t : e1_t;
+                                tma_load_page(sh.keys[s] + pg * P * kDim, &key_map, page, &sh.full[s]);
+                                bulk_load(&sh.scales[s][pg * P], pb.k_cache + int64_t(page) * pb.page_stride_bytes + P * kDim,
+                                          uint32_t(P * 4), &sh.full[s]);
+                            }
+                        }
+                    }
+                    __syncwarp();
+                }
+                cur_b = __shfl_sync(0xffffffffu, my_b, nb - 1);
+                base += nb;
+            }
+        };
+        emit_interval(u0, end_a, b_first);
+        if (b_last != b_first) emit_interval(start_b, u1, b_last);
+        emit_interval(end_a, start_b, b_first + 1);
+        return;
+    }
+
+    // ---- consumer warpgroups ----
+    const int ct = threadIdx.x - 128;
+    const int wg = ct / 128;
+    const int warp_in_wg = (ct / 32) % 4, lane = ct % 32;
+    const int quad_row = lane >> 2, quad_col = lane & 3;
+    Selector<H, NN> sel{sh, ct};
+
+    // The current segment (this CTA's part of one sequence).
+    int seg_b = 0, seg_units = 0, seg_prefix = 0;
+    int64_t seg_tokens = 0;
+    bool seg_split = false;
+    const int n_tiles = u1 - u0;
+    for (int i = 0; i < n_tiles; ++i) {
+        const int s = i % kFusedStages;
+        mbar_wait(&sh.full[s], uint32_t((i / kFusedStages) & 1));
+        const TileMeta m = sh.meta[s];
+        if (m.flags & kFirstOfSegment) {
+            seg_b = m.b;
+            seg_prefix = __ldcg(p.unit_prefix + seg_b);
+            seg_units = __ldcg(p.unit_prefix + seg_b + 1) - seg_prefix;
+            seg_tokens = pb.seq_lens[seg_b];
+            seg_split = !(seg_prefix >= u0 && seg_prefix + seg_units <= u1);
+            const uint8_t* q = pb.q + int64_t(seg_b) * NN * H * kDim;
+            for (int idx = ct; idx < NN * H * (kDim / 16); idx += kConsumerThreads) {
+                const int qrow = idx / (kDim / 16), chunk = idx % (kDim / 16);
+                cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kDim + chunk * 16, 16);
+            }
+            cp_async_commit();
+            const float* w = pb.weights + int64_t(seg_b) * NN * H;
+            for (int idx = ct; idx < NN * H; idx += kConsumerThreads) sh.w[idx] = w[idx];
+            for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = 0;
+            if (ct == 0) sh.seg_bad = 0;
+            cp_async_wait<0>();
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            consumer_sync();
+        }
+        if (ct == 0 && (m.flags & kBadTile)) sh.seg_bad = 1;
+        if ((i & 1) == wg && !(m.flags & kBadTile)) {
+            float d[NN][Math::kAcc];
+#pragma unroll
+            for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
+            Math::wgmma_fence();
+#pragma unroll
+            for (int j = 0; j < NN; ++j)
+#pragma unroll
+                for (int ks = 0; ks < 4; ++ks) {
+                    const uint64_t a = Math::descriptor(sh.keys[s] + ks * 32);
+                    const uint64_t bq = Math::descriptor(sh.q + j * H * kDim + ks * 32);
+                    if (ks == 0) Math::template wgmma<0>(d[j], a, bq);
+                    else Math::template wgmma<1>(d[j], a, bq);
+                }
+            Math::wgmma_commit_and_wait();
+#pragma unroll
+            for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
+            const int r0 = warp_in_wg * 16 + quad_row;
+            const float sc0 = sh.scales[s][r0], sc1 = sh.scales[s][r0 + 8];
+            mbar_arrive(&sh.empty[s]);
+            const int64_t p0 = int64_t(m.unit) * kUnitTokens + r0;
+            float* row_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
+#pragma unroll
+            for (int j = 0; j < NN; ++j) {
+                float part[2] = {0.0f, 0.0f};
+#pragma unroll
+                for (int x = 0; x < H / 8; ++x) {
+                    const float w0 = sh.w[j * H + x * 8 + 2 * quad_col];
+                    const float w1 = sh.w[j * H + x * 8 + 2 * quad_col + 1];
+                    part[0] += w0 * relu_keep_nan(d[j][x * 4 + 0]) + w1 * relu_keep_nan(d[j][x * 4 + 1]);
+                    part[1] += w0 * relu_keep_nan(d[j][x * 4 + 2]) + w1 * relu_keep_nan(d[j][x * 4 + 3]);
+                }
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    part[half] += __shfl_xor_sync(0xffffffffu, part[half], 1);
+                    part[half] += __shfl_xor_sync(0xffffffffu, part[half], 2);
+                }
+                // Lane quad_col 0 reports token r0, lane 1 token r0 + 8.
+                const int64_t visible = visible_positions(seg_tokens, NN, j);
+                const int64_t pos = p0 + (quad_col == 1 ? 8 : 0);
+                const float score = quad_col == 1 ? sc1 * part[1] : sc0 * part[0];
+                const bool valid = quad_col < 2 && pos < visible;
+                if (valid) row_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
+                const uint32_t bin = valid ? score_order_key(score) >> kBinShift : 0xffffffffu;
+                const unsigned same = __match_any_sync(0xffffffffu, bin);
+                if (valid && lane == __ffs(same) - 1) atomicAdd(&sh.hist[j][bin], __popc(same));
+            }
+        } else {
+            mbar_arrive(&sh.empty[s]);
+        }
+
+        if (!(m.flags & kLastOfSegment)) continue;
+        // ---- the segment's tiles are all scored ----
+        consumer_sync();
+        bool bad = sh.seg_bad != 0;
+        if (seg_split) {
+            const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
+            int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
+            for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) {
+                const int v = (&sh.hist[0][0])[idx];
+                if (v) atomicAdd(slot + idx, v);
+            }
+            if (ct == 0 && bad) atomicOr(p.bad_flags + seg_b, 1);
+            __threadfence();
+            consumer_sync();
+            if (ct == 0) sh.bcast[4] = atomicAdd(p.tickets + seg_b, 1) == c_hi - c_lo;
+            consumer_sync();
+            const bool last = sh.bcast[4] != 0;
+            consumer_sync();
+            if (!last) continue;
+            __threadfence();
+            for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
+            bad = __ldcg(p.bad_flags + seg_b) != 0;
+            consumer_sync();
+        }
+        const float* seq_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
+        const int32_t* table = pb.block_table + int64_t(seg_b) * pb.block_table_stride;
+        const bool logical = pb.shape.index_mode == IndexMode::PagedLogical;
+        const int shift = p.page_shift;
+        auto index_of = [&](uint32_t pos) -> int32_t {
+            if (logical) return int32_t(pos);
+            return (table[pos >> shift] << shift) + int32_t(pos & ((1u << shift) - 1u));
+        };
+        for (int j = 0; j < NN; ++j) {
+            const int64_t r = int64_t(seg_b) * NN + j;
+            const int n = bad ? 0 : int(visible_positions(seg_tokens, NN, j));
+            if (bad && ct == 0) *p.error_flag = 1;
+            sel.select_row(r, n, seq_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], index_of, pb);
+        }
+    }
+#else
+    __trap();  // launched only when the sm_90a image is present (decode_fused_available)
+#endif
+}
+
+// ---- host side -----------------------------------------------------------------------------------------
+
+struct FusedLayout {
+    size_t prefix = 0, first_seq = 0, last_seq = 0, tickets = 0, bad = 0, hist = 0, scores = 0, total = 0;
+};
+
+FusedLayout fused_layout(const PagedProblem& pb) {
+    FusedLayout l;
+    size_t at = 0;
+    auto take = [&](size_t bytes) {
+        const size_t here = at;
+        at += (bytes + 255) / 256 * 256;
+        return here;
+    };
+    const int64_t B = pb.batch_size, NN = pb.shape.next_n;
+    const int64_t units_max = (int64_t(pb.max_pages) * pb.shape.page_size + kUnitTokens - 1) / kUnitTokens;
+    l.prefix = take(size_t(B + 1) * 4);
+    l.first_seq = take(size_t(kMaxCtas) * 4);
+    l.last_seq = take(size_t(kMaxCtas) * 4);
+    l.tickets = take(size_t(B) * 4);
+    l.bad = take(size_t(B) * 4);
+    l.hist = take(size_t(kMaxCtas) * NN * kBins * 4);
+    l.scores = take(size_t(B) * units_max * kUnitTokens * NN * 4);
+    l.total = at;
+    return l;
+}
+
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+EncodeTiled encode_tiled() {
+    static EncodeTiled fn = [] {
+        void* f = nullptr;
+        cudaDriverEntryPointQueryResult status{};
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &status) !=
+                cudaSuccess ||
+            status != cudaDriverEntryPointSuccess)
+            f = nullptr;
+        return reinterpret_cast<EncodeTiled>(f);
+    }();
+    return fn;
+}
+
+template <int H, int NN>
+cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout& l, uint8_t* ws, int* error_flag,
+                         cudaStream_t stream) {
+    CUtensorMap map;
+    const cuuint64_t dims[3] = {cuuint64_t(kDim), cuuint64_t(pb.shape.page_size), cuuint64_t(pb.num_pages)};
+    const cuuint64_t strides[2] = {cuuint64_t(kDim), cuuint64_t(pb.page_stride_bytes)};
+    const cuuint32_t box[3] = {cuuint32_t(kDim), cuuint32_t(pb.shape.page_size), 1};
+    const cuuint32_t element_strides[3] = {1, 1, 1};
+    EncodeTiled encode = encode_tiled();
+    if (!encode) return cudaErrorNotSupported;
+    if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<uint8_t*>(pb.k_cache), dims, strides, box,
+               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+        return cudaErrorInvalidValue;
+
+    FusedParams params;
+    params.pb = pb;
+    params.page_shift = __builtin_ctz(unsigned(pb.shape.page_size));
+    params.unit_prefix = reinterpret_cast<int*>(ws + l.prefix);
+    params.first_seq = reinterpret_cast<int*>(ws + l.first_seq);
+    params.last_seq = reinterpret_cast<int*>(ws + l.last_seq);
+    params.tickets = reinterpret_cast<int*>(ws + l.tickets);
+    params.bad_flags = reinterpret_cast<int*>(ws + l.bad);
+    params.hist_slots = reinterpret_cast<int*>(ws + l.hist);
+    params.scores = reinterpret_cast<float*>(ws + l.scores);
+    params.error_flag = error_flag;
+
+    const int ctas = std::max(1, std::min(sm_count, kMaxCtas));
+    decode_plan_kernel<NN><<<ctas, kPlanThreads, 0, stream>>>(params, ctas);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+
+    auto kernel = decode_fused_kernel<H, NN>;
+    constexpr int smem = int(sizeof(FusedSmem<H, NN>)) + 1024;
+    // Raised once per device (the attribute is per device); later calls pay nothing.
+    static std::atomic<uint64_t> raised{0};
+    int device = 0;
+    err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    const uint64_t bit = uint64_t(1) << (device & 63);
+    if (!(raised.load(std::memory_order_acquire) & bit)) {
+        err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (err != cudaSuccess) return err;
+        raised.fetch_or(bit, std::memory_order_acq_rel);
+    }
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(unsigned(ctas));
+    config.blockDim = dim3(kFusedThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    return cudaLaunchKernelEx(&config, kernel, map, params);
+}
+
+template <int H>
+cudaError_t launch_fused_rows(const PagedProblem& pb, int sm_count, const FusedLayout& l, uint8_t* ws, int* error_flag,
+                              cudaStream_t stream) {
+    switch (pb.shape.next_n) {
+        case 1: return launch_fused<H, 1>(pb, sm_count, l, ws, error_flag, stream);
+        case 2: return launch_fused<H, 2>(pb, sm_count, l, ws, error_flag, stream);
+        case 3: return launch_fused<H, 3>(pb, sm_count, l, ws, error_flag, stream);
+        default: return launch_fused<H, 4>(pb, sm_count, l, ws, error_flag, stream);
+    }
+}
+
+}  // namespace
+
+bool decode_fused_available(const PagedProblem& pb, int compute_capability) {
+    return DSA_KERNELS_HAVE_SM90A && compute_capability == 90 && pb.num_pages > 0 &&
+           pb.num_pages <= (int64_t(1) << 31) && pb.page_stride_bytes % 16 == 0 &&
+           reinterpret_cast<uintptr_t>(pb.k_cache) % 16 == 0 && pb.shape.topk <= kFusedMaxTopk &&
+           encode_tiled() != nullptr;
+}
+
+size_t decode_fused_workspace_bytes(const PagedProblem& pb) { return pb.rows() == 0 ? 0 : fused_layout(pb).total; }
+
+cudaError_t decode_fused_topk(const PagedProblem& pb, int sm_count, void* workspace, int* error_flag,
+                              cudaStream_t stream) {
+    if (pb.rows() == 0) return cudaSuccess;
+    const FusedLayout l = fused_layout(pb);
+    uint8_t* ws = static_cast<uint8_t*>(workspace);
+    return pb.shape.num_heads == 64 ? launch_fused_rows<64>(pb, sm_count, l, ws, error_flag, stream)
+                                    : launch_fused_rows<32>(pb, sm_count, l, ws, error_flag, stream);
+}
+
+}  // namespace dsa::kernels
