@@ -42,6 +42,7 @@ constexpr int kListCap = 8192;        // candidates one CTA refines in shared me
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
 constexpr int kFusedMaxTopk = 2048;
+constexpr int kGlobalItems = 32;    // scores per thread per pass step: 32 KB in flight per CTA
 
 enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
 
@@ -272,35 +273,33 @@ struct Selector {
         consumer_sync();
     }
 
-    // Loads of V consecutive items starting at i0: order keys and positions.
+    // Order keys of V consecutive items starting at i0, and the position item i stands for.
     struct GlobalSource {
         const float* s;
         template <int V>
-        __device__ void load(int i0, int n, uint32_t (&key)[V], uint32_t (&pos)[V]) const {
+        __device__ void load(int i0, int n, uint32_t (&key)[V]) const {
+            float4 f[V / 4];
+#pragma unroll
+            for (int q = 0; q < V / 4; ++q)  // all loads first: one memory round trip per tile
+                f[q] = i0 + 4 * q < n ? __ldcg(reinterpret_cast<const float4*>(s + i0) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
             for (int q = 0; q < V / 4; ++q) {
-                float4 f = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (i0 + 4 * q < n) f = __ldcg(reinterpret_cast<const float4*>(s + i0) + q);
-                key[4 * q + 0] = score_order_key(f.x);
-                key[4 * q + 1] = score_order_key(f.y);
-                key[4 * q + 2] = score_order_key(f.z);
-                key[4 * q + 3] = score_order_key(f.w);
+                key[4 * q + 0] = score_order_key(f[q].x);
+                key[4 * q + 1] = score_order_key(f[q].y);
+                key[4 * q + 2] = score_order_key(f[q].z);
+                key[4 * q + 3] = score_order_key(f[q].w);
             }
-#pragma unroll
-            for (int e = 0; e < V; ++e) pos[e] = uint32_t(i0 + e);
         }
+        __device__ uint32_t position(int i) const { return uint32_t(i); }
     };
     struct ListSource {
         const uint64_t* list;
         template <int V>
-        __device__ void load(int i0, int n, uint32_t (&key)[V], uint32_t (&pos)[V]) const {
+        __device__ void load(int i0, int n, uint32_t (&key)[V]) const {
 #pragma unroll
-            for (int e = 0; e < V; ++e) {
-                const uint64_t item = i0 + e < n ? list[i0 + e] : 0u;
-                key[e] = uint32_t(item >> 32);
-                pos[e] = uint32_t(item);
-            }
+            for (int e = 0; e < V; ++e) key[e] = i0 + e < n ? uint32_t(list[i0 + e] >> 32) : 0u;
         }
+        __device__ uint32_t position(int i) const { return uint32_t(list[i]); }
     };
 
     // Item i (in order) is taken when (key >> shift) > thr, or == thr and fewer than need_eq equal items came
@@ -310,8 +309,8 @@ struct Selector {
         int gt_base = 0, eq_base = 0;
         for (int tile = 0; tile < n; tile += kConsumerThreads * V) {
             const int i0 = tile + ct * V;
-            uint32_t key[V], pos[V];
-            src.template load<V>(i0, n, key, pos);
+            uint32_t key[V];
+            src.template load<V>(i0, n, key);
             int gt = 0, eq = 0;
 #pragma unroll
             for (int e = 0; e < V; ++e) {
@@ -328,10 +327,10 @@ struct Selector {
                 if (i0 + e >= n) break;
                 const uint32_t top = key[e] >> shift;
                 if (top > thr) {
-                    sink(gt_before + min(eq_before, need_eq), key[e], pos[e]);
+                    sink(gt_before + min(eq_before, need_eq), key[e], src.position(i0 + e));
                     ++gt_before;
                 } else if (top == thr) {
-                    if (eq_before < need_eq) sink(gt_before + eq_before, key[e], pos[e]);
+                    if (eq_before < need_eq) sink(gt_before + eq_before, key[e], src.position(i0 + e));
                     ++eq_before;
                 }
             }
@@ -348,8 +347,8 @@ struct Selector {
         consumer_sync();
         for (int tile = 0; tile < n; tile += kConsumerThreads * V) {
             const int i0 = tile + ct * V;
-            uint32_t key[V], pos[V];
-            src.template load<V>(i0, n, key, pos);
+            uint32_t key[V];
+            src.template load<V>(i0, n, key);
 #pragma unroll
             for (int e = 0; e < V; ++e)
                 if (i0 + e < n && (key[e] >> pshift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & bmask], 1);
@@ -392,7 +391,7 @@ struct Selector {
         const GlobalSource global{s};
         int taken;
         if (n <= k) {
-            ordered_pass<32>(global, n, 0, 0u, INT_MAX, emit);  // every key is >= 0: all taken, in order
+            ordered_pass<kGlobalItems>(global, n, 0, 0u, INT_MAX, emit);  // every key is >= 0: all taken, in order
             taken = n;
         } else {
             int bin, above;
@@ -400,11 +399,11 @@ struct Selector {
             int need = k - above, ties = hist[bin], pbits = 11;
             uint32_t prefix = uint32_t(bin);
             consumer_sync();  // hist is rewritten by refine
-            while (above + ties > kListCap && pbits < 32) refine<32>(global, n, prefix, pbits, need, above, ties, hist);
+            while (above + ties > kListCap && pbits < 32) refine<kGlobalItems>(global, n, prefix, pbits, need, above, ties, hist);
             if (above + ties <= kListCap) {
                 const int m = above + ties;
                 uint64_t* list = sh.list;
-                ordered_pass<32>(global, n, 32 - pbits, prefix, INT_MAX, [&](int slot, uint32_t key, uint32_t pos) {
+                ordered_pass<kGlobalItems>(global, n, 32 - pbits, prefix, INT_MAX, [&](int slot, uint32_t key, uint32_t pos) {
                     list[slot] = (uint64_t(key) << 32) | pos;
                 });
                 consumer_sync();
@@ -412,7 +411,7 @@ struct Selector {
                 while (pbits < 32) refine<8>(local, m, prefix, pbits, need, above, ties, hist);
                 ordered_pass<8>(local, m, 0, prefix, need, emit);
             } else {
-                ordered_pass<32>(global, n, 0, prefix, need, emit);  // exact ties beyond the list: stream them
+                ordered_pass<kGlobalItems>(global, n, 0, prefix, need, emit);  // exact ties beyond the list: stream them
             }
             taken = k;
         }
