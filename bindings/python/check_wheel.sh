@@ -43,7 +43,7 @@ import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 libraries = [n for n in names if ".so" in n]
 outside = [n for n in names if not n.startswith(("dsa_indexer/", "dsa_indexer-"))]
-required = ["dsa_indexer/__init__.py", "dsa_indexer/_library.py", "dsa_indexer/py.typed"]
+required = ["dsa_indexer/__init__.py", "dsa_indexer/_library.py", "dsa_indexer/py.typed", "dsa_indexer/torch.py"]
 missing = [n for n in required if n not in names]
 print("python_wheel: contents:", " ".join(sorted(n for n in names if not n.endswith(".py"))))
 if libraries != ["dsa_indexer/libdsa_indexer.so.0"] or outside or missing:
