@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The DeepSeek-V3.2 lightning-indexer decode step as vLLM runs it, with torch.ops.dsa_indexer.topk_paged_out
 in place of fp8_paged_mqa_logits + top-k: eager, under torch.compile(fullgraph=True), and (on a GPU) that
-compiled step captured in a CUDA graph and replayed with new inputs; all three must agree, and the selection
-must match the CPU backend's. Needs PyTorch >= 2.4 (else it says why and exits with 77, the tests' "skipped").
+compiled step captured in a CUDA graph and replayed with new inputs. Eager and compiled must match the CPU
+backend's selection; the graph replay must equal the compiled step. Needs PyTorch >= 2.4 (else it says why and exits with 77, the tests' "skipped").
 On a machine without a GPU (or a library without CUDA) the same step runs on CPU tensors.
 
 vLLM's indexer (vllm/model_executor/models/deepseek_v2.py, Indexer + sparse_attn_indexer), per decode step:
@@ -124,24 +124,32 @@ def main() -> int:
                 replayed = run(lambda *args: graph.replay())
             else:
                 replayed = traced
-            same = all(torch.equal(a, b) for a, b in zip(eager, traced)) and \
-                all(torch.equal(a, b) for a, b in zip(eager, replayed))
-            # The CPU backend on the same fp8 inputs: FlashInfer-Bench's rule, sorted scores within 1e-2.
+            # The CPU backend on the eager step's fp8 inputs is the reference. Compiled code may round the
+            # quantisation differently from eager (fused kernels), so every variant is held to
+            # FlashInfer-Bench's rule: the same padding, sorted scores within 1e-2. The CUDA graph replays
+            # the compiled kernels: it must equal the compiled step exactly.
             q_fp8, q_scale = quantize((q_lora @ wq_b).view(T, HEADS, DIM))
             weights = ((hidden_states @ weights_proj).unsqueeze(-1) * q_scale * softmax_scale * HEADS ** -0.5)
             host = [t.cpu().contiguous() for t in (q_fp8.view(torch.uint8), kv_cache, weights.squeeze(-1),
                                                    seq_lens, block_table)]
             _, expected = cpu.topk_paged(*[t.numpy() for t in host], page_size=BLOCK, topk=TOPK,
                                          logical_indices=True, sorted=True, return_scores=True)
-            got = eager[1].cpu().numpy()
             finite = np.isfinite(expected)
-            close = np.array_equal(finite, np.isfinite(got)) and \
-                np.allclose(got[finite], expected[finite], rtol=1e-2, atol=1e-2)
-            valid = eager[0] >= 0
-            print(f"step {seed}: {int(valid.sum())} positions selected over {BATCH} sequences on {device}; "
-                  f"eager, compiled{' and CUDA graph' if graph is not None else ''} "
-                  f"{'agree' if same else 'DISAGREE'}; {'matches' if close else 'DIFFERS FROM'} the CPU backend")
-            if not (same and close):
+
+            def close(result):
+                got = result[1].cpu().numpy()
+                return np.array_equal(finite, np.isfinite(got)) and \
+                    np.allclose(got[finite], expected[finite], rtol=1e-2, atol=1e-2) and \
+                    torch.equal(result[0] >= 0, torch.from_numpy(finite).to(result[0].device))
+
+            same = all(torch.equal(a, b) for a, b in zip(traced, replayed))
+            ok = close(eager) and close(traced) and same
+            print(f"step {seed}: {int((eager[0] >= 0).sum())} positions selected over {BATCH} sequences on "
+                  f"{device}; eager {'matches' if close(eager) else 'DIFFERS FROM'} and compiled "
+                  f"{'matches' if close(traced) else 'DIFFERS FROM'} the CPU backend"
+                  + (f"; the CUDA graph replay {'equals' if same else 'DIFFERS FROM'} the compiled step"
+                     if graph is not None else ""))
+            if not ok:
                 return 1
     if device.type == "cuda":
         dsa_torch.context(device).synchronize()  # raises DeviceInputError on a bad block-table entry
