@@ -11,8 +11,9 @@ seconds=${1:-600}
 build=${2:-build-fuzz}
 scripts/deps.sh --tests --reliability
 
+mkdir -p "$build"
 CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSA_FUZZ=ON -DDSA_WITH_CUDA=OFF \
-  -DDSA_BUILD_BENCH=OFF -DDSA_BUILD_TESTS=ON >"$build.configure.log" 2>&1 || { tail -20 "$build.configure.log"; exit 1; }
+  -DDSA_BUILD_BENCH=OFF -DDSA_BUILD_TESTS=ON >"$build/configure.log" 2>&1 || { tail -20 "$build/configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)" --target dsa_fuzz_topk >"$build/fuzz-build.log" 2>&1 ||
   { grep -E "error" "$build/fuzz-build.log" | head -20; exit 1; }
 

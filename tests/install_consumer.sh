@@ -31,5 +31,10 @@ case $found in
     *) echo "install_consumer: dsa_indexer was found in '$found', not under $work/prefix"; exit 1 ;;
 esac
 run_logged "$cmake" --build "$work/build"
-"$work/build/dsa_consumer"
+"$work/build/dsa_consumer" > "$work/consumer.out" ||
+    { cat "$work/consumer.out"; echo "install_consumer: the consumer failed"; exit 1; }
+cat "$work/consumer.out"
+# The version as people write it (0.2.0), not DSA_VERSION_NUMBER (200).
+grep -Eq '^dsa_indexer [0-9]+\.[0-9]+\.[0-9]+: ' "$work/consumer.out" ||
+    { echo "install_consumer: the consumer did not print the version as MAJOR.MINOR.PATCH"; exit 1; }
 echo "install_consumer: installed package found, consumer built and ran"

@@ -59,7 +59,9 @@ int main(void) {
         dsa_context_destroy(context);
         return 1;
     }
-    printf("dsa_indexer %d: top %d of %d tokens:", dsa_version(), TOPK, TOKENS);
+    /* dsa_version() is DSA_VERSION_NUMBER = MAJOR * 10000 + MINOR * 100 + PATCH: 200 is 0.2.0. */
+    printf("dsa_indexer %d.%d.%d: top %d of %d tokens:", dsa_version() / 10000, dsa_version() / 100 % 100,
+           dsa_version() % 100, TOPK, TOKENS);
     for (t = 0; t < TOPK; ++t) printf(" %d (%g)", (int)indices[t], (double)scores[t]);
     printf("\n");
     dsa_context_destroy(context);

@@ -53,6 +53,11 @@ echo "pkg_config_consumer: dsa_indexer $version: $flags"
 # shellcheck disable=SC2086
 "$cxx_compiler" -std=c++17 -Wall -Wextra -Werror -pedantic -o "$work/decode_cpp" "$source_dir/examples/cpp/decode.cpp" $flags ||
     fail "compiling examples/cpp/decode.cpp"
-LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$work/decode_c" || fail "running the C example"
-LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$work/decode_cpp" || fail "running the C++ example"
+# Without LD_LIBRARY_PATH: the .pc file's rpath is what finds the installed library (as the README says).
+env -u LD_LIBRARY_PATH "$work/decode_c" || fail "running the C example (without LD_LIBRARY_PATH: the rpath)"
+env -u LD_LIBRARY_PATH "$work/decode_cpp" || fail "running the C++ example (without LD_LIBRARY_PATH: the rpath)"
+# The README's plain-cc recipe: -L and -Wl,-rpath to the installed lib folder.
+"$c_compiler" -std=c99 -o "$work/decode_plain" "$source_dir/examples/c/decode.c" -I"$(pkg-config --variable=includedir dsa_indexer)" \
+    -L"$libdir" -Wl,-rpath,"$libdir" -ldsa_indexer || fail "compiling with the README's plain cc recipe"
+env -u LD_LIBRARY_PATH "$work/decode_plain" > /dev/null || fail "running the plain cc build"
 echo "pkg_config_consumer: installed package found through pkg-config, examples built and ran"

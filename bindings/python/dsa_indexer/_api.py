@@ -8,10 +8,11 @@ judge (supported ranges, seq_lens against the block table, ...) comes back as a 
 from __future__ import annotations
 
 import ctypes
-from typing import Any, ClassVar, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, ClassVar, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _arrays
 from ._arrays import ArrayView
+from ._errors import DsaError, error_for_status
 from ._library import (
     DSA_CACHE_REPLICATED, DSA_CACHE_SHARDED, DSA_MEMORY_HOST, DSA_NCCL_UNIQUE_ID_BYTES, DSA_TOPK_ABSOLUTE_INDICES,
     DSA_TOPK_LOGICAL_INDICES, DSA_TOPK_SORTED, CacheConfig, ContextConfig, NcclUniqueId, PagedInputs, RaggedInputs,
@@ -266,15 +267,47 @@ def _paged_rows(call_: _Call, q: ArrayLike, weights: ArrayLike, seq_lens: ArrayL
 
 
 def _outputs(call_: _Call, rows: int, topk: int, indices: Optional[ArrayLike], scores: Optional[ArrayLike],
-             return_scores: bool, memory_device: int = DSA_MEMORY_HOST) -> Tuple[TopkOutputs, TopkResult]:
+             return_scores: bool, before_allocating: Callable[[], None],
+             memory_device: int = DSA_MEMORY_HOST) -> Tuple[TopkOutputs, TopkResult]:
     """The outputs struct and what the Python call returns: indices, or (indices, scores). memory_device
-    is read by dsa_topk only (the engine-path calls ignore it)."""
-    indices, indices_view = call_.output(indices, "indices", (rows, topk), "int32")
-    if not (return_scores or scores is not None):
-        return new_struct(TopkOutputs, indices=indices_view.ptr, memory_device=memory_device), indices
-    scores, scores_view = call_.output(scores, "scores", (rows, topk), "float32")
-    return (new_struct(TopkOutputs, indices=indices_view.ptr, scores=scores_view.ptr, memory_device=memory_device),
+    is read by dsa_topk only (the engine-path calls ignore it).
+
+    Outputs given are checked first (in Python); then before_allocating() runs (the library's check of the
+    parameters and sizes, which raises for a call it would refuse), and only then are the missing outputs
+    allocated: a bad topk is a clear error, never a huge or negative allocation."""
+    want_scores = return_scores or scores is not None
+    index_view = score_view = None
+    if indices is not None:
+        indices, index_view = call_.output(indices, "indices", (rows, topk), "int32")
+    if scores is not None:
+        scores, score_view = call_.output(scores, "scores", (rows, topk), "float32")
+    before_allocating()
+    if index_view is None:
+        indices, index_view = call_.output(None, "indices", (rows, topk), "int32")
+    if want_scores and score_view is None:
+        scores, score_view = call_.output(None, "scores", (rows, topk), "float32")
+    if not want_scores:
+        return new_struct(TopkOutputs, indices=index_view.ptr, memory_device=memory_device), indices
+    assert score_view is not None
+    return (new_struct(TopkOutputs, indices=index_view.ptr, scores=score_view.ptr, memory_device=memory_device),
             (indices, scores))
+
+
+class _Required:
+    """The workspace bytes of one call, from the library's size query: that query checks the parameters and
+    sizes exactly as the call will (SPEC section 3's ranges) and reads no array, so it runs before any
+    output is allocated."""
+
+    bytes = 0
+
+    def query(self, context: "Context", function: str, params: TopkParams, inputs: Any) -> None:
+        size = ctypes.c_size_t()
+        try:
+            call(function + "_workspace_size", context.handle, ctypes.byref(params), ctypes.byref(inputs),
+                 ctypes.byref(size))
+        except DsaError as e:  # named after the call the user made
+            raise error_for_status(int(e.status), e.message, function) from None
+        self.bytes = size.value
 
 
 # ---- handles ---------------------------------------------------------------------------------------------
@@ -497,8 +530,10 @@ class Context(_Handle):
 
         params = new_struct(TopkParams, num_heads=heads, head_dim=dim, page_size=page_size, topk=topk,
                             next_n=next_n, flags=_flags(sorted, logical_indices))
-        outputs, result = _outputs(call_, rows, topk, indices, scores, return_scores)
-        self._launch("dsa_topk_paged", call_, params, inputs, outputs, workspace)
+        required = _Required()
+        outputs, result = _outputs(call_, rows, topk, indices, scores, return_scores,
+                                   lambda: required.query(self, "dsa_topk_paged", params, inputs))
+        self._launch("dsa_topk_paged", call_, params, inputs, outputs, workspace, required.bytes)
         return result
 
     def topk_ragged(self, q: ArrayLike, k: ArrayLike, k_scale: ArrayLike, weights: ArrayLike, row_start: ArrayLike,
@@ -546,19 +581,21 @@ class Context(_Handle):
         inputs = new_struct(RaggedInputs, num_rows=rows, num_keys=num_keys, q=q_view.ptr, k=k_view.ptr,
                             k_scale=scale_view.ptr, weights=weights_view.ptr, row_start=start_view.ptr,
                             row_end=end_view.ptr)
-        outputs, result = _outputs(call_, rows, topk, indices, scores, return_scores)
-        self._launch("dsa_topk_ragged", call_, params, inputs, outputs, workspace)
+        required = _Required()
+        outputs, result = _outputs(call_, rows, topk, indices, scores, return_scores,
+                                   lambda: required.query(self, "dsa_topk_ragged", params, inputs))
+        self._launch("dsa_topk_ragged", call_, params, inputs, outputs, workspace, required.bytes)
         return result
 
     def _launch(self, function: str, call_: _Call, params: TopkParams, inputs: Any, outputs: TopkOutputs,
-                workspace: Optional[ArrayLike]) -> None:
-        """The engine-path call, with the workspace given or (GPU) a new one of the size the library asks."""
-        required = 0
-        if self._devices and workspace is None:  # a given workspace is checked by the library itself
-            size = ctypes.c_size_t()
-            call(function + "_workspace_size", self.handle, ctypes.byref(params), ctypes.byref(inputs),
-                 ctypes.byref(size))
-            required = size.value
+                workspace: Optional[ArrayLike], required: int) -> None:
+        """The engine-path call, with the workspace given or (GPU) a new one of the `required` bytes the
+        library asked for. `workspace` may also be a callable(bytes) returning one (dsa_indexer.torch's cached
+        workspaces); it is called on a GPU context when the call needs any."""
+        if callable(workspace):
+            workspace = workspace(required) if self._devices and required else None
+        elif not self._devices or workspace is not None:  # a given workspace is checked by the library
+            required = 0
         workspace_ptr, workspace_bytes = call_.workspace(workspace, required)
         call(function, self.handle, ctypes.byref(params), ctypes.byref(inputs), ctypes.byref(outputs),
              workspace_ptr or None, workspace_bytes, call_.stream or None)
@@ -685,7 +722,9 @@ class Cache(_Handle):
             call_.outputs_in(device, template, "indices" if template is indices else "scores")
         params = new_struct(TopkParams, num_heads=heads, head_dim=dim, page_size=self.page_size, topk=topk,
                             next_n=next_n, flags=_flags(sorted, logical_indices))
+        # The paged size query checks the parameters and sizes as dsa_topk does, before outputs are allocated.
         outputs, result = _outputs(call_, rows, topk, indices, scores, return_scores,
+                                   lambda: _Required().query(self.context, "dsa_topk_paged", params, inputs),
                                    DSA_MEMORY_HOST if device is None else device)
         if device is not None:
             _arrays.wait_for_current_stream(template, device)  # the library writes them on its own stream

@@ -16,12 +16,15 @@ _DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
 _DL_INT, _DL_UINT, _DL_FLOAT = 0, 1, 2
 _DL_FLOAT8_E4M3FN = 10
 
-_TYPESTR_DTYPES = {"u1": "uint8", "i1": "int8", "i4": "int32", "i8": "int64", "f4": "float32", "f2": "float16"}
-_DLPACK_DTYPES = {
-    (_DL_UINT, 8): "uint8", (_DL_INT, 8): "int8", (_DL_INT, 32): "int32", (_DL_INT, 64): "int64",
-    (_DL_FLOAT, 32): "float32", (_DL_FLOAT, 16): "float16", (_DL_FLOAT8_E4M3FN, 8): "float8_e4m3fn",
-}
-_ITEMSIZES = {"uint8": 1, "int8": 1, "float8_e4m3fn": 1, "int32": 4, "int64": 8, "float32": 4, "float16": 2}
+_DL_BFLOAT, _DL_COMPLEX, _DL_BOOL = 4, 5, 6
+
+# Array-interface type kinds and DLPack codes, named as numpy names dtypes (float64, not "<f8").
+_TYPESTR_KINDS = {"i": "int", "u": "uint", "f": "float", "c": "complex"}
+_DLPACK_KINDS = {_DL_INT: "int", _DL_UINT: "uint", _DL_FLOAT: "float", _DL_COMPLEX: "complex",
+                 _DL_BFLOAT: "bfloat"}
+_ITEMSIZES = {"uint8": 1, "int8": 1, "float8_e4m3fn": 1, "bool": 1, "int16": 2, "uint16": 2, "float16": 2,
+              "bfloat16": 2, "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8,
+              "complex64": 8, "complex128": 16}
 
 
 @dataclass
@@ -32,7 +35,7 @@ class ArrayView:
     ptr: int                  # address of element [0, 0, ...]
     shape: Tuple[int, ...]
     strides: Tuple[int, ...]  # in elements
-    dtype: str                # "uint8", "float8_e4m3fn", "float32", "int32", "int64", ... or "other:<x>"
+    dtype: str                # numpy's name: "uint8", "float8_e4m3fn", "float32", "float64", ...
     device: Optional[int]     # None: host memory; else the CUDA device ordinal
     readonly: bool = False
     keepalive: List[Any] = field(default_factory=list)  # the exporter and any DLPack capsule
@@ -78,7 +81,27 @@ def _dtype_override(obj: Any) -> Optional[str]:
 
 
 def _from_typestr(typestr: str) -> str:
-    return _TYPESTR_DTYPES.get(typestr[1:], "other:" + typestr)
+    """numpy's name of an array-interface typestr ("<f8" -> "float64"); the typestr itself for kinds no
+    call accepts and numpy names otherwise (datetimes, records, ...)."""
+    kind, size = typestr[1:2], typestr[2:]
+    if kind == "b" and size == "1":
+        return "bool"
+    if kind in _TYPESTR_KINDS and size.isdigit():
+        return f"{_TYPESTR_KINDS[kind]}{int(size) * 8}"
+    return typestr
+
+
+def _from_dlpack_dtype(code: int, bits: int, lanes: int) -> str:
+    """The numpy-style name of a DLPack data type (code, bits, lanes)."""
+    if lanes != 1:
+        return f"vector of {lanes}"
+    if (code, bits) == (_DL_FLOAT8_E4M3FN, 8):
+        return "float8_e4m3fn"
+    if (code, bits) == (_DL_BOOL, 8):
+        return "bool"
+    if code in _DLPACK_KINDS:
+        return f"{_DLPACK_KINDS[code]}{bits}"
+    return f"DLPack type code {code} of {bits} bits"
 
 
 def _element_strides(name: str, shape: Tuple[int, ...], byte_strides: Optional[Sequence[int]],
@@ -182,8 +205,7 @@ def _from_dlpack(obj: Any, name: str, stream: Optional[int]) -> ArrayView:
         capsule = obj.__dlpack__(stream=stream if stream else 1)
     # DLManagedTensor starts with its DLTensor, so the capsule's pointer is the DLTensor's address.
     tensor = _DLTensor.from_address(_capsule_get_pointer(capsule, b"dltensor"))
-    key = (tensor.dtype.code, tensor.dtype.bits)
-    dtype = _DLPACK_DTYPES.get(key, "other:dlpack%d.%d" % key) if tensor.dtype.lanes == 1 else "other:vector"
+    dtype = _from_dlpack_dtype(tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes)
     dtype = _dtype_override(obj) or dtype
     shape = tuple(tensor.shape[i] for i in range(tensor.ndim))
     if tensor.strides:

@@ -143,9 +143,23 @@ def new_struct(cls: Any, **fields: Any) -> Any:
     DSA_MEMORY_HOST, not 0 = device 0), then the given fields."""
     value = cls()
     value.struct_size = ctypes.sizeof(cls)
+    types = dict(cls._fields_)
     for name, field_value in {**getattr(cls, "_defaults_", {}), **fields}.items():
+        limits = _INTEGER_RANGES.get(types[name])
+        # ctypes would silently wrap an out-of-range integer (topk=10**12 becomes a negative int32).
+        if limits is not None and isinstance(field_value, int) and not limits[0] <= field_value <= limits[1]:
+            raise ValueError(f"{name}: {field_value} is outside the range of the C API's {cls.__name__}.{name} "
+                             f"([{limits[0]}, {limits[1]}])")
         setattr(value, name, field_value)
     return value
+
+
+_INTEGER_RANGES = {
+    ctypes.c_int32: (-(2 ** 31), 2 ** 31 - 1),
+    ctypes.c_int64: (-(2 ** 63), 2 ** 63 - 1),
+    ctypes.c_uint32: (0, 2 ** 32 - 1),
+    ctypes.c_size_t: (0, 2 ** (8 * ctypes.sizeof(ctypes.c_size_t)) - 1),
+}
 
 
 _P = ctypes.POINTER

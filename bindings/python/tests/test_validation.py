@@ -4,6 +4,7 @@ dtypes, shapes, strides, memory and devices, read-only outputs."""
 import numpy as np
 import pytest
 
+import dsa_indexer as dsa
 from fakes import FakeCudaArray
 from paged_case import ramp_case
 
@@ -135,3 +136,72 @@ def test_owned_cache_calls_take_host_arrays_only(ctx):
         with pytest.raises(ValueError, match="q: is in CUDA device 0, but must be in host memory"):
             cache.topk(FakeCudaArray((1, 32, 128), "|u1"), np.zeros((1, 32), np.float32), np.ones(1, np.int32),
                        np.zeros((1, 1), np.int32), topk=1)
+
+
+# ---- issue 14: k and every size checked before outputs are allocated; dtypes named as numpy names them ----
+
+@pytest.fixture
+def no_allocation(monkeypatch):
+    """Makes any output allocation fail the test: a call that will be refused must not allocate first."""
+    from dsa_indexer import _arrays
+
+    def refuse(template, device, shape, dtype, stream=None):
+        raise AssertionError(f"an output of shape {shape} was allocated for a call that should be refused")
+    monkeypatch.setattr(_arrays, "empty", refuse)
+
+
+def ragged_args(rows=3, keys=10):
+    return (np.zeros((rows, 32, 128), np.uint8), np.zeros((keys, 128), np.uint8), np.ones(keys, np.float32),
+            np.zeros((rows, 32), np.float32), np.zeros(rows, np.int32), np.ones(rows, np.int32))
+
+
+@pytest.mark.parametrize("topk", [-1, 0, 2049, 2 ** 31 - 1])
+def test_unsupported_topk_is_the_librarys_error_before_allocating(ctx, no_allocation, topk):
+    for run in (lambda: call_with(ctx, topk=topk), lambda: ctx.topk_ragged(*ragged_args(), topk=topk)):
+        with pytest.raises(dsa.UnsupportedError, match=rf"params->topk is {topk}: supported range is \[1, 2048\]"):
+            run()
+
+
+@pytest.mark.parametrize("topk", [10 ** 12, 2 ** 31, -(2 ** 31) - 1])
+def test_topk_beyond_int32_is_a_value_error_naming_it(ctx, no_c_calls, no_allocation, topk):
+    with pytest.raises(ValueError, match=rf"topk: {topk} is outside the range of the C API's TopkParams.topk"):
+        call_with(ctx, topk=topk)
+    with pytest.raises(ValueError, match=rf"topk: {topk} is outside the range"):
+        ctx.topk_ragged(*ragged_args(), topk=topk)
+
+
+def test_owned_cache_topk_checks_k_before_allocating(ctx, no_allocation):
+    case = ramp_case([40, 5])
+    with ctx.create_cache(case.k_cache.shape[0], page_size=P) as cache:
+        with pytest.raises(dsa.UnsupportedError, match="params->topk is -1"):
+            cache.topk(case.q, case.weights, case.seq_lens, case.block_table, topk=-1)
+        with pytest.raises(ValueError, match="topk: 1000000000000 is outside the range"):
+            cache.topk(case.q, case.weights, case.seq_lens, case.block_table, topk=10 ** 12)
+
+
+def test_other_unsupported_sizes_are_refused_before_allocating(ctx, no_allocation):
+    with pytest.raises(dsa.UnsupportedError, match="params->next_n is 5"):
+        call_with(ctx, q=np.zeros((10, 32, 128), np.uint8), weights=np.zeros((10, 32), np.float32), next_n=5)
+    with pytest.raises(dsa.UnsupportedError, match="params->num_heads is 16"):
+        call_with(ctx, q=np.zeros((2, 1, 16, 128), np.uint8), weights=np.zeros((2, 16), np.float32))
+
+
+def test_a_given_output_is_checked_before_the_library_is_asked(ctx, no_c_calls):
+    with pytest.raises(ValueError, match=r"indices: shape must be \(rows, topk\) = \(2, 8\)"):
+        call_with(ctx, indices=np.zeros((2, 7), np.int32))
+
+
+@pytest.mark.parametrize("dtype, name", [(np.float64, "float64"), (np.int16, "int16"), (np.uint32, "uint32"),
+                                         (np.bool_, "bool"), (np.complex64, "complex64")])
+def test_dtypes_are_named_as_numpy_names_them(ctx, no_c_calls, dtype, name):
+    with pytest.raises(TypeError, match=f"weights: dtype must be float32, got {name}$"):
+        call_with(ctx, weights=np.zeros((2, 32), dtype))
+
+
+def test_dlpack_dtypes_are_named_as_numpy_names_them():
+    from dsa_indexer import _arrays
+    assert _arrays._from_dlpack_dtype(2, 64, 1) == "float64"
+    assert _arrays._from_dlpack_dtype(4, 16, 1) == "bfloat16"
+    assert _arrays._from_dlpack_dtype(6, 8, 1) == "bool"
+    assert _arrays._from_dlpack_dtype(1, 32, 1) == "uint32"
+    assert _arrays._from_typestr("<M8[ns]") == "<M8[ns]"
