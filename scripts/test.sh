@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command (CI runs exactly this, through .ci/run). Builds the library and every test and
-# runs them all (GPU tests skip themselves without a GPU; valgrind memcheck of the C test is the ctest
+# The README's test command (CI runs exactly this, through .ci/run). First the layering check
+# (scripts/check-layers.sh: no include against the layers of docs/ARCHITECTURE.md). Then builds the library
+# and every test and runs them all (GPU tests skip themselves without a GPU; valgrind memcheck of the C test is the ctest
 # c_api_valgrind), then the reliability stages of tests/RELIABILITY.md, each CPU-only in its own build dir:
 #   asan   <build>-asan, gcc, ASan + UBSan: cpu_tests, concurrency, sharding_tests, c_api_test, fuzz_corpus
 #   tsan   <build>-tsan, gcc, TSan:         the same
@@ -52,6 +53,7 @@ stage() {  # stage <name> <command...>: runs it, records its time and result
   fi
 }
 
+stage layers scripts/check-layers.sh
 stage main main_stage
 if [ "$quick" != 1 ]; then
   stage asan sanitizer_stage "$build-asan" \
