@@ -1,11 +1,14 @@
 // Copies of whole tokens between packed arrays and the paged cache layout: one warp per token, each lane
-// moving 4 key bytes; lane 0 moves the scale. The cache may be one shard of a sharded cache (topk_kernels.h).
-#include "kernels/topk_kernels.h"
+// moving 4 key bytes; lane 0 moves the scale. The cache may be one shard of a sharded cache (launch.h).
+#include "common/constants.hpp"
+#include "common/shard_rule.h"
+#include "kernels/launch.h"
 
 namespace dsa::kernels {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
+static_assert(kHeadDim == 32 * 4, "a warp moves one key, 4 bytes a lane");
 
 // Where a global slot lives in this shard: null when another rank holds its page.
 struct Shard {
@@ -16,11 +19,11 @@ struct Shard {
 
     __device__ uint8_t* page(int64_t slot) const {
         const int64_t page = slot / P;
-        return page % ranks == rank ? cache + (page / ranks) * stride : nullptr;
+        return shard_owner(page, ranks) == rank ? cache + shard_local_page(page, ranks) * stride : nullptr;
     }
-    __device__ uint8_t* key(uint8_t* page, int64_t slot) const { return page + (slot % P) * 128; }
+    __device__ uint8_t* key(uint8_t* page, int64_t slot) const { return page + (slot % P) * kHeadDim; }
     __device__ float* scale(uint8_t* page, int64_t slot) const {
-        return reinterpret_cast<float*>(page + int64_t(P) * 128) + slot % P;
+        return reinterpret_cast<float*>(page + int64_t(P) * kHeadDim) + slot % P;
     }
 };
 
@@ -33,7 +36,7 @@ __global__ void scatter_kernel(Shard shard, const int64_t* slots, const int64_t*
     if (!page) return;
     const int64_t src = source[t];
     uint32_t word;
-    memcpy(&word, keys + src * 128 + lane * 4, 4);  // packed keys may be unaligned to 4 only in the host staging
+    memcpy(&word, keys + src * kHeadDim + lane * 4, 4);  // packed keys may be unaligned to 4 only in the host staging
     memcpy(shard.key(page, slots[t]) + lane * 4, &word, 4);
     if (lane == 0) *shard.scale(page, slots[t]) = scales[src];
 }
@@ -46,7 +49,7 @@ __global__ void gather_kernel(Shard shard, const int64_t* slots, int64_t count, 
     if (!page) return;
     uint32_t word;
     memcpy(&word, shard.key(page, slots[t]) + lane * 4, 4);
-    memcpy(keys + t * 128 + lane * 4, &word, 4);
+    memcpy(keys + t * kHeadDim + lane * 4, &word, 4);
     if (lane == 0) scales[t] = *shard.scale(page, slots[t]);
 }
 

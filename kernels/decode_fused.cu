@@ -26,7 +26,9 @@
 #include <cuda.h>
 #include <cub/block/block_scan.cuh>
 
-#include "core/order_key.h"
+#include "common/constants.hpp"
+#include "common/order_key.h"
+#include "common/problem.hpp"
 #include "kernels/score_kernels.cuh"
 
 namespace dsa::kernels {
@@ -41,7 +43,6 @@ constexpr int kBinShift = 21;
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
-constexpr int kFusedMaxTopk = 2048;
 constexpr int kGlobalItems = 32;    // scores per thread per pass step: 32 KB in flight per CTA
 
 enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
@@ -68,13 +69,13 @@ struct FusedParams {
 
 template <int H, int NN>
 struct FusedSmem {
-    uint8_t keys[kFusedStages][kUnitTokens * kDim];  // first: 1024-byte aligned stages
-    uint8_t q[NN * H * kDim];
+    uint8_t keys[kFusedStages][kUnitTokens * kHeadDim];  // first: 1024-byte aligned stages
+    uint8_t q[NN * H * kHeadDim];
     float scales[kFusedStages][kUnitTokens];
     float w[NN * H];
     int hist[NN][kBins];
     uint64_t list[kListCap];        // (key << 32) | position, in position order
-    uint64_t picked[kFusedMaxTopk];  // sorted output: candidate keys
+    uint64_t picked[kMaxTopk];  // sorted output: candidate keys
     TileMeta meta[kFusedStages];
     uint64_t full[kFusedStages];
     uint64_t empty[kFusedStages];
@@ -140,10 +141,7 @@ __host__ __device__ __forceinline__ int cta_of(int64_t u, int units, int ctas) {
 }
 __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b) {
     const int64_t len = pb.seq_lens[b];
-    return (len < 0 || len > int64_t(pb.max_pages) * pb.shape.page_size) ? -1 : len;  // -1: bad input
-}
-__device__ __forceinline__ bool page_ok(const PagedProblem& pb, int32_t page) {
-    return page >= 0 && page < pb.num_pages;
+    return seq_len_in_range(len, pb.max_pages, pb.shape.page_size) ? len : -1;  // -1: bad input
 }
 
 // ---- planning ------------------------------------------------------------------------------------------
@@ -156,15 +154,15 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     // Every CTA: its histogram slot, a share of tickets and flags, and the rows of sequences with no tile.
     if (blockIdx.x < unsigned(grid_ctas)) {
         int4* slot = reinterpret_cast<int4*>(p.hist_slots + int64_t(blockIdx.x) * NN * kBins);
-        for (int i = threadIdx.x; i < NN * kBins / 4; i += blockDim.x) slot[i] = make_int4(0, 0, 0, 0);
+        for (int i = threadIdx.x; i < NN * kBins / 4; i += blockHeadDim.x) slot[i] = make_int4(0, 0, 0, 0);
     }
-    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) {
+    for (int b = blockIdx.x * blockHeadDim.x + threadIdx.x; b < B; b += gridDim.x * blockHeadDim.x) {
         p.tickets[b] = 0;
         p.bad_flags[b] = 0;
     }
     const int lane = threadIdx.x % 32;
-    const int warps = gridDim.x * (blockDim.x / 32);
-    for (int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
+    const int warps = gridDim.x * (blockHeadDim.x / 32);
+    for (int b = blockIdx.x * (blockHeadDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
         const int64_t tokens = sequence_tokens(pb, b);
         if (tokens > 0) continue;
         if (tokens < 0 && lane == 0) *p.error_flag = 1;
@@ -205,7 +203,7 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     __syncthreads();
     const int U = carry;
     const int G = min(grid_ctas, U);
-    for (int b = threadIdx.x; b < B; b += blockDim.x) {
+    for (int b = threadIdx.x; b < B; b += blockHeadDim.x) {
         const int begin = p.unit_prefix[b], end = p.unit_prefix[b + 1];
         if (begin == end) continue;
         const int c_lo = cta_of(begin, U, G), c_hi = cta_of(end - 1, U, G);
@@ -517,7 +515,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                     const int32_t* row = pb.block_table + int64_t(my_b) * pb.block_table_stride + int64_t(unit) * pages_per_unit;
                     e0 = __ldg(row);
                     if (npages > 1) e1 = __ldg(row + 1);
-                    const bool bad = !page_ok(pb, e0) || (npages > 1 && !page_ok(pb, e1));
+                    const bool bad = !page_entry_in_range(e0, pb.num_pages) || (npages > 1 && !page_entry_in_range(e1, pb.num_pages));
                     flags = (u == ua || unit == 0 ? kFirstOfSegment : 0) |
                             (u == ub - 1 || u == seq_end - 1 ? kLastOfSegment : 0) | (bad ? kBadTile : 0);
                 }
@@ -535,11 +533,11 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                         if (flags_t & kBadTile) {
                             mbar_arrive(&sh.full[s]);
                         } else {
-                            mbar_expect_tx(&sh.full[s], uint32_t(np_t * P * (kDim + 4)));
+                            mbar_expect_tx(&sh.full[s], uint32_t(np_t * P * (kHeadDim + 4)));
                             for (int pg = 0; pg < np_t; ++pg) {
                                 const int page = pg == 0 ? e0_t : e1_t;
-                                tma_load_page(sh.keys[s] + pg * P * kDim, &key_map, page, &sh.full[s]);
-                                bulk_load(&sh.scales[s][pg * P], pb.k_cache + int64_t(page) * pb.page_stride_bytes + P * kDim,
+                                tma_load_page(sh.keys[s] + pg * P * kHeadDim, &key_map, page, &sh.full[s]);
+                                bulk_load(&sh.scales[s][pg * P], pb.k_cache + int64_t(page) * pb.page_stride_bytes + P * kHeadDim,
                                           uint32_t(P * 4), &sh.full[s]);
                             }
                         }
@@ -578,10 +576,10 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             seg_units = __ldcg(p.unit_prefix + seg_b + 1) - seg_prefix;
             seg_tokens = pb.seq_lens[seg_b];
             seg_split = !(seg_prefix >= u0 && seg_prefix + seg_units <= u1);
-            const uint8_t* q = pb.q + int64_t(seg_b) * NN * H * kDim;
-            for (int idx = ct; idx < NN * H * (kDim / 16); idx += kConsumerThreads) {
-                const int qrow = idx / (kDim / 16), chunk = idx % (kDim / 16);
-                cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kDim + chunk * 16, 16);
+            const uint8_t* q = pb.q + int64_t(seg_b) * NN * H * kHeadDim;
+            for (int idx = ct; idx < NN * H * (kHeadDim / 16); idx += kConsumerThreads) {
+                const int qrow = idx / (kHeadDim / 16), chunk = idx % (kHeadDim / 16);
+                cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kHeadDim + chunk * 16, 16);
             }
             cp_async_commit();
             const float* w = pb.weights + int64_t(seg_b) * NN * H;
@@ -603,7 +601,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
 #pragma unroll
                 for (int ks = 0; ks < 4; ++ks) {
                     const uint64_t a = Math::descriptor(sh.keys[s] + ks * 32);
-                    const uint64_t bq = Math::descriptor(sh.q + j * H * kDim + ks * 32);
+                    const uint64_t bq = Math::descriptor(sh.q + j * H * kHeadDim + ks * 32);
                     if (ks == 0) Math::template wgmma<0>(d[j], a, bq);
                     else Math::template wgmma<1>(d[j], a, bq);
                 }
@@ -736,9 +734,9 @@ template <int H, int NN>
 cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout& l, uint8_t* ws, int* error_flag,
                          cudaStream_t stream) {
     CUtensorMap map;
-    const cuuint64_t dims[3] = {cuuint64_t(kDim), cuuint64_t(pb.shape.page_size), cuuint64_t(pb.num_pages)};
-    const cuuint64_t strides[2] = {cuuint64_t(kDim), cuuint64_t(pb.page_stride_bytes)};
-    const cuuint32_t box[3] = {cuuint32_t(kDim), cuuint32_t(pb.shape.page_size), 1};
+    const cuuint64_t dims[3] = {cuuint64_t(kHeadDim), cuuint64_t(pb.shape.page_size), cuuint64_t(pb.num_pages)};
+    const cuuint64_t strides[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.page_stride_bytes)};
+    const cuuint32_t box[3] = {cuuint32_t(kHeadDim), cuuint32_t(pb.shape.page_size), 1};
     const cuuint32_t element_strides[3] = {1, 1, 1};
     EncodeTiled encode = encode_tiled();
     if (!encode) return cudaErrorNotSupported;
@@ -779,7 +777,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     }
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(unsigned(ctas));
-    config.blockDim = dim3(kFusedThreads);
+    config.blockHeadDim = dim3(kFusedThreads);
     config.dynamicSmemBytes = smem;
     config.stream = stream;
     cudaLaunchAttribute attribute{};
@@ -806,7 +804,7 @@ cudaError_t launch_fused_rows(const PagedProblem& pb, int sm_count, const FusedL
 bool decode_fused_available(const PagedProblem& pb, int compute_capability) {
     return DSA_KERNELS_HAVE_SM90A && compute_capability == 90 && pb.num_pages > 0 &&
            pb.num_pages <= (int64_t(1) << 31) && pb.page_stride_bytes % 16 == 0 &&
-           reinterpret_cast<uintptr_t>(pb.k_cache) % 16 == 0 && pb.shape.topk <= kFusedMaxTopk &&
+           reinterpret_cast<uintptr_t>(pb.k_cache) % 16 == 0 && pb.shape.topk <= kMaxTopk &&
            encode_tiled() != nullptr;
 }
 

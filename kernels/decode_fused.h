@@ -1,12 +1,12 @@
 // The fused paged-decode top-k (sm_90a): one planning kernel and one persistent scoring kernel that selects
-// each row as soon as its scores are complete. Host-only header; kernels/topk_kernels.cu dispatches to it.
+// each row as soon as its scores are complete. Host-only header; kernels/topk_kernels.cu (topk_paged) dispatches to it.
 #pragma once
 
 #include <cstddef>
 
 #include <cuda_runtime_api.h>
 
-#include "core/problem.hpp"
+#include "common/problem.hpp"
 
 namespace dsa::kernels {
 

@@ -5,19 +5,18 @@
 
 #include <cstdint>
 
-#include "core/problem.hpp"
+#include "common/problem.hpp"
 
 namespace dsa::kernels {
 
-constexpr int kDim = 128;        // D
 constexpr int kTileTokens = 128; // tokens per shared-memory tile
 constexpr int kScoreThreads = 128;
-constexpr int kTileBytes = kTileTokens * kDim;
+constexpr int kTileBytes = kTileTokens * kHeadDim;
 
 // Row-major 128-byte rows with the 16-byte chunks XOR-swizzled by (row % 8): both the per-thread row reads
 // of the portable kernel and the 8-row ldmatrix reads of the tensor-core kernel are bank-conflict free.
 __device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
-    return uint32_t(row) * kDim + uint32_t((chunk ^ (row & 7)) << 4);
+    return uint32_t(row) * kHeadDim + uint32_t((chunk ^ (row & 7)) << 4);
 }
 
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
@@ -45,6 +44,8 @@ struct PagedGroups {
     __device__ int count() const { return pb.batch_size; }
     __device__ int rows(int) const { return pb.shape.next_n; }
     __device__ int64_t first_row(int g) const { return int64_t(g) * pb.shape.next_n; }
+    // A seq_len outside its range is clamped here, so nothing outside the block table is read; the selection
+    // kernel finds it out of range and writes the sequence's rows as padding.
     __device__ int64_t tokens(int g) const {
         const int64_t len = pb.seq_lens[g];
         const int64_t cap = int64_t(pb.max_pages) * pb.shape.page_size;
@@ -55,12 +56,12 @@ struct PagedGroups {
     // Base of token p's page, or null when its block-table entry is out of range.
     __device__ const uint8_t* page_base(int g, int64_t p) const {
         const int32_t page = __ldg(pb.block_table + int64_t(g) * pb.block_table_stride + (uint32_t(p) >> page_shift));
-        return (page >= 0 && page < pb.num_pages) ? pb.k_cache + int64_t(page) * pb.page_stride_bytes : nullptr;
+        return page_entry_in_range(page, pb.num_pages) ? pb.k_cache + int64_t(page) * pb.page_stride_bytes : nullptr;
     }
     __device__ uint32_t offset_in_page(int64_t p) const { return uint32_t(p) & ((1u << page_shift) - 1u); }
-    __device__ const uint8_t* key(int, int64_t p, const uint8_t* base) const { return base + offset_in_page(p) * kDim; }
+    __device__ const uint8_t* key(int, int64_t p, const uint8_t* base) const { return base + offset_in_page(p) * kHeadDim; }
     __device__ const float* scale(int, int64_t p, const uint8_t* base) const {
-        return reinterpret_cast<const float*>(base + (kDim << page_shift)) + offset_in_page(p);
+        return reinterpret_cast<const float*>(base + (kHeadDim << page_shift)) + offset_in_page(p);
     }
 };
 
@@ -72,17 +73,14 @@ struct RaggedGroups {
     __device__ int count() const { return pb.num_rows; }
     __device__ int rows(int) const { return 1; }
     __device__ int64_t first_row(int g) const { return g; }
-    __device__ bool window_ok(int g) const {
-        const int64_t s = pb.row_start[g], e = pb.row_end[g];
-        return s >= 0 && s <= e && e <= pb.num_keys;
-    }
+    __device__ bool window_ok(int g) const { return ragged_window_in_range(pb.row_start[g], pb.row_end[g], pb.num_keys); }
     __device__ int64_t tokens(int g) const { return window_ok(g) ? int64_t(pb.row_end[g]) - pb.row_start[g] : 0; }
     __device__ int64_t visible(int64_t n_tokens, int) const { return n_tokens; }
     // The row's first key; key() and scale() derive everything from it without further reads.
-    __device__ const uint8_t* page_base(int g, int64_t) const { return pb.k + int64_t(__ldg(pb.row_start + g)) * kDim; }
-    __device__ const uint8_t* key(int, int64_t p, const uint8_t* base) const { return base + p * kDim; }
+    __device__ const uint8_t* page_base(int g, int64_t) const { return pb.k + int64_t(__ldg(pb.row_start + g)) * kHeadDim; }
+    __device__ const uint8_t* key(int, int64_t p, const uint8_t* base) const { return base + p * kHeadDim; }
     __device__ const float* scale(int, int64_t p, const uint8_t* base) const {
-        return pb.k_scale + (base - pb.k) / kDim + p;
+        return pb.k_scale + (base - pb.k) / kHeadDim + p;
     }
 };
 
@@ -92,7 +90,7 @@ struct RaggedGroups {
 template <class Groups>
 __device__ __forceinline__ void stage_key_tile(const Groups& groups, int g, int64_t tile_begin, int64_t n_tokens,
                                                uint8_t* keys, float* scales) {
-    constexpr int kChunksPerToken = kDim / 16;
+    constexpr int kChunksPerToken = kHeadDim / 16;
     constexpr int kTokensPerPass = kScoreThreads / kChunksPerToken;
     constexpr int kPasses = kTileTokens / kTokensPerPass;
     const int chunk = threadIdx.x % kChunksPerToken;
@@ -119,10 +117,10 @@ template <class Groups>
 __device__ __forceinline__ void stage_queries(const Groups& groups, int g, int heads, uint8_t* q_smem, float* w_smem) {
     const int rows = groups.rows(g);
     const int64_t row0 = groups.first_row(g);
-    const uint8_t* q = groups.pb.q + row0 * heads * kDim;
-    for (int idx = threadIdx.x; idx < rows * heads * (kDim / 16); idx += blockDim.x) {
-        const int qrow = idx / (kDim / 16), chunk = idx % (kDim / 16);
-        cp_async_16(q_smem + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kDim + chunk * 16, 16);
+    const uint8_t* q = groups.pb.q + row0 * heads * kHeadDim;
+    for (int idx = threadIdx.x; idx < rows * heads * (kHeadDim / 16); idx += blockDim.x) {
+        const int qrow = idx / (kHeadDim / 16), chunk = idx % (kHeadDim / 16);
+        cp_async_16(q_smem + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kHeadDim + chunk * 16, 16);
     }
     const float* w = groups.pb.weights + row0 * heads;
     for (int idx = threadIdx.x; idx < rows * heads; idx += blockDim.x) w_smem[idx] = w[idx];

@@ -1,6 +1,7 @@
 // Scoring: score(r, p) = scale_p * sum_h w[r][h] * relu(q[r][h] . k_p) for every visible p of every row,
 // written to the workspace for the selection kernel. One CTA walks tiles of 128 tokens of one group with a
-// two-stage cp.async pipeline; the tile math is either fp8 tensor cores (sm_89+) or plain CUDA cores.
+// kStages-deep cp.async pipeline; the tile math is wgmma (sm_90a), fp8 mma.sync (sm_89+) or plain CUDA
+// cores (launch_score_heads in topk_kernels.cu picks one).
 #pragma once
 
 #include "kernels/score_common.cuh"
@@ -14,7 +15,7 @@ constexpr int kSmemAlign = 1024;  // 128-byte-swizzled wgmma operands start on 1
 
 // Dynamic shared memory of the scoring kernel: [queries: rows * H * 128][weights: 1 KB][kStages key tiles]
 // [kStages scale tiles], behind up to 1 KB of alignment padding. Every region starts 1024-byte aligned.
-__host__ __device__ constexpr int score_query_bytes(int group_rows, int heads) { return group_rows * heads * kDim; }
+__host__ __device__ constexpr int score_query_bytes(int group_rows, int heads) { return group_rows * heads * kHeadDim; }
 __host__ __device__ constexpr int score_smem_bytes(int group_rows, int heads) {
     return kSmemAlign + score_query_bytes(group_rows, heads) + kWeightBytes + kStages * (kTileBytes + kTileTokens * 4);
 }
@@ -41,7 +42,7 @@ struct PortableTileMath {
             float dot[H];
 #pragma unroll
             for (int h = 0; h < H; ++h) dot[h] = 0.0f;
-            for (int c = 0; c < kDim / 16; ++c) {
+            for (int c = 0; c < kHeadDim / 16; ++c) {
                 const uint4 kv = *reinterpret_cast<const uint4*>(keys + swizzled_offset(i, c));
                 const uint32_t kw[4] = {kv.x, kv.y, kv.z, kv.w};
                 float kf[16];
@@ -83,7 +84,7 @@ struct TensorCoreTileMath {
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #else
-        __trap();  // never launched below sm_89 (see choose_kernel)
+        __trap();  // never launched below sm_89 (see launch_score_heads in topk_kernels.cu)
 #endif
     }
 
@@ -219,8 +220,8 @@ struct WgmmaTileMath {
             for (int mb = 0; mb < 2; ++mb) {
 #pragma unroll
                 for (int ks = 0; ks < 4; ++ks) {
-                    const uint64_t a = descriptor(keys + mb * 64 * kDim + ks * 32);
-                    const uint64_t b = descriptor(q_smem + j * H * kDim + ks * 32);
+                    const uint64_t a = descriptor(keys + mb * 64 * kHeadDim + ks * 32);
+                    const uint64_t b = descriptor(q_smem + j * H * kHeadDim + ks * 32);
                     if (ks == 0) wgmma<0>(d[mb], a, b);
                     else wgmma<1>(d[mb], a, b);
                 }

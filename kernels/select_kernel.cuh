@@ -1,4 +1,4 @@
-// Selection: for each row, the k best candidates by the ranking rule of core/order_key.h. A candidate is the
+// Selection: for each row, the k best candidates by the ranking rule of common/order_key.h. A candidate is the
 // 64-bit key (order_key(score) << 32) | ~position; larger ranks first.
 //
 // A row is cut into chunks of kChunk positions. One CTA per chunk loads its candidates into shared memory
@@ -12,8 +12,8 @@
 
 #include <cub/block/block_radix_sort.cuh>
 
-#include "core/order_key.h"
-#include "core/problem.hpp"
+#include "common/order_key.h"
+#include "common/problem.hpp"
 
 namespace dsa::kernels {
 
@@ -22,7 +22,6 @@ constexpr int kSelectWarps = kSelectThreads / 32;
 static_assert(kSelectThreads == 1024, "the histogram reduction assumes four threads per bin");
 constexpr int kChunk = 16384;                       // candidates one CTA holds in shared memory
 constexpr int kSelectItems = kChunk / kSelectThreads;
-constexpr int kMaxTopk = 2048;
 constexpr int kFanIn = kChunk / kMaxTopk;           // 8 lists of k merge into one chunk
 constexpr int kMaxLevels = 8;
 
@@ -80,7 +79,7 @@ __device__ __forceinline__ void pick_digit(SelectShared& sh, int remaining) {
 }
 
 // Keeps the top k of sh.keys[0, m) in sh.picked, in array order; returns how many (min(m, k)).
-__device__ int select_top(SelectShared& sh, int m, int k) {
+__device__ inline int select_top(SelectShared& sh, int m, int k) {
     const int tid = threadIdx.x;
     if (m <= k) {
         for (int i = tid; i < m; i += kSelectThreads) sh.picked[i] = sh.keys[i];

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command (CI runs exactly this, through .ci/run). Builds the library and every test and
-# runs them all (GPU tests skip themselves without a GPU; valgrind memcheck of the C test is the ctest
+# The README's test command (CI runs exactly this, through .ci/run). First the layering check
+# (scripts/check-layers.sh: no include against the layers of docs/ARCHITECTURE.md). Then builds the library
+# and every test and runs them all (GPU tests skip themselves without a GPU; valgrind memcheck of the C test is the ctest
 # c_api_valgrind), then the reliability stages of tests/RELIABILITY.md, each CPU-only in its own build dir:
 #   asan   <build>-asan, gcc, ASan + UBSan: cpu_tests, concurrency, sharding_tests, c_api_test, fuzz_corpus
 #   tsan   <build>-tsan, gcc, TSan:         the same
@@ -69,6 +70,7 @@ stage() {  # stage <name> <what it does> <command...>: runs it, prints and recor
   stages+=("$(printf '%-6s %s  %4d s' "$name" "$result" $((SECONDS - stage_start)))")
 }
 
+stage layers "layering check (scripts/check-layers.sh); seconds" scripts/check-layers.sh
 stage main "build everything in $build (CUDA when nvcc is found) and run ctest; about 5 min" main_stage
 if [ "$quick" != 1 ]; then
   stage asan "CPU suites under ASan+UBSan in $build-asan; about 5 min" sanitizer_stage "$build-asan" \

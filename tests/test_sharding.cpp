@@ -1,4 +1,4 @@
-// The multi-GPU work plans of src/core/sharding.cpp (compiled into this test: the library hides them):
+// The multi-GPU work plans of src/gpu/multi/sharding.cpp (compiled into this test: the library hides them):
 // how dsa_topk splits sequences over the ranks of a replicated cache, and where a sharded cache keeps a
 // page, and the worker threads that drive the GPUs. The GPU results built on them are compared with one
 // GPU in test_multi_gpu.cpp.
@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "catch_shim.hpp"
-#include "core/sharding.hpp"
-#include "core/worker_pool.hpp"
+#include "gpu/multi/sharding.hpp"
+#include "gpu/multi/worker_pool.hpp"
 
 namespace {
 

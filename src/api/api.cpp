@@ -1,16 +1,17 @@
-// The extern "C" boundary. Each entry point is one call to translate(): checks and work inside, every
-// exception turned into a status plus this thread's error message. Nothing here computes.
+// The extern "C" boundary. Each entry point is one call to translate(): argument checks, then one call into
+// the context or cache (which serialise themselves), every exception turned into a status plus this
+// thread's error message. Nothing here computes, locks or counts.
 #include <array>
 #include <cstring>
-#include <mutex>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "api/validate.hpp"
+#include "common/error.hpp"
 #include "core/context.hpp"
-#include "core/error.hpp"
 #include "dsa_indexer.h"
 
 struct dsa_context_s {
@@ -18,7 +19,7 @@ struct dsa_context_s {
 };
 
 struct dsa_cache_s {
-    dsa::Cache cache;
+    std::unique_ptr<dsa::Cache> cache;
 };
 
 namespace {
@@ -61,7 +62,7 @@ dsa::Context& context_of(dsa_context_t context) {
 
 dsa::Cache& cache_of(dsa_cache_t cache) {
     dsa::require(cache != nullptr, DSA_STATUS_INVALID_ARGUMENT, "cache is NULL");
-    return cache->cache;
+    return *cache->cache;
 }
 
 template <class T>
@@ -158,17 +159,7 @@ DSA_API dsa_status_t dsa_nccl_unique_id_create(dsa_nccl_unique_id_t* out_id) {
 DSA_API dsa_status_t dsa_context_destroy(dsa_context_t context) {
     return translate([&] {
         if (!context) return;
-        const int caches = context->context.live_caches();
-        dsa::require(caches == 0, DSA_STATUS_INVALID_ARGUMENT, "the context still has ", caches,
-                     " cache(s): destroy them first");
-        {
-            std::lock_guard<std::mutex> lock(context->context.mutex());
-            try {
-                context->context.backend().synchronize();
-            } catch (const dsa::Error&) {
-                // a pending device-input flag has no one left to report to; the context goes anyway
-            }
-        }
+        context->context.close();
         delete context;
     });
 }
@@ -176,9 +167,7 @@ DSA_API dsa_status_t dsa_context_destroy(dsa_context_t context) {
 DSA_API dsa_status_t dsa_context_set_devices(dsa_context_t context, const int32_t* device_ids, int32_t num_devices) {
     return translate([&] {
         dsa::Context& ctx = context_of(context);
-        const std::vector<int> devices = device_list(device_ids, num_devices);
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        ctx.set_devices(devices);
+        ctx.set_devices(device_list(device_ids, num_devices));
     });
 }
 
@@ -186,16 +175,13 @@ DSA_API dsa_status_t dsa_context_num_devices(dsa_context_t context, int32_t* out
     return translate([&] {
         dsa::Context& ctx = context_of(context);
         int32_t& out = out_param(out_num_devices, "out_num_devices");
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        out = ctx.backend().num_devices();
+        out = ctx.num_devices();
     });
 }
 
 DSA_API dsa_status_t dsa_context_synchronize(dsa_context_t context) {
     return translate([&] {
-        dsa::Context& ctx = context_of(context);
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        ctx.backend().synchronize();
+        context_of(context).synchronize();
     });
 }
 
@@ -204,9 +190,7 @@ DSA_API dsa_status_t dsa_topk_paged_workspace_size(dsa_context_t context, const 
     return translate([&] {
         dsa::Context& ctx = context_of(context);
         size_t& out = out_param(out_bytes, "out_bytes");
-        const dsa::PagedProblem problem = dsa::api::check_paged_shape(params, inputs);
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        out = ctx.backend().paged_workspace_size(problem);
+        out = ctx.paged_workspace_size(dsa::api::check_paged_shape(params, inputs));
     });
 }
 
@@ -216,14 +200,7 @@ DSA_API dsa_status_t dsa_topk_paged(dsa_context_t context, const dsa_topk_params
     return translate([&] {
         dsa::Context& ctx = context_of(context);
         const dsa::PagedProblem problem = dsa::api::check_paged(params, inputs, outputs, /*owned_cache=*/false);
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        dsa::Backend& backend = ctx.backend();
-        if (backend.num_devices() == 0) dsa::api::check_paged_host_data(problem);
-        const size_t needed = backend.paged_workspace_size(problem);
-        dsa::require(workspace_bytes >= needed && (needed == 0 || workspace != nullptr),
-                     DSA_STATUS_INSUFFICIENT_WORKSPACE, "workspace of ", workspace_bytes, " bytes at ", workspace,
-                     ": this call needs ", needed, " bytes (dsa_topk_paged_workspace_size)");
-        backend.topk_paged(problem, workspace, workspace_bytes, stream);
+        ctx.topk_paged(problem, workspace, workspace_bytes, stream);
     });
 }
 
@@ -232,9 +209,7 @@ DSA_API dsa_status_t dsa_topk_ragged_workspace_size(dsa_context_t context, const
     return translate([&] {
         dsa::Context& ctx = context_of(context);
         size_t& out = out_param(out_bytes, "out_bytes");
-        const dsa::RaggedProblem problem = dsa::api::check_ragged_shape(params, inputs);
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        out = ctx.backend().ragged_workspace_size(problem);
+        out = ctx.ragged_workspace_size(dsa::api::check_ragged_shape(params, inputs));
     });
 }
 
@@ -244,14 +219,7 @@ DSA_API dsa_status_t dsa_topk_ragged(dsa_context_t context, const dsa_topk_param
     return translate([&] {
         dsa::Context& ctx = context_of(context);
         const dsa::RaggedProblem problem = dsa::api::check_ragged(params, inputs, outputs);
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        dsa::Backend& backend = ctx.backend();
-        if (backend.num_devices() == 0) dsa::api::check_ragged_host_data(problem);
-        const size_t needed = backend.ragged_workspace_size(problem);
-        dsa::require(workspace_bytes >= needed && (needed == 0 || workspace != nullptr),
-                     DSA_STATUS_INSUFFICIENT_WORKSPACE, "workspace of ", workspace_bytes, " bytes at ", workspace,
-                     ": this call needs ", needed, " bytes (dsa_topk_ragged_workspace_size)");
-        backend.topk_ragged(problem, workspace, workspace_bytes, stream);
+        ctx.topk_ragged(problem, workspace, workspace_bytes, stream);
     });
 }
 
@@ -265,21 +233,13 @@ DSA_API dsa_status_t dsa_cache_create(dsa_context_t context, const dsa_cache_con
         layout.page_size = c.page_size;
         layout.head_dim = c.head_dim;
         layout.sharded = c.mode == DSA_CACHE_SHARDED;
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        out = new dsa_cache_s{dsa::Cache{&ctx, layout, ctx.backend().create_cache(layout)}};
-        ++ctx.live_caches();
+        out = new dsa_cache_s{ctx.create_cache(layout)};
     });
 }
 
 DSA_API dsa_status_t dsa_cache_destroy(dsa_cache_t cache) {
     return translate([&] {
-        if (!cache) return;
-        dsa::Context& ctx = *cache->cache.context;
-        {
-            std::lock_guard<std::mutex> lock(ctx.mutex());
-            delete cache;
-        }
-        --ctx.live_caches();
+        delete cache;
     });
 }
 
@@ -288,8 +248,7 @@ DSA_API dsa_status_t dsa_cache_write(dsa_cache_t cache, const int64_t* slots, co
     return translate([&] {
         dsa::Cache& c = cache_of(cache);
         check_cache_transfer(slots, keys, scales, n);
-        std::lock_guard<std::mutex> lock(c.context->mutex());
-        c.storage->write(slots, static_cast<const uint8_t*>(keys), scales, n, memory_device);
+        c.write(slots, static_cast<const uint8_t*>(keys), scales, n, memory_device);
     });
 }
 
@@ -298,8 +257,7 @@ DSA_API dsa_status_t dsa_cache_read(dsa_cache_t cache, const int64_t* slots, voi
     return translate([&] {
         dsa::Cache& c = cache_of(cache);
         check_cache_transfer(slots, keys_out, scales_out, n);
-        std::lock_guard<std::mutex> lock(c.context->mutex());
-        c.storage->read(slots, static_cast<uint8_t*>(keys_out), scales_out, n, memory_device);
+        c.read(slots, static_cast<uint8_t*>(keys_out), scales_out, n, memory_device);
     });
 }
 
@@ -308,20 +266,8 @@ DSA_API dsa_status_t dsa_topk(dsa_context_t context, dsa_cache_t cache, const ds
     return translate([&] {
         dsa::Context& ctx = context_of(context);
         dsa::Cache& c = cache_of(cache);
-        dsa::require(c.context == &ctx, DSA_STATUS_INVALID_ARGUMENT, "cache belongs to another context");
-        dsa::PagedProblem problem = dsa::api::check_paged(params, inputs, outputs, /*owned_cache=*/true);
-        dsa::require(problem.shape.page_size == c.layout.page_size && problem.shape.head_dim == c.layout.head_dim,
-                     DSA_STATUS_INVALID_ARGUMENT, "params page_size ", problem.shape.page_size, " / head_dim ",
-                     problem.shape.head_dim, " differ from the cache's ", c.layout.page_size, " / ",
-                     c.layout.head_dim);
-        problem.num_pages = c.layout.num_pages;
-        problem.page_stride_bytes = c.layout.page_stride_bytes();
-        dsa::api::check_paged_host_data(problem);
-        std::lock_guard<std::mutex> lock(ctx.mutex());
-        dsa::require(problem.output_device == DSA_MEMORY_HOST || ctx.backend().has_device(problem.output_device),
-                     DSA_STATUS_INVALID_ARGUMENT, "outputs->memory_device ", problem.output_device,
-                     " is neither DSA_MEMORY_HOST nor a GPU of the context in this process");
-        ctx.backend().topk_cached(problem, *c.storage);
+        dsa::require(&c.context() == &ctx, DSA_STATUS_INVALID_ARGUMENT, "cache belongs to another context");
+        ctx.topk(c, dsa::api::check_paged(params, inputs, outputs, /*owned_cache=*/true));
     });
 }
 

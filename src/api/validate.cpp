@@ -1,19 +1,16 @@
 #include "api/validate.hpp"
 
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 
-#include "core/error.hpp"
+#include "common/constants.hpp"
+#include "common/error.hpp"
 
 namespace dsa::api {
 namespace {
 
-constexpr int kHeadDim = 128;
-constexpr int kMaxTopk = 2048;
-constexpr int kMaxNextN = 4;
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 
@@ -95,9 +92,9 @@ TopkShape check_params(const dsa_topk_params_t* params_in, bool paged) {
     require(p.num_heads == 32 || p.num_heads == 64, DSA_STATUS_UNSUPPORTED, "params->num_heads is ", p.num_heads,
             ": supported values are 32 and 64");
     require(p.head_dim == kHeadDim, DSA_STATUS_UNSUPPORTED, "params->head_dim is ", p.head_dim,
-            ": the supported value is 128");
+            ": the supported value is ", kHeadDim);
     require(p.topk >= 1 && p.topk <= kMaxTopk, DSA_STATUS_UNSUPPORTED, "params->topk is ", p.topk,
-            ": supported range is [1, 2048]");
+            ": supported range is [1, ", kMaxTopk, "]");
     const uint32_t known = DSA_TOPK_SORTED | DSA_TOPK_LOGICAL_INDICES | DSA_TOPK_ABSOLUTE_INDICES;
     require((p.flags & ~known) == 0, DSA_STATUS_INVALID_ARGUMENT, "params->flags has unknown bits 0x", std::hex,
             (p.flags & ~known));
@@ -110,7 +107,7 @@ TopkShape check_params(const dsa_topk_params_t* params_in, bool paged) {
         require(p.page_size == 32 || p.page_size == 64, DSA_STATUS_UNSUPPORTED, "params->page_size is ",
                 p.page_size, ": supported values are 32 and 64");
         require(p.next_n >= 1 && p.next_n <= kMaxNextN, DSA_STATUS_UNSUPPORTED, "params->next_n is ", p.next_n,
-                ": supported range is [1, 4]");
+                ": supported range is [1, ", kMaxNextN, "]");
         require(!(p.flags & DSA_TOPK_ABSOLUTE_INDICES), DSA_STATUS_INVALID_ARGUMENT,
                 "DSA_TOPK_ABSOLUTE_INDICES applies to ragged calls only");
         shape.page_size = p.page_size;
@@ -135,11 +132,6 @@ TopkOutputs check_outputs(const dsa_topk_outputs_t* outputs_in, int64_t rows, in
     return TopkOutputs{o.indices, o.scores};
 }
 
-void check_no_nan_weights(const float* weights, int64_t rows, int heads) {
-    for (int64_t i = 0; i < rows * heads; ++i)
-        require(!std::isnan(weights[i]), DSA_STATUS_INVALID_ARGUMENT, "weights[", i / heads, "][", i % heads,
-                "] is NaN");
-}
 
 }  // namespace
 
@@ -173,7 +165,7 @@ PagedProblem check_paged(const dsa_topk_params_t* params, const dsa_paged_inputs
                          const dsa_topk_outputs_t* outputs, bool owned_cache) {
     PagedProblem pb = check_paged_shape(params, inputs);
     const int P = pb.shape.page_size, H = pb.shape.num_heads;
-    const int64_t min_stride = int64_t(P) * (kHeadDim + 4);
+    const int64_t min_stride = int64_t(P) * kTokenBytes;
     if (owned_cache) {
         require(pb.k_cache == nullptr && pb.num_pages == 0 && pb.page_stride_bytes == 0, DSA_STATUS_INVALID_ARGUMENT,
                 "inputs->k_cache, num_pages and page_stride_bytes must be NULL/0 with an owned cache");
@@ -270,30 +262,6 @@ RaggedProblem check_ragged(const dsa_topk_params_t* params, const dsa_ragged_inp
     return pb;
 }
 
-void check_paged_host_data(const PagedProblem& pb) {
-    const int P = pb.shape.page_size;
-    const int64_t capacity = int64_t(pb.max_pages) * P;
-    for (int32_t b = 0; b < pb.batch_size; ++b) {
-        const int64_t len = pb.seq_lens[b];
-        require(len >= 0 && len <= capacity, DSA_STATUS_INVALID_ARGUMENT, "seq_lens[", b, "] is ", len,
-                ": it must be in [0, max_pages * page_size] = [0, ", capacity, "]");
-        if (len == 0) continue;  // no page to check; block_table may be NULL (max_pages 0): form no row pointer
-        const int32_t* table_row = pb.block_table + b * pb.block_table_stride;
-        for (int64_t i = 0; i < (len + P - 1) / P; ++i)
-            require(table_row[i] >= 0 && table_row[i] < pb.num_pages, DSA_STATUS_INVALID_ARGUMENT, "block_table[", b,
-                    "][", i, "] is ", table_row[i], ": it must be in [0, num_pages) = [0, ", pb.num_pages, ")");
-    }
-    check_no_nan_weights(pb.weights, pb.rows(), pb.shape.num_heads);
-}
-
-void check_ragged_host_data(const RaggedProblem& pb) {
-    for (int32_t r = 0; r < pb.num_rows; ++r)
-        require(pb.row_start[r] >= 0 && pb.row_start[r] <= pb.row_end[r] && pb.row_end[r] <= pb.num_keys,
-                DSA_STATUS_INVALID_ARGUMENT, "row ", r, " window [", pb.row_start[r], ", ", pb.row_end[r],
-                ") must satisfy 0 <= row_start <= row_end <= num_keys = ", pb.num_keys);
-    check_no_nan_weights(pb.weights, pb.rows(), pb.shape.num_heads);
-}
-
 dsa_context_config_t read_context_config(const dsa_context_config_t* config) {
     const dsa_context_config_t c = read_struct(config, "config", "dsa_context_config_init");
     require(c.num_devices >= 0, DSA_STATUS_INVALID_ARGUMENT, "config->num_devices is negative (", c.num_devices, ")");
@@ -316,7 +284,7 @@ dsa_cache_config_t read_cache_config(const dsa_cache_config_t* config) {
     require(c.page_size == 32 || c.page_size == 64, DSA_STATUS_UNSUPPORTED, "config->page_size is ", c.page_size,
             ": supported values are 32 and 64");
     require(c.head_dim == kHeadDim, DSA_STATUS_UNSUPPORTED, "config->head_dim is ", c.head_dim,
-            ": the supported value is 128");
+            ": the supported value is ", kHeadDim);
     require(c.num_pages <= (kInt32Max + 1) / c.page_size, DSA_STATUS_UNSUPPORTED, "config->num_pages (", c.num_pages,
             ") * page_size (", c.page_size, ") exceeds the int32 slot range");
     require(c.mode == DSA_CACHE_REPLICATED || c.mode == DSA_CACHE_SHARDED, DSA_STATUS_INVALID_ARGUMENT,

@@ -1,8 +1,9 @@
-// Every check of SPEC section 4 that runs on the host, turning the public structs into the validated
-// problem descriptions of core/problem.hpp. Failures throw dsa::Error with a message naming the field.
+// The structural checks of SPEC section 4 (no caller data read), turning the public structs into the
+// problem descriptions of common/problem.hpp. Failures throw dsa::Error with a message naming the field.
+// The data checks of host inputs are core/host_checks.hpp.
 #pragma once
 
-#include "core/problem.hpp"
+#include "common/problem.hpp"
 #include "dsa_indexer.h"
 
 namespace dsa::api {
@@ -17,11 +18,6 @@ RaggedProblem check_ragged(const dsa_topk_params_t* params, const dsa_ragged_inp
 // Shape-only variants for the workspace-size queries (pointers are not looked at).
 PagedProblem check_paged_shape(const dsa_topk_params_t* params, const dsa_paged_inputs_t* inputs);
 RaggedProblem check_ragged_shape(const dsa_topk_params_t* params, const dsa_ragged_inputs_t* inputs);
-
-// Data checks, for inputs in host memory: seq_lens within the block table, block-table entries of every
-// visible page within [0, num_pages), ragged windows within [0, N], no NaN weight.
-void check_paged_host_data(const PagedProblem& problem);
-void check_ragged_host_data(const RaggedProblem& problem);
 
 // Public config structs, copied after their size prefix is checked.
 dsa_context_config_t read_context_config(const dsa_context_config_t* config);

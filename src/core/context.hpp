@@ -1,7 +1,7 @@
-// A context: its backend, the lock that serialises calls on it, and a count of the caches built on it.
+// A context: its backend, the lock that serialises every call on it, and the owned caches built on it.
+// Every public method takes the lock itself; the api layer only checks arguments and translates errors.
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -12,27 +12,39 @@
 
 namespace dsa {
 
-// A context spanning processes: the NCCL unique id, this process's rank and the world size.
-struct ProcessGroup {
-    std::array<char, 128> unique_id{};
-    int rank = 0;
-    int world_size = 1;
-};
+class Cache;
 
 class Context {
 public:
     // devices empty: the CPU backend with cpu_threads threads (0 = all hardware threads). group: set for a
     // context spanning processes (exactly one device).
     Context(const std::vector<int>& devices, int cpu_threads, std::optional<ProcessGroup> group);
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
 
     // Builds the new backend completely before replacing the old one, so a failure changes nothing.
+    // INVALID_ARGUMENT while caches live on the current devices.
     void set_devices(const std::vector<int>& devices);
+    int num_devices();
+    void synchronize();
 
-    Backend& backend() { return *backend_; }
-    std::mutex& mutex() { return mutex_; }
-    std::atomic<int>& live_caches() { return live_caches_; }
+    size_t paged_workspace_size(const PagedProblem& problem);
+    size_t ragged_workspace_size(const RaggedProblem& problem);
+    // Engine path: INSUFFICIENT_WORKSPACE below the backend's workspace size, then the backend's call.
+    void topk_paged(const PagedProblem& problem, void* workspace, size_t workspace_bytes, void* stream);
+    void topk_ragged(const RaggedProblem& problem, void* workspace, size_t workspace_bytes, void* stream);
+
+    // Owned caches: create_cache counts the cache until it is destroyed; topk runs `problem` (host inputs,
+    // k_cache NULL) against one of this context's caches.
+    std::unique_ptr<Cache> create_cache(const CacheLayout& layout);
+    void topk(const Cache& cache, PagedProblem problem);
+
+    // Before destruction: INVALID_ARGUMENT while caches live, else waits for outstanding work (a pending
+    // device-input error has no one left to report to and is dropped).
+    void close();
 
 private:
+    friend class Cache;
     int cpu_threads_;
     std::optional<ProcessGroup> group_;
     std::unique_ptr<Backend> backend_;
@@ -40,19 +52,24 @@ private:
     std::atomic<int> live_caches_{0};
 };
 
-// The library-owned K cache of dsa_cache_t.
-struct Cache {
-    Context* context;
-    CacheLayout layout;
-    std::unique_ptr<CacheStorage> storage;
+// The library-owned K cache of dsa_cache_t. Its calls take its context's lock.
+class Cache {
+public:
+    Cache(Context& context, const CacheLayout& layout, std::unique_ptr<CacheStorage> storage);
+    ~Cache();  // frees the storage under the context's lock, then uncounts the cache
+    Cache(const Cache&) = delete;
+    Cache& operator=(const Cache&) = delete;
+
+    const Context& context() const { return context_; }
+    const CacheLayout& layout() const { return layout_; }
+    void write(const int64_t* slots, const uint8_t* keys, const float* scales, int64_t n, int memory_device);
+    void read(const int64_t* slots, uint8_t* keys, float* scales, int64_t n, int memory_device) const;
+
+private:
+    friend class Context;
+    Context& context_;
+    CacheLayout layout_;
+    std::unique_ptr<CacheStorage> storage_;
 };
-
-std::unique_ptr<Backend> make_host_backend(int cpu_threads);
-#if DSA_WITH_CUDA
-std::unique_ptr<Backend> make_gpu_backend(const std::vector<int>& devices, const ProcessGroup* group);
-#endif
-
-// A new NCCL unique id (dsa_nccl_unique_id_create); NOT_IMPLEMENTED in builds without NCCL.
-std::array<char, 128> new_nccl_unique_id();
 
 }  // namespace dsa

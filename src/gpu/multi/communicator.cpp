@@ -1,9 +1,9 @@
-#include "core/communicator.hpp"
+#include "gpu/multi/communicator.hpp"
 
 #include <cstring>
 #include <string>
 
-#include "core/error.hpp"
+#include "common/error.hpp"
 
 #if DSA_WITH_NCCL
 #include <nccl.h>

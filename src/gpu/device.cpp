@@ -1,6 +1,6 @@
-#include "core/device.hpp"
+#include "gpu/device.hpp"
 
-#include "core/error.hpp"
+#include "common/error.hpp"
 
 namespace dsa {
 

@@ -1,5 +1,5 @@
 // One GPU of a context: its stream, its device-input error flag and the library's scratch memory on it,
-// plus the small RAII helpers every GPU file of src/core uses. CUDA runtime types stay inside src/core.
+// plus the small RAII helpers every file of src/gpu uses. CUDA runtime types stay inside src/gpu.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/topk_kernels.h"
+#include "kernels/launch.h"
 
 namespace dsa {
 

@@ -1,4 +1,4 @@
-#include "core/sharding.hpp"
+#include "gpu/multi/sharding.hpp"
 
 #include <algorithm>
 

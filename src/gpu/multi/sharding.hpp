@@ -5,7 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/problem.hpp"
+#include "common/problem.hpp"
+#include "common/shard_rule.h"  // the sharded cache: which rank holds which page
 
 namespace dsa {
 
@@ -13,11 +14,5 @@ namespace dsa {
 // Contiguous ranges, so each rank's output rows are one block; cut where the running cost (visible tokens
 // of each row plus a fixed per-row selection cost) crosses r / G of the total.
 std::vector<int32_t> split_sequences(const PagedProblem& host, int ranks);
-
-// Sharded cache: physical page p lives on rank p % G, as local page p / G (kernels::shard_rows builds
-// each rank's problem on the device).
-inline int shard_owner(int64_t page, int ranks) { return int(page % ranks); }
-inline int64_t shard_local_page(int64_t page, int ranks) { return page / ranks; }
-inline int64_t shard_pages(int64_t num_pages, int ranks) { return (num_pages + ranks - 1) / ranks; }
 
 }  // namespace dsa

@@ -1,12 +1,16 @@
-// The launch functions of all device code: the only door from src/core into kernels/. Host-only header.
+// The launch functions of all device code: the only door from src/gpu into kernels/. Host-only header; it
+// and every file of kernels/ include nothing of src/ but src/common.
 // Every launch is asynchronous on `stream`, allocates nothing and never synchronises (graph-capturable).
+// A launch returns a CUDA error only for CUDA failures: logical limits (max_merge_ranks) are the caller's
+// preconditions, checked on the host before anything is queued.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include <cuda_runtime_api.h>
 
-#include "core/problem.hpp"
+#include "common/problem.hpp"
 
 namespace dsa::kernels {
 
@@ -16,50 +20,53 @@ struct DeviceTraits {
 };
 
 enum class ScoreKernel {
-    Auto,      // the fastest kernel this device runs (fp8 tensor cores on sm_90+)
+    Auto,      // the fastest kernel this device runs (fp8 tensor cores on sm_89+, wgmma on sm_90a)
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
 
+// ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------
 size_t paged_workspace_bytes(const PagedProblem& problem);
 size_t ragged_workspace_bytes(const RaggedProblem& problem);
 
-// error_flag: device int set to 1 when a row meets bad device-side input (paged: a block-table entry outside
-// [0, num_pages) or a seq_len outside [0, max_pages * page_size]; ragged: a window outside [0, num_keys]);
+// error_flag: device int set to 1 when a row meets bad device-side input (the data rules of
+// common/problem.hpp: paged, a seq_len or a block-table entry out of range; ragged, a window out of range);
 // that row is written as padding only and nothing outside the inputs is read.
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kernel, void* workspace,
                        int* error_flag, cudaStream_t stream);
 cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kernel, void* workspace,
                         int* error_flag, cudaStream_t stream);
 
-// Sharded owned cache (src/core/sharding.hpp). shard_rows builds what rank `rank` of `ranks` computes: row
-// r = b * next_n + j of `problem` becomes sequence r (next_n 1) holding the row's visible tokens on pages p
-// with p % ranks == rank, in logical order: local_table[r][c] = p / ranks, logical_page[r][c] = the logical
-// page, local_seq_lens[r] = its token count. Tables are [rows, problem.max_pages] (a bound on any rank's
-// count); problem.seq_lens and block_table are device memory and already checked. shard_candidates turns one rank's local results (position
-// order, scores present) into candidate keys over logical positions, candidates[r][i] =
-// candidate_key(score, logical_page[r][p / P] * P + p % P) for local position p, 0 where the index is -1.
+// ---- sharded owned cache (multi_kernels.cu; src/gpu/multi/sharding.hpp says who holds which page) -------
+// shard_rows builds what rank `rank` of `ranks` computes: row r = b * next_n + j of `problem` becomes
+// sequence r (next_n 1) holding the row's visible tokens on pages p with p % ranks == rank, in logical
+// order: local_table[r][c] = p / ranks, logical_page[r][c] = the logical page, local_seq_lens[r] = its token
+// count. Tables are [rows, problem.max_pages] (a bound on any rank's count); problem.seq_lens and
+// block_table are device memory and already checked.
 cudaError_t shard_rows(const PagedProblem& problem, int ranks, int rank, int32_t* local_table, int32_t* logical_page,
                        int32_t* local_seq_lens, cudaStream_t stream);
+// shard_candidates turns one rank's local results (position order, scores present) into candidate keys over
+// logical positions, candidates[r][i] = candidate_key(score, logical_page[r][p / P] * P + p % P) for local
+// position p, 0 where the index is -1.
 cudaError_t shard_candidates(const int32_t* local_indices, const float* local_scores, const int32_t* logical_page,
                              int32_t max_pages, int page_size, int64_t rows, int topk, uint64_t* candidates,
                              cudaStream_t stream);
-// The most ranks whose lists of k candidates merge_shard_candidates takes in one pass.
+// The most ranks whose lists of k candidates merge_shard_candidates takes in one pass, and its inverse:
+// the largest k it merges for `ranks` ranks (0: none).
 int max_merge_ranks(int topk);
+int max_merge_topk(int ranks);
 // Merges per row the position-ordered candidate lists of `ranks` ranks ([ranks][rows][topk], 0-padded) into
 // the row's top k, written as `problem` asks (index mode through problem.block_table, which is in this
 // device's memory, sorted or position order, scores when problem.out.scores). q and k_cache are not read.
+// Precondition: ranks <= max_merge_ranks(problem.shape.topk).
 cudaError_t merge_shard_candidates(const PagedProblem& problem, const uint64_t* candidates, int ranks,
                                    cudaStream_t stream);
 
-}  // namespace dsa::kernels
-
-namespace dsa::kernels {
-
-// Owned-cache token copies in the SPEC page layout (keys then scales per page). Token t of the list goes
-// between global cache slot slots[t] and element source_index[t] (gather: t) of the packed keys [*, 128] /
-// scales arrays. `cache` holds the pages p with p % ranks == rank, as local page p / ranks (a whole
-// replica: ranks 1, rank 0); tokens on other pages are skipped. The caller has checked the slots and
-// removed duplicates, so no two threads write one slot.
+// ---- owned-cache token copies (cache_kernels.cu) --------------------------------------------------------
+// Copies in the SPEC page layout (keys then scales per page). Token t of the list goes between global cache
+// slot slots[t] and element source_index[t] (gather: t) of the packed keys [*, kHeadDim] / scales arrays.
+// `cache` holds the pages p with p % ranks == rank, as local page p / ranks (a whole replica: ranks 1,
+// rank 0); tokens on other pages are skipped. The caller has checked the slots and removed duplicates, so
+// no two threads write one slot.
 cudaError_t scatter_tokens(uint8_t* cache, int64_t page_stride_bytes, int page_size, int ranks, int rank,
                            const int64_t* slots, const int64_t* source_index, int64_t count, const uint8_t* keys,
                            const float* scales, cudaStream_t stream);

@@ -12,8 +12,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/context.hpp"
-#include "core/device.hpp"
+#include "core/backend.hpp"
+#include "gpu/device.hpp"
 
 namespace dsa {
 

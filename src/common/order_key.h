@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "core/host_device.h"
+#include "common/host_device.h"
 
 namespace dsa {
 

@@ -1,10 +1,12 @@
-// Validated descriptions of one top-k call, shared by every backend. Built only by src/api/validate.cpp:
-// whatever holds one of these has passed every check that does not need to read the caller's data.
+// Descriptions of one top-k call, shared by every backend and the kernels, and the data rules of SPEC
+// section 4 that host checks and kernels both apply. src/api/validate.cpp builds them from the public
+// structs; the multi-GPU paths derive per-rank problems from a validated one.
 #pragma once
 
 #include <cstdint>
 
-#include "core/host_device.h"
+#include "common/constants.hpp"
+#include "common/host_device.h"
 
 namespace dsa {
 
@@ -12,7 +14,7 @@ enum class IndexMode { PagedGlobalSlot, PagedLogical, RaggedRelative, RaggedAbso
 
 struct TopkShape {
     int num_heads = 64;
-    int head_dim = 128;
+    int head_dim = kHeadDim;
     int page_size = 64;
     int topk = 2048;
     int next_n = 1;
@@ -64,6 +66,20 @@ struct RaggedProblem {
 DSA_HOST_DEVICE int64_t visible_positions(int64_t seq_len, int next_n, int j) {
     const int64_t n = seq_len - next_n + j + 1;
     return n < 0 ? 0 : (n > seq_len ? seq_len : n);
+}
+
+// The paged data rule (SPEC section 4), written once for the host checks and the kernels: a sequence's
+// length lies in [0, max_pages * page_size], and each of the pages_holding(length) pages it occupies has
+// a block-table entry in [0, num_pages). Entries past those pages are never read.
+DSA_HOST_DEVICE bool seq_len_in_range(int64_t seq_len, int32_t max_pages, int page_size) {
+    return seq_len >= 0 && seq_len <= int64_t(max_pages) * page_size;
+}
+DSA_HOST_DEVICE int64_t pages_holding(int64_t seq_len, int page_size) { return (seq_len + page_size - 1) / page_size; }
+DSA_HOST_DEVICE bool page_entry_in_range(int64_t entry, int64_t num_pages) { return entry >= 0 && entry < num_pages; }
+
+// The ragged data rule (SPEC section 4): 0 <= row_start <= row_end <= num_keys.
+DSA_HOST_DEVICE bool ragged_window_in_range(int64_t row_start, int64_t row_end, int64_t num_keys) {
+    return row_start >= 0 && row_start <= row_end && row_end <= num_keys;
 }
 
 }  // namespace dsa

@@ -1,0 +1,124 @@
+// The GPU backend. The engine path (dsa_topk_paged / dsa_topk_ragged) runs on the context's first GPU, on
+// the caller's stream and workspace: GpuBackend::topk_paged / topk_ragged check that the pointers are that
+// GPU's memory and launch the kernels through kernels/launch.h. Owned caches live on every GPU rank of the
+// context (src/gpu/multi): replicated, or sharded by page, each computed as plan then run.
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <vector>
+
+#include "common/error.hpp"
+#include "core/backend.hpp"
+#include "gpu/device.hpp"
+#include "gpu/multi/cache_storage.hpp"
+#include "gpu/multi/rank_group.hpp"
+#include "gpu/multi/replicated_topk.hpp"
+#include "gpu/multi/sharded_topk.hpp"
+#include "gpu/multi/trace.hpp"
+#include "kernels/launch.h"
+
+namespace dsa {
+namespace {
+
+// Set by DSA_INDEXER_KERNEL=portable: forces the CUDA-core scoring path (for verification).
+kernels::ScoreKernel score_kernel_choice() {
+    const char* env = std::getenv("DSA_INDEXER_KERNEL");
+    return (env && std::strcmp(env, "portable") == 0) ? kernels::ScoreKernel::Portable : kernels::ScoreKernel::Auto;
+}
+
+// Pointers of an engine-path call must be device memory of the device that runs it.
+struct NamedPointer {
+    const void* pointer;
+    const char* name;
+};
+void require_on_device(std::initializer_list<NamedPointer> pointers, int device) {
+    for (const NamedPointer& p : pointers) {
+        if (!p.pointer) continue;
+        cudaPointerAttributes attr;
+        const cudaError_t err = cudaPointerGetAttributes(&attr, p.pointer);
+        if (err != cudaSuccess) cudaGetLastError();
+        const bool ok = err == cudaSuccess && ((attr.type == cudaMemoryTypeDevice && attr.device == device) ||
+                                               attr.type == cudaMemoryTypeManaged);
+        require(ok, DSA_STATUS_INVALID_ARGUMENT, p.name, " is not device memory of GPU ", device,
+                " (the context's first device)");
+    }
+}
+
+class GpuBackend final : public Backend {
+public:
+    GpuBackend(const std::vector<int>& ids, const ProcessGroup* group) : kernel_(score_kernel_choice()), ranks_(ids, group) {}
+
+    int num_devices() const override { return int(ranks_.size()); }
+    bool has_device(int id) const override { return ranks_.has_device(id); }
+
+    size_t paged_workspace_size(const PagedProblem& pb) const override { return kernels::paged_workspace_bytes(pb); }
+    size_t ragged_workspace_size(const RaggedProblem& pb) const override { return kernels::ragged_workspace_bytes(pb); }
+
+    void topk_paged(const PagedProblem& pb, void* workspace, size_t, void* stream) override {
+        if (pb.rows() == 0) return;
+        Device& d = ranks_.device(0);
+        DeviceScope scope(d.id);
+        require_on_device({{pb.q, "inputs->q"}, {pb.k_cache, "inputs->k_cache"}, {pb.weights, "inputs->weights"},
+                           {pb.seq_lens, "inputs->seq_lens"}, {pb.block_table, "inputs->block_table"},
+                           {pb.out.indices, "outputs->indices"}, {pb.out.scores, "outputs->scores"},
+                           {workspace, "workspace"}},
+                          d.id);
+        check_cuda(kernels::topk_paged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
+                   "launching the paged top-k kernels");
+    }
+
+    void topk_ragged(const RaggedProblem& pb, void* workspace, size_t, void* stream) override {
+        if (pb.rows() == 0) return;
+        Device& d = ranks_.device(0);
+        DeviceScope scope(d.id);
+        require_on_device({{pb.q, "inputs->q"}, {pb.k, "inputs->k"}, {pb.k_scale, "inputs->k_scale"},
+                           {pb.weights, "inputs->weights"}, {pb.row_start, "inputs->row_start"},
+                           {pb.row_end, "inputs->row_end"}, {pb.out.indices, "outputs->indices"},
+                           {pb.out.scores, "outputs->scores"}, {workspace, "workspace"}},
+                          d.id);
+        check_cuda(kernels::topk_ragged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
+                   "launching the ragged top-k kernels");
+    }
+
+    void synchronize() override {
+        bool flagged = false;
+        for (Device* d : ranks_.devices()) flagged |= d->synchronize_and_take_error();
+        require(!flagged, DSA_STATUS_DEVICE_INPUT_ERROR,
+                "a GPU call met a block-table entry outside [0, num_pages), a seq_len outside [0, max_pages * page_size] "
+                "or a ragged window outside [0, num_keys]; those rows were written as padding (-1)");
+    }
+
+    std::unique_ptr<CacheStorage> create_cache(const CacheLayout& layout) override {
+        return std::make_unique<GpuCacheStorage>(ranks_, layout);
+    }
+
+    void topk_cached(const PagedProblem& host, const CacheStorage& storage) override {
+        if (host.rows() == 0) return;
+        const auto& cache = static_cast<const GpuCacheStorage&>(storage);
+        if (cache.layout().sharded && ranks_.world_size() > 1) {
+            PhaseTrace trace("dsa_topk sharded");
+            const ShardedPlan plan = plan_sharded(ranks_, host, cache);
+            run_sharded(ranks_, kernel_, host, plan, trace);
+        } else {
+            PhaseTrace trace("dsa_topk replicated");
+            const ReplicatedPlan plan = plan_replicated(ranks_, host, cache);
+            trace.phase("plan", [] {});
+            run_replicated(ranks_, kernel_, host, plan, trace);
+        }
+    }
+
+private:
+    kernels::ScoreKernel kernel_;
+    RankGroup ranks_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_gpu_backend(const std::vector<int>& devices, const ProcessGroup* group) {
+    return std::make_unique<GpuBackend>(devices, group);
+}
+
+}  // namespace dsa

@@ -1,0 +1,51 @@
+#!/bin/sh
+# dsa_bench's answers to argument errors and to a machine without a usable GPU (issue 14): each case must
+# end with the expected exit status and print the expected text. CUDA_VISIBLE_DEVICES= hides every GPU.
+# usage: bench_args.sh DSA_BENCH
+set -u
+bench=$1
+out=${TMPDIR:-/tmp}/dsa_bench_args.$$
+failed=0
+
+# expect <status> <text> <arguments...>: runs dsa_bench without GPUs; its stdout + stderr must hold <text>.
+expect() {
+    want=$1 text=$2
+    shift 2
+    CUDA_VISIBLE_DEVICES= "$bench" "$@" >"$out" 2>&1
+    got=$?
+    if [ "$got" -ne "$want" ] || ! grep -q -- "$text" "$out"; then
+        echo "bench_args: FAILED: dsa_bench $*: exit $got (expected $want), output:"
+        sed 's/^/    /' "$out"
+        echo "    (expected the text: $text)"
+        failed=1
+    else
+        echo "bench_args: ok: dsa_bench $* -> exit $got, \"$text\""
+    fi
+}
+
+expect 2 "valid names: 4x2048 2x1024_next_n2 fib_4" --backend cpu --quick --only nosuch
+expect 2 "valid names:.*fib_16" --backend cpu --only nosuch
+expect 2 "GPU 0 cannot be used" --backend gpu --quick
+expect 2 "backend is cpu or gpu" --backend tpu
+expect 2 "is not BxL" --shape 4x
+expect 2 "is not BxL" --shape 2x512,x9
+expect 2 "num_heads" --shape 2x512 --heads 48
+expect 2 "go with --shape" --next-n 2
+expect 2 "takes a whole number" --iterations many
+expect 2 "unknown option --frobnicate" --frobnicate 1
+expect 0 "2x512_next_n2_k64 .* PASS" --backend cpu --shape 2x512,1x300 --next-n 2 --topk 64 --iterations 1
+expect 0 "backend: cpu (requested)" --backend cpu --shape 1x256 --iterations 1
+expect 0 "backend: cpu (default without a usable GPU" --quick --only fib_4 --iterations 1
+
+# CPU throughput instead of zeros: the Mtok/s and rows/s columns of a CPU run are positive.
+CUDA_VISIBLE_DEVICES= "$bench" --backend cpu --shape 2x2048 --iterations 1 >"$out" 2>&1
+if ! grep -q "Mtok/s" "$out" || ! awk '$1 == "2x2048" { ok = ($7 > 0 && $8 > 0) } END { exit !ok }' "$out"; then
+    echo "bench_args: FAILED: no positive CPU throughput in:"
+    sed 's/^/    /' "$out"
+    failed=1
+else
+    echo "bench_args: ok: CPU throughput printed"
+fi
+
+rm -f "$out"
+exit $failed
