@@ -154,15 +154,15 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     // Every CTA: its histogram slot, a share of tickets and flags, and the rows of sequences with no tile.
     if (blockIdx.x < unsigned(grid_ctas)) {
         int4* slot = reinterpret_cast<int4*>(p.hist_slots + int64_t(blockIdx.x) * NN * kBins);
-        for (int i = threadIdx.x; i < NN * kBins / 4; i += blockHeadDim.x) slot[i] = make_int4(0, 0, 0, 0);
+        for (int i = threadIdx.x; i < NN * kBins / 4; i += blockDim.x) slot[i] = make_int4(0, 0, 0, 0);
     }
-    for (int b = blockIdx.x * blockHeadDim.x + threadIdx.x; b < B; b += gridDim.x * blockHeadDim.x) {
+    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) {
         p.tickets[b] = 0;
         p.bad_flags[b] = 0;
     }
     const int lane = threadIdx.x % 32;
-    const int warps = gridDim.x * (blockHeadDim.x / 32);
-    for (int b = blockIdx.x * (blockHeadDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
+    const int warps = gridDim.x * (blockDim.x / 32);
+    for (int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
         const int64_t tokens = sequence_tokens(pb, b);
         if (tokens > 0) continue;
         if (tokens < 0 && lane == 0) *p.error_flag = 1;
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     __syncthreads();
     const int U = carry;
     const int G = min(grid_ctas, U);
-    for (int b = threadIdx.x; b < B; b += blockHeadDim.x) {
+    for (int b = threadIdx.x; b < B; b += blockDim.x) {
         const int begin = p.unit_prefix[b], end = p.unit_prefix[b + 1];
         if (begin == end) continue;
         const int c_lo = cta_of(begin, U, G), c_hi = cta_of(end - 1, U, G);
@@ -777,7 +777,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     }
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(unsigned(ctas));
-    config.blockHeadDim = dim3(kFusedThreads);
+    config.blockDim = dim3(kFusedThreads);
     config.dynamicSmemBytes = smem;
     config.stream = stream;
     cudaLaunchAttribute attribute{};
