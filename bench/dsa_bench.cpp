@@ -3,6 +3,7 @@
 // throughput, and PASS/FAIL by SPEC section 5. With --devices, the multi-GPU owned-cache path instead.
 // The parts: workloads.* (what runs and how it is timed), multi_gpu.* (--devices), plot.* (--plot).
 // Exit status: 0 all passed, 1 a check failed, 2 a usage error or a backend that cannot run.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -88,8 +89,8 @@ bool parse_int(const std::string& text, int* out) {
 
 void print_table(const std::vector<Result>& results, bool gpu) {
     if (gpu) {
-        std::printf("\n%-20s %-4s %6s %9s %11s %9s %9s %8s  %s\n", "workload", "dev", "rows", "tokens", "latency_us",
-                    "GB/s", "floor_us", "%floor", "check");
+        std::printf("\n%-20s %-4s %6s %9s %11s %9s %9s %8s %9s  %s\n", "workload", "dev", "rows", "tokens", "latency_us",
+                    "GB/s", "floor_us", "%floor", "ws_MB", "check");
     } else {
         std::printf("\n%-20s %-4s %6s %9s %11s %9s %9s %9s  %s\n", "workload", "dev", "rows", "tokens", "latency_us",
                     "GB/s", "Mtok/s", "rows/s", "check");
@@ -100,8 +101,9 @@ void print_table(const std::vector<Result>& results, bool gpu) {
         const std::string check = r.check.empty() ? "PASS" : "FAIL: " + r.check;
         if (gpu) {
             const double pct = r.latency_us > 0 && r.floor_us > 0 ? 100.0 * r.floor_us / r.latency_us : 0.0;
-            std::printf("%-20s %-4s %6lld %9lld %11.1f %9.1f %9.1f %7.0f%%  %s\n", r.name.c_str(), r.backend.c_str(),
-                        (long long)r.rows, (long long)r.tokens, r.latency_us, gbs, r.floor_us, pct, check.c_str());
+            std::printf("%-20s %-4s %6lld %9lld %11.1f %9.1f %9.1f %7.0f%% %9.1f  %s\n", r.name.c_str(),
+                        r.backend.c_str(), (long long)r.rows, (long long)r.tokens, r.latency_us, gbs, r.floor_us, pct,
+                        double(r.workspace_bytes) / (1 << 20), check.c_str());
         } else {
             const double mtoks = seconds > 0 ? double(r.tokens) / seconds / 1e6 : 0.0;
             const double rows = seconds > 0 ? double(r.rows) / seconds : 0.0;
@@ -123,9 +125,10 @@ bool write_json(const std::string& path, const std::vector<Result>& results, con
         const Result& r = results[i];
         std::fprintf(f,
                      "    {\"workload\": \"%s\", \"backend\": \"%s\", \"rows\": %lld, \"tokens\": %lld, "
-                     "\"latency_us\": %.2f, \"k_bytes\": %.0f, \"floor_us\": %.2f, \"pass\": %s, \"check\": \"%s\"}%s\n",
+                     "\"latency_us\": %.2f, \"k_bytes\": %.0f, \"floor_us\": %.2f, \"workspace_bytes\": %zu, "
+                     "\"pass\": %s, \"check\": \"%s\"}%s\n",
                      json_escape(r.name).c_str(), r.backend.c_str(), (long long)r.rows, (long long)r.tokens,
-                     r.latency_us, r.k_bytes, r.floor_us, r.check.empty() ? "true" : "false",
+                     r.latency_us, r.k_bytes, r.floor_us, r.workspace_bytes, r.check.empty() ? "true" : "false",
                      json_escape(r.check).c_str(), i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "  ]\n}\n");
@@ -255,6 +258,10 @@ int run(int argc, char** argv) {
         layout.heads = w.heads;
         layout.page_size = w.page_size;
         layout.next_n = w.next_n;
+        if (w.table_width > 0) {
+            const int32_t longest = *std::max_element(w.seq_lens.begin(), w.seq_lens.end());
+            layout.unused_columns = std::max(1, w.table_width - (longest + w.page_size - 1) / w.page_size);
+        }
         dsa_test::PagedCase c(layout, w.seq_lens, 1234 + wi);
         dsa_test::Rng rng(99 + wi);
         dsa_test::fill_spec6(c, rng);

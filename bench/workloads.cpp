@@ -48,7 +48,10 @@ std::vector<Workload> gpu_workloads() {
         {"64x8192_k512", repeat(64, 8192), 1, 64, 64, 512},
         {"64x8192_h32", repeat(64, 8192), 1, 32},
         {"fib_4", fib_batch(4, 11)},            {"fib_16", fib_batch(16, 12)},
-        {"fib_31", fib_batch(31, 13)},
+        {"fib_31", fib_batch(31, 13)},          {"fib_22", fib_batch(22, 14)},
+        {"fib_29", fib_batch(29, 15)},
+        // An engine's block table: sized for the model's longest context (160K tokens), not for the batch.
+        {"256x2000_table2560", repeat(256, 2000), 1, 64, 64, 2048, 2560},
     };
     return w;
 }
@@ -223,6 +226,7 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
 
     Result r;
     r.backend = "gpu";
+    r.workspace_bytes = workspace_bytes;
     r.latency_us = median(times);
     r.check = verify(c, w.topk, host_indices, host_scores);
     return r;

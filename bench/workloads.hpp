@@ -21,6 +21,7 @@ struct Workload {
     int heads = 64;
     int page_size = 64;
     int topk = 2048;
+    int32_t table_width = 0;  // block-table columns (max_pages); 0: just enough for the longest sequence
 };
 
 // The named workloads: sizes for one GPU, and sizes that finish in seconds on a 2-core machine.
@@ -40,6 +41,7 @@ struct Result {
     double k_bytes = 0;
     double latency_us = 0;
     double floor_us = 0;  // GPU only
+    size_t workspace_bytes = 0;  // GPU only: what dsa_topk_paged_workspace_size asks for
     std::string check;    // "" = PASS
 };
 

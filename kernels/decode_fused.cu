@@ -43,7 +43,7 @@ constexpr int kBinShift = 21;
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
-constexpr int kGlobalItems = 32;    // scores per thread per pass step: 32 KB in flight per CTA
+constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
 
 enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
 
@@ -305,10 +305,12 @@ struct Selector {
     template <int V, class Source, class Sink>
     __device__ void ordered_pass(const Source& src, int n, int shift, uint32_t thr, int need_eq, Sink sink) {
         int gt_base = 0, eq_base = 0;
+        uint32_t key[V];
+        src.template load<V>(ct * V, n, key);
         for (int tile = 0; tile < n; tile += kConsumerThreads * V) {
             const int i0 = tile + ct * V;
-            uint32_t key[V];
-            src.template load<V>(i0, n, key);
+            uint32_t next[V];  // the next step's loads go out before this step's scan
+            src.template load<V>(i0 + kConsumerThreads * V, n, next);
             int gt = 0, eq = 0;
 #pragma unroll
             for (int e = 0; e < V; ++e) {
@@ -334,6 +336,8 @@ struct Selector {
             }
             gt_base += total & 0xffff;
             eq_base += total >> 16;
+#pragma unroll
+            for (int e = 0; e < V; ++e) key[e] = next[e];
         }
     }
 
@@ -343,13 +347,17 @@ struct Selector {
                               int* hist) {
         for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
         consumer_sync();
+        uint32_t key[V];
+        src.template load<V>(ct * V, n, key);
         for (int tile = 0; tile < n; tile += kConsumerThreads * V) {
             const int i0 = tile + ct * V;
-            uint32_t key[V];
-            src.template load<V>(i0, n, key);
+            uint32_t next[V];
+            src.template load<V>(i0 + kConsumerThreads * V, n, next);
 #pragma unroll
             for (int e = 0; e < V; ++e)
                 if (i0 + e < n && (key[e] >> pshift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & bmask], 1);
+#pragma unroll
+            for (int e = 0; e < V; ++e) key[e] = next[e];
         }
         consumer_sync();
     }
@@ -378,14 +386,8 @@ struct Selector {
         const bool sorted = pb.shape.sorted;
         int32_t* out_idx = pb.out.indices + r * k;
         float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
-        auto emit = [&](int slot, uint32_t key, uint32_t pos) {
-            if (sorted) {
-                sh.picked[slot] = (uint64_t(key) << 32) | uint64_t(~pos);
-            } else {
-                out_idx[slot] = index_of(pos);
-                if (out_score) out_score[slot] = score_from_order_key(key);
-            }
-        };
+        // Every emitted candidate lands in sh.picked[slot]; the output is written from there at the end.
+        auto emit = [&](int slot, uint32_t key, uint32_t pos) { sh.picked[slot] = (uint64_t(key) << 32) | uint64_t(~pos); };
         const GlobalSource global{s};
         int taken;
         if (n <= k) {
@@ -434,10 +436,21 @@ struct Selector {
                     consumer_sync();
                 }
             }
-            for (int i = ct; i < taken; i += kConsumerThreads) {
-                const uint64_t c = sh.picked[i];
-                out_idx[i] = index_of(candidate_position(c));
-                if (out_score) out_score[i] = score_from_order_key(uint32_t(c >> 32));
+        }
+        // Position order (as emitted) or rank order (sorted); each thread's block-table reads go out together.
+        constexpr int kOut = kMaxTopk / kConsumerThreads;
+        int32_t index[kOut];
+#pragma unroll
+        for (int e = 0; e < kOut; ++e) {
+            const int i = ct + e * kConsumerThreads;
+            index[e] = i < taken ? index_of(candidate_position(sh.picked[i])) : -1;
+        }
+#pragma unroll
+        for (int e = 0; e < kOut; ++e) {
+            const int i = ct + e * kConsumerThreads;
+            if (i < taken) {
+                out_idx[i] = index[e];
+                if (out_score) out_score[i] = score_from_order_key(uint32_t(sh.picked[i] >> 32));
             }
         }
         for (int i = taken + ct; i < k; i += kConsumerThreads) {
@@ -465,7 +478,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     if (threadIdx.x == 0) {
         for (int s = 0; s < kFusedStages; ++s) {
             mbar_init(&sh.full[s], 1);
-            mbar_init(&sh.empty[s], kConsumerThreads);
+            mbar_init(&sh.empty[s], kConsumerThreads / 32);  // one arrival per consumer warp
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -488,64 +501,90 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
         const int start_b = b_last != b_first ? __ldcg(p.unit_prefix + b_last) : end_a;
         const int pages_per_unit = kUnitTokens / P;
         int i = 0;  // tiles issued
-        auto emit_interval = [&](int ua, int ub, int cur_b) {
-            for (int base = ua; base < ub;) {
-                const int sb = cur_b + lane;
-                const int end_l = sb < B ? __ldcg(p.unit_prefix + sb + 1) : INT_MAX;
-                const int u = base + lane;
-                int cnt = 0;
+        // Lanes hold a window of 32 sequences (cur_b + lane): unit range and length, so a batch of 32 tiles
+        // finds its sequences by shuffles. The next batch's block-table entries load while this batch's
+        // tiles are issued, and the window moves ahead before it runs out, so no issue waits on memory.
+        int cur_b = 0, start_l = 0, end_l = 0, len_l = 0;
+        auto load_window = [&](int first) {
+            cur_b = first;
+            const int sb = first + lane;
+            start_l = sb < B ? __ldcg(p.unit_prefix + sb) : INT_MAX;
+            end_l = sb < B ? __ldcg(p.unit_prefix + sb + 1) : INT_MAX;
+            len_l = sb < B ? __ldcg(pb.seq_lens + sb) : 0;
+        };
+        struct Batch {
+            int nb, b, unit, flags, npages, e0, e1;
+        };
+        auto plan_batch = [&](int base, int ua, int ub) {
+            Batch t{};
+            const int u = base + lane;
+            int cnt;
+            for (;;) {
+                cnt = 0;
 #pragma unroll
                 for (int l = 0; l < 32; ++l) cnt += __shfl_sync(0xffffffffu, end_l, l) <= u;
-                const bool ok = u < ub && cnt < 32;
-                const int nb = __popc(__ballot_sync(0xffffffffu, ok));
-                if (nb == 0) {  // the next tile lies past 32 sequences that end before it (empty ones)
-                    cur_b += 32;
-                    continue;
-                }
-                const int my_b = cur_b + min(cnt, 31);
-                const int seq_end = __shfl_sync(0xffffffffu, end_l, min(cnt, 31));
-                int unit = 0, flags = 0, e0 = 0, e1 = 0, npages = 0;
-                if (ok) {
-                    const int seq_start = __ldcg(p.unit_prefix + my_b);
-                    unit = u - seq_start;
-                    const int64_t tokens = pb.seq_lens[my_b];
-                    const int64_t left = tokens - int64_t(unit) * kUnitTokens;
-                    const int64_t tile_tokens = left < kUnitTokens ? left : kUnitTokens;
-                    npages = int((tile_tokens + P - 1) / P);
-                    const int32_t* row = pb.block_table + int64_t(my_b) * pb.block_table_stride + int64_t(unit) * pages_per_unit;
-                    e0 = __ldg(row);
-                    if (npages > 1) e1 = __ldg(row + 1);
-                    const bool bad = !page_entry_in_range(e0, pb.num_pages) || (npages > 1 && !page_entry_in_range(e1, pb.num_pages));
-                    flags = (u == ua || unit == 0 ? kFirstOfSegment : 0) |
-                            (u == ub - 1 || u == seq_end - 1 ? kLastOfSegment : 0) | (bad ? kBadTile : 0);
-                }
-                for (int t = 0; t < nb; ++t, ++i) {
-                    const int b_t = __shfl_sync(0xffffffffu, my_b, t);
-                    const int unit_t = __shfl_sync(0xffffffffu, unit, t);
-                    const int flags_t = __shfl_sync(0xffffffffu, flags, t);
-                    const int e0_t = __shfl_sync(0xffffffffu, e0, t);
-                    const int e1_t = __shfl_sync(0xffffffffu, e1, t);
-                    const int np_t = __shfl_sync(0xffffffffu, npages, t);
-                    if (lane == 0) {
-                        const int s = i % kFusedStages;
-                        if (i >= kFusedStages) mbar_wait(&sh.empty[s], uint32_t((i / kFusedStages - 1) & 1));
-                        sh.meta[s] = TileMeta{b_t, unit_t, flags_t, 0};
-                        if (flags_t & kBadTile) {
-                            mbar_arrive(&sh.full[s]);
-                        } else {
-                            mbar_expect_tx(&sh.full[s], uint32_t(np_t * P * (kHeadDim + 4)));
-                            for (int pg = 0; pg < np_t; ++pg) {
-                                const int page = pg == 0 ? e0_t : e1_t;
-                                tma_load_page(sh.keys[s] + pg * P * kHeadDim, &key_map, page, &sh.full[s]);
-                                bulk_load(&sh.scales[s][pg * P], pb.k_cache + int64_t(page) * pb.page_stride_bytes + P * kHeadDim,
-                                          uint32_t(P * 4), &sh.full[s]);
-                            }
+                t.nb = __popc(__ballot_sync(0xffffffffu, u < ub && cnt < 32));
+                if (t.nb > 0) break;
+                load_window(cur_b + 32);  // 32 sequences (empty ones) end before this tile
+            }
+            const int at = min(cnt, 31);
+            t.b = cur_b + at;
+            const int seq_start = __shfl_sync(0xffffffffu, start_l, at);
+            const int seq_end = __shfl_sync(0xffffffffu, end_l, at);
+            const int64_t tokens = __shfl_sync(0xffffffffu, len_l, at);
+            if (lane < t.nb) {
+                t.unit = u - seq_start;
+                const int64_t left = tokens - int64_t(t.unit) * kUnitTokens;
+                t.npages = int(((left < kUnitTokens ? left : kUnitTokens) + P - 1) / P);
+                const int32_t* row =
+                    pb.block_table + int64_t(t.b) * pb.block_table_stride + int64_t(t.unit) * pages_per_unit;
+                t.e0 = __ldg(row);
+                t.e1 = t.npages > 1 ? __ldg(row + 1) : 0;
+                t.flags = (u == ua || t.unit == 0 ? kFirstOfSegment : 0) | (u == ub - 1 || u == seq_end - 1 ? kLastOfSegment : 0);
+            }
+            const int last_at = __shfl_sync(0xffffffffu, at, t.nb - 1);
+            if (last_at >= 16) load_window(cur_b + last_at);  // used by the next batch, not this one
+            return t;
+        };
+        auto issue = [&](const Batch& t) {
+            for (int x = 0; x < t.nb; ++x, ++i) {
+                const int b_x = __shfl_sync(0xffffffffu, t.b, x);
+                const int unit_x = __shfl_sync(0xffffffffu, t.unit, x);
+                const int e0 = __shfl_sync(0xffffffffu, t.e0, x);
+                const int e1 = __shfl_sync(0xffffffffu, t.e1, x);
+                const int np = __shfl_sync(0xffffffffu, t.npages, x);
+                const bool bad = !page_entry_in_range(e0, pb.num_pages) || (np > 1 && !page_entry_in_range(e1, pb.num_pages));
+                const int flags = __shfl_sync(0xffffffffu, t.flags, x) | (bad ? kBadTile : 0);
+                if (lane == 0) {
+                    const int s = i % kFusedStages;
+                    if (i >= kFusedStages) mbar_wait(&sh.empty[s], uint32_t((i / kFusedStages - 1) & 1));
+                    sh.meta[s] = TileMeta{b_x, unit_x, flags, 0};
+                    if (bad) {
+                        mbar_arrive(&sh.full[s]);
+                    } else {
+                        mbar_expect_tx(&sh.full[s], uint32_t(np * P * kTokenBytes));
+                        for (int pg = 0; pg < np; ++pg) {
+                            const int page = pg == 0 ? e0 : e1;
+                            tma_load_page(sh.keys[s] + pg * P * kHeadDim, &key_map, page, &sh.full[s]);
+                            bulk_load(&sh.scales[s][pg * P], pb.k_cache + int64_t(page) * pb.page_stride_bytes + P * kHeadDim,
+                                      uint32_t(P * kScaleBytes), &sh.full[s]);
                         }
                     }
-                    __syncwarp();
                 }
-                cur_b = __shfl_sync(0xffffffffu, my_b, nb - 1);
-                base += nb;
+                __syncwarp();
+            }
+        };
+        auto emit_interval = [&](int ua, int ub, int first_b) {
+            if (ua >= ub) return;
+            load_window(first_b);
+            Batch cur = plan_batch(ua, ua, ub);
+            for (int base = ua + cur.nb;; base += cur.nb) {
+                const bool more = base < ub;
+                Batch next{};
+                if (more) next = plan_batch(base, ua, ub);
+                issue(cur);
+                if (!more) break;
+                cur = next;
             }
         };
         emit_interval(u0, end_a, b_first);
@@ -610,7 +649,8 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
             const int r0 = warp_in_wg * 16 + quad_row;
             const float sc0 = sh.scales[s][r0], sc1 = sh.scales[s][r0 + 8];
-            mbar_arrive(&sh.empty[s]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&sh.empty[s]);
             const int64_t p0 = int64_t(m.unit) * kUnitTokens + r0;
             float* row_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
 #pragma unroll
@@ -639,7 +679,8 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                 if (valid && lane == __ffs(same) - 1) atomicAdd(&sh.hist[j][bin], __popc(same));
             }
         } else {
-            mbar_arrive(&sh.empty[s]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&sh.empty[s]);
         }
 
         if (!(m.flags & kLastOfSegment)) continue;
