@@ -43,6 +43,8 @@ constexpr int kBinShift = 21;
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
+constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan kernel searches in shared memory
+constexpr int kRegItems = 32;       // keys per thread held in registers: rows up to 8192 positions
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
 
 enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
@@ -54,12 +56,19 @@ struct TileMeta {
     int pad;
 };
 
+// What a fused CTA needs to start, written by the plan kernel: one load instead of a chain of them.
+struct __align__(16) CtaPlan {
+    int u0, u1;            // its units [u0, u1)
+    int b_first, b_last;   // the sequences of units u0 and u1 - 1
+    int end_a, start_b;    // its part of b_first ends at end_a; its part of b_last starts at start_b
+    int units, ctas;       // U, and the CTAs that have units (G = min(grid, U))
+};
+
 struct FusedParams {
     PagedProblem pb;
     int page_shift;
     int* unit_prefix;  // [B + 1]
-    int* first_seq;    // [kMaxCtas]: sequence of the CTA's first tile
-    int* last_seq;     // [kMaxCtas]: sequence of its last tile
+    CtaPlan* cta_plan;  // [kMaxCtas]
     int* tickets;      // [B]
     int* bad_flags;    // [B]
     int* hist_slots;   // [kMaxCtas][next_n][kBins]: split sequence b adds into the slot of its first CTA
@@ -144,6 +153,14 @@ __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b
     return seq_len_in_range(len, pb.max_pages, pb.shape.page_size) ? len : -1;  // -1: bad input
 }
 
+// relu that keeps NaN, in one instruction (max.NaN propagates a NaN operand); like relu_keep_nan, but -0
+// may come back as -0, which ranks and reads back as +0 (common/order_key.h).
+__device__ __forceinline__ float relu_nan(float x) {
+    float r;
+    asm("max.NaN.f32 %0, %1, 0f00000000;\n" : "=f"(r) : "f"(x));
+    return r;
+}
+
 // ---- planning ------------------------------------------------------------------------------------------
 
 template <int NN>
@@ -179,6 +196,7 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     // CTA 0: unit prefix, then the first and last sequence of every fused CTA.
     using Scan = cub::BlockScan<int, kPlanThreads>;
     __shared__ typename Scan::TempStorage scan;
+    __shared__ int prefix_cache[kPlanPrefixCache + 1];  // unit_prefix[0 .. kPlanPrefixCache], for the searches
     constexpr int kItems = 4;
     int carry = 0;
     for (int first = 0; first < B; first += kPlanThreads * kItems) {
@@ -195,23 +213,40 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
         for (int t = 0; t < kItems; ++t) {
             const int b = first + threadIdx.x * kItems + t;
             if (b < B) p.unit_prefix[b] = carry + before[t];
+            if (b < B && b <= kPlanPrefixCache) prefix_cache[b] = carry + before[t];
         }
         carry += total;
         __syncthreads();  // scan storage reused
     }
-    if (threadIdx.x == 0) p.unit_prefix[B] = carry;
+    if (threadIdx.x == 0) {
+        p.unit_prefix[B] = carry;
+        if (B <= kPlanPrefixCache) prefix_cache[B] = carry;
+    }
     __syncthreads();
     const int U = carry;
     const int G = min(grid_ctas, U);
-    for (int b = threadIdx.x; b < B; b += blockDim.x) {
-        const int begin = p.unit_prefix[b], end = p.unit_prefix[b + 1];
-        if (begin == end) continue;
-        const int c_lo = cta_of(begin, U, G), c_hi = cta_of(end - 1, U, G);
-        // c's range meets b; its first unit lies in b unless it starts earlier, its last unless it ends later.
-        for (int c = c_lo; c <= c_hi; ++c) {
-            if (unit_begin(c, U, G) >= begin) p.first_seq[c] = b;
-            if (unit_begin(c + 1, U, G) <= end) p.last_seq[c] = b;
+    // The sequence holding unit u: the last b with unit_prefix[b] <= u (empty sequences come before it).
+    auto prefix_at = [&](int b) { return b <= kPlanPrefixCache ? prefix_cache[b] : p.unit_prefix[b]; };
+    auto sequence_of = [&](int u) {
+        int lo = 0, hi = B;
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (prefix_at(mid) <= u) lo = mid + 1;
+            else hi = mid;
         }
+        return lo - 1;
+    };
+    for (int c = threadIdx.x; c < grid_ctas; c += blockDim.x) {
+        CtaPlan cp{0, 0, 0, 0, 0, 0, U, G};
+        if (c < G) {
+            cp.u0 = int(unit_begin(c, U, G));
+            cp.u1 = int(unit_begin(c + 1, U, G));
+            cp.b_first = sequence_of(cp.u0);
+            cp.b_last = sequence_of(cp.u1 - 1);
+            cp.end_a = min(cp.u1, prefix_at(cp.b_first + 1));
+            cp.start_b = cp.b_last != cp.b_first ? prefix_at(cp.b_last) : cp.end_a;
+        }
+        p.cta_plan[c] = cp;
     }
 }
 
@@ -379,6 +414,74 @@ struct Selector {
         pbits += width;
     }
 
+    // Rows of at most kConsumerThreads * kRegItems positions: thread ct holds the keys of positions
+    // [ct * kRegItems, (ct + 1) * kRegItems) in registers through every refinement step, so the row's scores
+    // are read once, and the emitted slots follow from one scan of per-thread counts.
+    template <class Emit>
+    __device__ void select_in_registers(int n, int k, const float* s, int* hist, Emit emit) {
+        const int i0 = ct * kRegItems;
+        uint32_t key[kRegItems];
+#pragma unroll
+        for (int q = 0; q < kRegItems / 4; ++q) {
+            const float4 f =
+                i0 + 4 * q < n ? __ldcg(reinterpret_cast<const float4*>(s + i0) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+            key[4 * q + 0] = score_order_key(f.x);
+            key[4 * q + 1] = score_order_key(f.y);
+            key[4 * q + 2] = score_order_key(f.z);
+            key[4 * q + 3] = score_order_key(f.w);
+        }
+        if (n <= k) {  // every position is taken, in position order
+#pragma unroll
+            for (int e = 0; e < kRegItems; ++e)
+                if (i0 + e < n) emit(i0 + e, key[e], uint32_t(i0 + e));
+            return;
+        }
+        int bin, above;
+        find_bin(hist, kBins, k, bin, above);
+        int need = k - above, ties = hist[bin], shift = kBinShift;
+        uint32_t prefix = uint32_t(bin);
+        consumer_sync();
+        while (ties > need && shift > 0) {
+            const int width = shift < 11 ? shift : 11, bshift = shift - width;
+            for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
+            consumer_sync();
+#pragma unroll
+            for (int e = 0; e < kRegItems; ++e)
+                if (i0 + e < n && (key[e] >> shift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & ((1u << width) - 1u)], 1);
+            consumer_sync();
+            int up;
+            find_bin(hist, 1 << width, need, bin, up);
+            above += up;
+            need -= up;
+            ties = hist[bin];
+            consumer_sync();
+            prefix = (prefix << width) | uint32_t(bin);
+            shift = bshift;
+        }
+        int gt = 0, eq = 0;
+#pragma unroll
+        for (int e = 0; e < kRegItems; ++e) {
+            const bool in = i0 + e < n;
+            gt += in && (key[e] >> shift) > prefix;
+            eq += in && (key[e] >> shift) == prefix;
+        }
+        int total;
+        const int before = exclusive_scan(gt | (eq << 16), total);
+        int gt_before = before & 0xffff, eq_before = before >> 16;
+#pragma unroll
+        for (int e = 0; e < kRegItems; ++e) {
+            if (i0 + e >= n) break;
+            const uint32_t top = key[e] >> shift;
+            if (top > prefix) {
+                emit(gt_before + min(eq_before, need), key[e], uint32_t(i0 + e));
+                ++gt_before;
+            } else if (top == prefix) {
+                if (eq_before < need) emit(gt_before + eq_before, key[e], uint32_t(i0 + e));
+                ++eq_before;
+            }
+        }
+    }
+
     // Selects row r (n visible positions, scores s, level-1 histogram hist of its keys' top 11 bits).
     template <class IndexOf>
     __device__ void select_row(int64_t r, int n, const float* s, int* hist, IndexOf index_of, const PagedProblem& pb) {
@@ -388,12 +491,11 @@ struct Selector {
         float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
         // Every emitted candidate lands in sh.picked[slot]; the output is written from there at the end.
         auto emit = [&](int slot, uint32_t key, uint32_t pos) { sh.picked[slot] = (uint64_t(key) << 32) | uint64_t(~pos); };
-        const GlobalSource global{s};
-        int taken;
-        if (n <= k) {
-            ordered_pass<kGlobalItems>(global, n, 0, 0u, INT_MAX, emit);  // every key is >= 0: all taken, in order
-            taken = n;
+        int taken = n < k ? n : k;
+        if (n <= kConsumerThreads * kRegItems) {
+            select_in_registers(n, k, s, hist, emit);
         } else {
+            const GlobalSource global{s};
             int bin, above;
             find_bin(hist, kBins, k, bin, above);
             int need = k - above, ties = hist[bin], pbits = 11;
@@ -408,12 +510,12 @@ struct Selector {
                 });
                 consumer_sync();
                 const ListSource local{list};
-                while (pbits < 32) refine<8>(local, m, prefix, pbits, need, above, ties, hist);
-                ordered_pass<8>(local, m, 0, prefix, need, emit);
+                // Once the threshold bin holds exactly the items still needed, all of them are taken.
+                while (pbits < 32 && ties > need) refine<8>(local, m, prefix, pbits, need, above, ties, hist);
+                ordered_pass<8>(local, m, 32 - pbits, prefix, need, emit);
             } else {
                 ordered_pass<kGlobalItems>(global, n, 0, prefix, need, emit);  // exact ties beyond the list: stream them
             }
-            taken = k;
         }
         consumer_sync();
         if (sorted) {
@@ -486,19 +588,17 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     __syncthreads();
     grid_dependency_wait();  // the plan kernel's outputs
 
-    const int U = __ldcg(p.unit_prefix + B);
-    const int G = min(int(gridDim.x), U);
     const int c = blockIdx.x;
+    const int4* plan_words = reinterpret_cast<const int4*>(p.cta_plan + c);
+    const int4 plan0 = __ldcg(plan_words), plan1 = __ldcg(plan_words + 1);
+    const int u0 = plan0.x, u1 = plan0.y, U = plan1.z, G = plan1.w;
     if (c >= G) return;
-    const int u0 = int(unit_begin(c, U, G)), u1 = int(unit_begin(c + 1, U, G));
 
     if (threadIdx.x < 128) {
         // ---- producer warp ----
         if (threadIdx.x >= 32) return;
         const int lane = threadIdx.x;
-        const int b_first = __ldcg(p.first_seq + c), b_last = __ldcg(p.last_seq + c);
-        const int end_a = min(u1, __ldcg(p.unit_prefix + b_first + 1));
-        const int start_b = b_last != b_first ? __ldcg(p.unit_prefix + b_last) : end_a;
+        const int b_first = plan0.z, b_last = plan0.w, end_a = plan1.x, start_b = plan1.y;
         const int pages_per_unit = kUnitTokens / P;
         int i = 0;  // tiles issued
         // Lanes hold a window of 32 sequences (cur_b + lane): unit range and length, so a batch of 32 tiles
@@ -604,6 +704,18 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     int seg_b = 0, seg_units = 0, seg_prefix = 0;
     int64_t seg_tokens = 0;
     bool seg_split = false;
+    // A segment's query rows (fp8, 128B-swizzled for wgmma) by cp.async, and its weights.
+    auto load_queries = [&](int b) {
+        const uint8_t* q = pb.q + int64_t(b) * NN * H * kHeadDim;
+        for (int idx = ct; idx < NN * H * (kHeadDim / 16); idx += kConsumerThreads) {
+            const int qrow = idx / (kHeadDim / 16), chunk = idx % (kHeadDim / 16);
+            cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kHeadDim + chunk * 16, 16);
+        }
+        cp_async_commit();
+        const float* w = pb.weights + int64_t(b) * NN * H;
+        for (int idx = ct; idx < NN * H; idx += kConsumerThreads) sh.w[idx] = w[idx];
+    };
+    load_queries(plan0.z);  // b_first: the first segment's sequence
     const int n_tiles = u1 - u0;
     for (int i = 0; i < n_tiles; ++i) {
         const int s = i % kFusedStages;
@@ -615,14 +727,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             seg_units = __ldcg(p.unit_prefix + seg_b + 1) - seg_prefix;
             seg_tokens = pb.seq_lens[seg_b];
             seg_split = !(seg_prefix >= u0 && seg_prefix + seg_units <= u1);
-            const uint8_t* q = pb.q + int64_t(seg_b) * NN * H * kHeadDim;
-            for (int idx = ct; idx < NN * H * (kHeadDim / 16); idx += kConsumerThreads) {
-                const int qrow = idx / (kHeadDim / 16), chunk = idx % (kHeadDim / 16);
-                cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kHeadDim + chunk * 16, 16);
-            }
-            cp_async_commit();
-            const float* w = pb.weights + int64_t(seg_b) * NN * H;
-            for (int idx = ct; idx < NN * H; idx += kConsumerThreads) sh.w[idx] = w[idx];
+            if (i > 0) load_queries(seg_b);  // the first segment's were loaded before the first tile's wait
             for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = 0;
             if (ct == 0) sh.seg_bad = 0;
             cp_async_wait<0>();
@@ -658,10 +763,9 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                 float part[2] = {0.0f, 0.0f};
 #pragma unroll
                 for (int x = 0; x < H / 8; ++x) {
-                    const float w0 = sh.w[j * H + x * 8 + 2 * quad_col];
-                    const float w1 = sh.w[j * H + x * 8 + 2 * quad_col + 1];
-                    part[0] += w0 * relu_keep_nan(d[j][x * 4 + 0]) + w1 * relu_keep_nan(d[j][x * 4 + 1]);
-                    part[1] += w0 * relu_keep_nan(d[j][x * 4 + 2]) + w1 * relu_keep_nan(d[j][x * 4 + 3]);
+                    const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad_col]);
+                    part[0] += w.x * relu_nan(d[j][x * 4 + 0]) + w.y * relu_nan(d[j][x * 4 + 1]);
+                    part[1] += w.x * relu_nan(d[j][x * 4 + 2]) + w.y * relu_nan(d[j][x * 4 + 3]);
                 }
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
@@ -694,15 +798,20 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                 const int v = (&sh.hist[0][0])[idx];
                 if (v) atomicAdd(slot + idx, v);
             }
-            if (ct == 0 && bad) atomicOr(p.bad_flags + seg_b, 1);
-            __threadfence();
+            // The barrier orders every thread's scores and histogram adds before thread 0's fence and
+            // ticket (release); the last arrival's fence after its ticket orders its reads after them all.
             consumer_sync();
-            if (ct == 0) sh.bcast[4] = atomicAdd(p.tickets + seg_b, 1) == c_hi - c_lo;
+            if (ct == 0) {
+                if (bad) atomicOr(p.bad_flags + seg_b, 1);
+                __threadfence();
+                const bool last = atomicAdd(p.tickets + seg_b, 1) == c_hi - c_lo;
+                if (last) __threadfence();
+                sh.bcast[4] = last;
+            }
             consumer_sync();
             const bool last = sh.bcast[4] != 0;
             consumer_sync();
             if (!last) continue;
-            __threadfence();
             for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
             bad = __ldcg(p.bad_flags + seg_b) != 0;
             consumer_sync();
@@ -730,7 +839,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
 // ---- host side -----------------------------------------------------------------------------------------
 
 struct FusedLayout {
-    size_t prefix = 0, first_seq = 0, last_seq = 0, tickets = 0, bad = 0, hist = 0, scores = 0, total = 0;
+    size_t prefix = 0, cta_plan = 0, tickets = 0, bad = 0, hist = 0, scores = 0, total = 0;
 };
 
 FusedLayout fused_layout(const PagedProblem& pb) {
@@ -744,8 +853,7 @@ FusedLayout fused_layout(const PagedProblem& pb) {
     const int64_t B = pb.batch_size, NN = pb.shape.next_n;
     const int64_t units_max = (int64_t(pb.max_pages) * pb.shape.page_size + kUnitTokens - 1) / kUnitTokens;
     l.prefix = take(size_t(B + 1) * 4);
-    l.first_seq = take(size_t(kMaxCtas) * 4);
-    l.last_seq = take(size_t(kMaxCtas) * 4);
+    l.cta_plan = take(size_t(kMaxCtas) * sizeof(CtaPlan));
     l.tickets = take(size_t(B) * 4);
     l.bad = take(size_t(B) * 4);
     l.hist = take(size_t(kMaxCtas) * NN * kBins * 4);
@@ -790,8 +898,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     params.pb = pb;
     params.page_shift = __builtin_ctz(unsigned(pb.shape.page_size));
     params.unit_prefix = reinterpret_cast<int*>(ws + l.prefix);
-    params.first_seq = reinterpret_cast<int*>(ws + l.first_seq);
-    params.last_seq = reinterpret_cast<int*>(ws + l.last_seq);
+    params.cta_plan = reinterpret_cast<CtaPlan*>(ws + l.cta_plan);
     params.tickets = reinterpret_cast<int*>(ws + l.tickets);
     params.bad_flags = reinterpret_cast<int*>(ws + l.bad);
     params.hist_slots = reinterpret_cast<int*>(ws + l.hist);
