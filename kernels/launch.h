@@ -20,9 +20,15 @@ struct DeviceTraits {
 };
 
 enum class ScoreKernel {
-    Auto,      // the fastest kernel this device runs (fp8 tensor cores on sm_89+, wgmma on sm_90a)
+    Auto,      // the fastest kernel this device runs (fp8 tensor cores on sm_89+, wgmma on sm_90a); on sm_90a
+               // the fused decode kernel for paged batches of kFusedMinRows rows or more
+    Fused,     // the fused decode kernel (kernels/decode_fused.cu) wherever it runs, whatever the batch
+    Split,     // the score + select kernels, never the fused one
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
+// Rows from which Auto takes the fused paged kernel. Measured on an H200 (bench/NOTES.md, decode v4): it is
+// ahead from 256 rows and on a par at 128; smaller batches are faster on the split kernels for now.
+constexpr int64_t kFusedMinRows = 128;
 
 // ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------
 size_t paged_workspace_bytes(const PagedProblem& problem);

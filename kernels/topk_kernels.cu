@@ -95,10 +95,10 @@ cudaError_t launch_score(const Groups& groups, int groups_count, int heads, int 
 template <class Groups, int H>
 cudaError_t launch_score_heads(const Groups& groups, int groups_count, int group_rows, int64_t max_tokens,
                                const DeviceTraits& device, ScoreKernel kind, float* scores, cudaStream_t stream) {
-    if (kind == ScoreKernel::Auto && device.compute_capability == 90 && DSA_KERNELS_HAVE_SM90A)
+    if (kind != ScoreKernel::Portable && device.compute_capability == 90 && DSA_KERNELS_HAVE_SM90A)
         return launch_score<Groups, WgmmaTileMath<H>>(groups, groups_count, H, group_rows, max_tokens, device, scores,
                                                       stream);
-    if (kind == ScoreKernel::Auto && device.compute_capability >= 89)
+    if (kind != ScoreKernel::Portable && device.compute_capability >= 89)
         return launch_score<Groups, TensorCoreTileMath<H>>(groups, groups_count, H, group_rows, max_tokens, device,
                                                            scores, stream);
     return launch_score<Groups, PortableTileMath<H>>(groups, groups_count, H, group_rows, max_tokens, device, scores,
@@ -145,7 +145,8 @@ size_t ragged_workspace_bytes(const RaggedProblem& pb) { return pb.rows() == 0 ?
 
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
                        int* error_flag, cudaStream_t stream) {
-    if (kind == ScoreKernel::Auto && decode_fused_available(problem, device.compute_capability))
+    const bool fused = kind == ScoreKernel::Fused || (kind == ScoreKernel::Auto && problem.rows() >= kFusedMinRows);
+    if (fused && decode_fused_available(problem, device.compute_capability))
         return decode_fused_topk(problem, device.sm_count, workspace, error_flag, stream);
     WorkspacePlan plan = paged_plan(problem);
     float* scores = plan.bind(workspace);

@@ -23,10 +23,15 @@
 namespace dsa {
 namespace {
 
-// Set by DSA_INDEXER_KERNEL=portable: forces the CUDA-core scoring path (for verification).
+// DSA_INDEXER_KERNEL=portable | split | fused forces one kernel path (to verify one against another); unset
+// or anything else, the library chooses (kernels::ScoreKernel::Auto).
 kernels::ScoreKernel score_kernel_choice() {
     const char* env = std::getenv("DSA_INDEXER_KERNEL");
-    return (env && std::strcmp(env, "portable") == 0) ? kernels::ScoreKernel::Portable : kernels::ScoreKernel::Auto;
+    if (!env) return kernels::ScoreKernel::Auto;
+    if (std::strcmp(env, "portable") == 0) return kernels::ScoreKernel::Portable;
+    if (std::strcmp(env, "split") == 0) return kernels::ScoreKernel::Split;
+    if (std::strcmp(env, "fused") == 0) return kernels::ScoreKernel::Fused;
+    return kernels::ScoreKernel::Auto;
 }
 
 // Pointers of an engine-path call must be device memory of the device that runs it.
