@@ -7,15 +7,17 @@
 //     tiles and loads each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
 //     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Two consumer
 //     warpgroups take alternate tiles: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights,
-//     head sum and scale in registers; each score goes to the workspace and into a shared-memory histogram
-//     of its order key's top 11 bits. When a sequence's tiles are done, its rows are selected at once: by
-//     this CTA when it owns the whole sequence, else by the last CTA to finish a part of it (a ticket), from
-//     the histograms the parts added up in global memory. A CTA scores its two shared sequences first, so
-//     their selection overlaps the other CTAs' scoring.
-// Selection of a row with n > k visible positions: the histogram gives the bin of the k-th best key; one
-// ordered pass over the row's scores keeps the keys at or above that bin (in position order) in shared
-// memory, where the remaining bits are refined exactly; an ordered pass over that list writes the result.
-// Ties go to the smaller position, so the output is a pure function of the inputs, as on the CPU backend.
+//     head sum and scale in registers; each score goes to the workspace and, for sequences longer than 8192
+//     tokens, into a shared-memory histogram of its order key's top 11 bits. When a sequence's tiles are
+//     done, its rows are selected at once: by this CTA when it owns the whole sequence, else by the last CTA
+//     to finish a part of it (a ticket), from the histograms the parts added up in global memory. A CTA
+//     scores its two shared sequences first, so their selection overlaps the other CTAs' scoring.
+// Selection of a row with n > k visible positions. Up to 8192 positions: every thread keeps 32 keys in
+// registers, and radix refinement (11 + 11 + 10 bits, stopping once the threshold bin holds exactly what is
+// still needed) runs on them; one scan of per-thread counts places the result. Longer rows: the histogram
+// gives the bin of the k-th best key; one ordered pass over the scores keeps the keys at or above that bin
+// (in position order) in shared memory, where the remaining bits are refined; an ordered pass writes the
+// result. Ties go to the smaller position, so the output is a pure function of the inputs, as on the CPU.
 #include "kernels/decode_fused.h"
 
 #include <algorithm>
@@ -44,7 +46,8 @@ constexpr int kListCap = 8192;        // candidates one CTA refines in shared me
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
 constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan kernel searches in shared memory
-constexpr int kRegItems = 32;       // keys per thread held in registers: rows up to 8192 positions
+constexpr int kRegItems = 32;       // keys per thread held in registers
+constexpr int kRegRowMax = kConsumerThreads * kRegItems;  // rows selected in registers: up to 8192 positions
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
 
 enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
@@ -414,7 +417,7 @@ struct Selector {
         pbits += width;
     }
 
-    // Rows of at most kConsumerThreads * kRegItems positions: thread ct holds the keys of positions
+    // Rows of at most kRegRowMax positions: thread ct holds the keys of positions
     // [ct * kRegItems, (ct + 1) * kRegItems) in registers through every refinement step, so the row's scores
     // are read once, and the emitted slots follow from one scan of per-thread counts.
     template <class Emit>
@@ -436,6 +439,13 @@ struct Selector {
                 if (i0 + e < n) emit(i0 + e, key[e], uint32_t(i0 + e));
             return;
         }
+        // Level 1 from the keys in hand (the scoring epilogue keeps no histogram for rows this short).
+        for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
+        consumer_sync();
+#pragma unroll
+        for (int e = 0; e < kRegItems; ++e)
+            if (i0 + e < n) atomicAdd(&hist[key[e] >> kBinShift], 1);
+        consumer_sync();
         int bin, above;
         find_bin(hist, kBins, k, bin, above);
         int need = k - above, ties = hist[bin], shift = kBinShift;
@@ -482,7 +492,8 @@ struct Selector {
         }
     }
 
-    // Selects row r (n visible positions, scores s, level-1 histogram hist of its keys' top 11 bits).
+    // Selects row r: n visible positions, scores s; hist holds the level-1 histogram (its keys' top 11 bits)
+    // for rows longer than kRegRowMax, and is scratch for shorter ones, which build their own.
     template <class IndexOf>
     __device__ void select_row(int64_t r, int n, const float* s, int* hist, IndexOf index_of, const PagedProblem& pb) {
         const int k = pb.shape.topk;
@@ -492,7 +503,7 @@ struct Selector {
         // Every emitted candidate lands in sh.picked[slot]; the output is written from there at the end.
         auto emit = [&](int slot, uint32_t key, uint32_t pos) { sh.picked[slot] = (uint64_t(key) << 32) | uint64_t(~pos); };
         int taken = n < k ? n : k;
-        if (n <= kConsumerThreads * kRegItems) {
+        if (n <= kRegRowMax) {
             select_in_registers(n, k, s, hist, emit);
         } else {
             const GlobalSource global{s};
@@ -703,7 +714,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     // The current segment (this CTA's part of one sequence).
     int seg_b = 0, seg_units = 0, seg_prefix = 0;
     int64_t seg_tokens = 0;
-    bool seg_split = false;
+    bool seg_split = false, seg_hist = false;
     // A segment's query rows (fp8, 128B-swizzled for wgmma) by cp.async, and its weights.
     auto load_queries = [&](int b) {
         const uint8_t* q = pb.q + int64_t(b) * NN * H * kHeadDim;
@@ -727,6 +738,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             seg_units = __ldcg(p.unit_prefix + seg_b + 1) - seg_prefix;
             seg_tokens = pb.seq_lens[seg_b];
             seg_split = !(seg_prefix >= u0 && seg_prefix + seg_units <= u1);
+            seg_hist = seg_tokens > kRegRowMax;  // shorter rows are selected in registers, histogram included
             if (i > 0) load_queries(seg_b);  // the first segment's were loaded before the first tile's wait
             for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = 0;
             if (ct == 0) sh.seg_bad = 0;
@@ -778,9 +790,11 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                 const float score = quad_col == 1 ? sc1 * part[1] : sc0 * part[0];
                 const bool valid = quad_col < 2 && pos < visible;
                 if (valid) row_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
-                const uint32_t bin = valid ? score_order_key(score) >> kBinShift : 0xffffffffu;
-                const unsigned same = __match_any_sync(0xffffffffu, bin);
-                if (valid && lane == __ffs(same) - 1) atomicAdd(&sh.hist[j][bin], __popc(same));
+                if (seg_hist) {
+                    const uint32_t bin = valid ? score_order_key(score) >> kBinShift : 0xffffffffu;
+                    const unsigned same = __match_any_sync(0xffffffffu, bin);
+                    if (valid && lane == __ffs(same) - 1) atomicAdd(&sh.hist[j][bin], __popc(same));
+                }
             }
         } else {
             __syncwarp();
@@ -794,7 +808,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
         if (seg_split) {
             const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
             int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
-            for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) {
+            for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) {
                 const int v = (&sh.hist[0][0])[idx];
                 if (v) atomicAdd(slot + idx, v);
             }
@@ -812,7 +826,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             const bool last = sh.bcast[4] != 0;
             consumer_sync();
             if (!last) continue;
-            for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
+            for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
             bad = __ldcg(p.bad_flags + seg_b) != 0;
             consumer_sync();
         }
