@@ -7,16 +7,23 @@
                int page_size=64, int topk=2048, int? next_n=None, bool sorted=False,
                bool logical_indices=False) -> Tensor                                   # indices [rows, topk] int32
     topk_paged_out(Tensor q, Tensor k_cache, Tensor weights, Tensor seq_lens, Tensor block_table,
-                   Tensor(a!) indices, Tensor(b!)? scores=None, *, int page_size=64, int? next_n=None,
+                   Tensor(a!) indices, Tensor(b!)? scores, *, int page_size=64, int? next_n=None,
                    bool sorted=False, bool logical_indices=False) -> ()               # k = indices.shape[1]
     topk_ragged(Tensor q, Tensor k, Tensor k_scale, Tensor weights, Tensor row_start, Tensor row_end, *,
                 int topk=2048, bool sorted=False, bool absolute_indices=False) -> Tensor
     topk_ragged_out(Tensor q, Tensor k, Tensor k_scale, Tensor weights, Tensor row_start, Tensor row_end,
-                    Tensor(a!) indices, Tensor(b!)? scores=None, *, bool sorted=False,
+                    Tensor(a!) indices, Tensor(b!)? scores, *, bool sorted=False,
                     bool absolute_indices=False) -> ()
 
-called as ``torch.ops.dsa_indexer.topk_paged(...)`` or through the objects of the same names here. The
+called as ``torch.ops.dsa_indexer.topk_paged(...)`` or through the functions of the same names here. The
 arguments mean what they mean for ``Context.topk_paged`` / ``topk_ragged`` (SPEC sections 1 and 2).
+
+The _out operators' ``scores`` has no default: pass a float32 tensor or None (positionally or as
+``scores=``). A mutated argument with a default breaks the ops on some PyTorch releases (2.11 among them):
+the dispatcher drops a trailing argument equal to its default before calling the Python kernels, and the
+ADInplaceOrView kernel of ``torch.library.custom_op`` indexes the mutated arguments by position
+(IndexError). The Python functions ``topk_paged_out`` / ``topk_ragged_out`` here keep ``scores=None`` as a
+default and always pass it on.
 
 - CUDA tensors: the engine-path call (dsa_topk_paged / dsa_topk_ragged) on the tensors' device and its
   current stream, asynchronous, capturable in a CUDA graph. One library context per device and a workspace
@@ -157,23 +164,33 @@ def _topk_paged_fake(q, k_cache, weights, seq_lens, block_table, *, page_size=64
 
 @torch.library.custom_op(
     "dsa_indexer::topk_paged_out", mutates_args=("indices", "scores"),
-    schema=f"({_PAGED_INPUTS}, Tensor(a!) indices, Tensor(b!)? scores=None, *, int page_size=64, "
+    schema=f"({_PAGED_INPUTS}, Tensor(a!) indices, Tensor(b!)? scores, *, int page_size=64, "
            "int? next_n=None, bool sorted=False, bool logical_indices=False) -> ()")
-def topk_paged_out(q: torch.Tensor, k_cache: torch.Tensor, weights: torch.Tensor, seq_lens: torch.Tensor,
-                   block_table: torch.Tensor, indices: torch.Tensor, scores: Optional[torch.Tensor] = None, *,
-                   page_size: int = 64, next_n: Optional[int] = None, sorted: bool = False,
-                   logical_indices: bool = False) -> None:
-    """Paged decode top-k into indices [rows, k] int32 (and scores [rows, k] float32); k = indices.shape[1]."""
+def _topk_paged_out(q: torch.Tensor, k_cache: torch.Tensor, weights: torch.Tensor, seq_lens: torch.Tensor,
+                    block_table: torch.Tensor, indices: torch.Tensor, scores: Optional[torch.Tensor], *,
+                    page_size: int = 64, next_n: Optional[int] = None, sorted: bool = False,
+                    logical_indices: bool = False) -> None:
     topk = indices.shape[-1] if indices.dim() == 2 else 0
     context(q.device).topk_paged(q, k_cache, weights, seq_lens, block_table, page_size=page_size, topk=topk,
                                  next_n=next_n, sorted=sorted, logical_indices=logical_indices, indices=indices,
                                  scores=scores, **_launch_args(q.device))
 
 
-@topk_paged_out.register_fake
-def _topk_paged_out_fake(q, k_cache, weights, seq_lens, block_table, indices, scores=None, *, page_size=64,
+@_topk_paged_out.register_fake
+def _topk_paged_out_fake(q, k_cache, weights, seq_lens, block_table, indices, scores, *, page_size=64,
                          next_n=None, sorted=False, logical_indices=False):
     return None
+
+
+def topk_paged_out(q: torch.Tensor, k_cache: torch.Tensor, weights: torch.Tensor, seq_lens: torch.Tensor,
+                   block_table: torch.Tensor, indices: torch.Tensor, scores: Optional[torch.Tensor] = None, *,
+                   page_size: int = 64, next_n: Optional[int] = None, sorted: bool = False,
+                   logical_indices: bool = False) -> None:
+    """Paged decode top-k into indices [rows, k] int32 (and scores [rows, k] float32); k = indices.shape[1].
+    torch.ops.dsa_indexer.topk_paged_out with scores passed on (None when not given)."""
+    torch.ops.dsa_indexer.topk_paged_out(q, k_cache, weights, seq_lens, block_table, indices, scores,
+                                         page_size=page_size, next_n=next_n, sorted=sorted,
+                                         logical_indices=logical_indices)
 
 
 # ---- ragged prefill ----------------------------------------------------------------------------------
@@ -206,20 +223,28 @@ def _topk_ragged_fake(q, k, k_scale, weights, row_start, row_end, *, topk=2048, 
 
 @torch.library.custom_op(
     "dsa_indexer::topk_ragged_out", mutates_args=("indices", "scores"),
-    schema=f"({_RAGGED_INPUTS}, Tensor(a!) indices, Tensor(b!)? scores=None, *, bool sorted=False, "
+    schema=f"({_RAGGED_INPUTS}, Tensor(a!) indices, Tensor(b!)? scores, *, bool sorted=False, "
            "bool absolute_indices=False) -> ()")
-def topk_ragged_out(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, weights: torch.Tensor,
-                    row_start: torch.Tensor, row_end: torch.Tensor, indices: torch.Tensor,
-                    scores: Optional[torch.Tensor] = None, *, sorted: bool = False,
-                    absolute_indices: bool = False) -> None:
-    """Ragged prefill top-k into indices [S, k] int32 (and scores [S, k] float32); k = indices.shape[1]."""
+def _topk_ragged_out(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, weights: torch.Tensor,
+                     row_start: torch.Tensor, row_end: torch.Tensor, indices: torch.Tensor,
+                     scores: Optional[torch.Tensor], *, sorted: bool = False, absolute_indices: bool = False) -> None:
     topk = indices.shape[-1] if indices.dim() == 2 else 0
     context(q.device).topk_ragged(q, k, k_scale, weights, row_start, row_end, topk=topk, sorted=sorted,
                                   absolute_indices=absolute_indices, indices=indices, scores=scores,
                                   **_launch_args(q.device))
 
 
-@topk_ragged_out.register_fake
-def _topk_ragged_out_fake(q, k, k_scale, weights, row_start, row_end, indices, scores=None, *, sorted=False,
+@_topk_ragged_out.register_fake
+def _topk_ragged_out_fake(q, k, k_scale, weights, row_start, row_end, indices, scores, *, sorted=False,
                           absolute_indices=False):
     return None
+
+
+def topk_ragged_out(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, weights: torch.Tensor,
+                    row_start: torch.Tensor, row_end: torch.Tensor, indices: torch.Tensor,
+                    scores: Optional[torch.Tensor] = None, *, sorted: bool = False,
+                    absolute_indices: bool = False) -> None:
+    """Ragged prefill top-k into indices [S, k] int32 (and scores [S, k] float32); k = indices.shape[1].
+    torch.ops.dsa_indexer.topk_ragged_out with scores passed on (None when not given)."""
+    torch.ops.dsa_indexer.topk_ragged_out(q, k, k_scale, weights, row_start, row_end, indices, scores,
+                                          sorted=sorted, absolute_indices=absolute_indices)

@@ -88,6 +88,20 @@ def ramp_case(seq_lens: List[int], next_n: int = 1, heads: int = 32, page_size: 
     return case
 
 
+def integer_case(seq_lens: List[int], next_n: int = 1, heads: int = 64, page_size: int = 64,
+                 seed: int = 0) -> PagedCase:
+    """Small integer keys, queries and weights with scale 1: every score is an integer, exact in any fp32
+    summation order, so every backend must return the same indices (ties by position) and the same scores
+    (SPEC section 5: exact equality with the CPU backend is required on such inputs)."""
+    rng = np.random.default_rng(seed)
+    case = empty_case(seq_lens, heads=heads, page_size=page_size, next_n=next_n, rng=rng)
+    case.q[...] = float32_to_e4m3(rng.integers(-2, 3, case.q.shape))
+    case.weights[...] = rng.integers(-2, 3, case.weights.shape)
+    case.page_keys()[...] = float32_to_e4m3(rng.integers(-3, 4, case.page_keys().shape))
+    case.page_scales()[...] = 1.0
+    return case
+
+
 def spec6_case(seq_lens: List[int], heads: int = 64, page_size: int = 64, next_n: int = 1,
                seed: int = 0) -> PagedCase:
     """Random inputs like FlashInfer-Bench's: q from randn clamped to [-2, 2], keys from randn with scale

@@ -7,7 +7,7 @@ import pytest
 import dsa_indexer as dsa
 from dsa_indexer.fp8 import float32_to_e4m3
 from fakes import FakeCudaArray
-from paged_case import check_case, empty_case, spec6_case
+from paged_case import check_case, integer_case, spec6_case
 
 try:
     import torch
@@ -32,18 +32,6 @@ def gpu():
 def cpu():
     with dsa.Context() as context:
         yield context
-
-
-def integer_case(seq_lens, next_n=1, heads=64, page_size=64, seed=0):
-    """Small integer keys, queries and weights with scale 1: exact scores, so every backend must return
-    the same indices (ties by position) and the same scores."""
-    rng = np.random.default_rng(seed)
-    case = empty_case(seq_lens, heads=heads, page_size=page_size, next_n=next_n, rng=rng)
-    case.q[...] = float32_to_e4m3(rng.integers(-2, 3, case.q.shape))
-    case.weights[...] = rng.integers(-2, 3, case.weights.shape)
-    case.page_keys()[...] = float32_to_e4m3(rng.integers(-3, 4, case.page_keys().shape))
-    case.page_scales()[...] = 1.0
-    return case
 
 
 def cuda(array):
