@@ -91,7 +91,7 @@ struct FusedSmem {
     float w[NN * H];
     int hist[NN][kBins];
     uint64_t list[kListCap];        // (key << 32) | position, in position order
-    uint64_t picked[kMaxTopk];  // sorted output: candidate keys
+    uint64_t picked[kMaxTopk];      // the selected candidate keys, by output slot
     TileMeta meta[kFusedStages];
     uint64_t full[kFusedStages];
     uint64_t empty[kFusedStages];
