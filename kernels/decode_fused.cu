@@ -32,6 +32,7 @@
 #include "common/order_key.h"
 #include "common/problem.hpp"
 #include "kernels/score_kernels.cuh"
+#include "kernels/select_rows.cuh"
 
 // In images other than sm_90a the fused kernel's body is compiled out (it only runs there), which leaves its
 // device helpers unreferenced: nothing to warn about.
@@ -836,12 +837,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
         }
         const float* seq_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
         const int32_t* table = pb.block_table + int64_t(seg_b) * pb.block_table_stride;
-        const bool logical = pb.shape.index_mode == IndexMode::PagedLogical;
-        const int shift = p.page_shift;
-        auto index_of = [&](uint32_t pos) -> int32_t {
-            if (logical) return int32_t(pos);
-            return (table[pos >> shift] << shift) + int32_t(pos & ((1u << shift) - 1u));
-        };
+        auto index_of = [&](uint32_t pos) { return paged_index(pb, table, p.page_shift, pos); };
         for (int j = 0; j < NN; ++j) {
             const int64_t r = int64_t(seg_b) * NN + j;
             const int n = bad ? 0 : int(visible_positions(seg_tokens, NN, j));
@@ -914,7 +910,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
 
     FusedParams params;
     params.pb = pb;
-    params.page_shift = __builtin_ctz(unsigned(pb.shape.page_size));
+    params.page_shift = log2_of(pb.shape.page_size);
     params.unit_prefix = reinterpret_cast<int*>(ws + l.prefix);
     params.cta_plan = reinterpret_cast<CtaPlan*>(ws + l.cta_plan);
     params.tickets = reinterpret_cast<int*>(ws + l.tickets);

@@ -11,6 +11,13 @@ namespace dsa::kernels {
 
 inline int log2_of(int power_of_two) { return __builtin_ctz(unsigned(power_of_two)); }
 
+// The index reported for position p of a paged sequence whose block-table row is `table` (SPEC section 1):
+// p itself, or its global slot table[p / P] * P + p % P.
+__device__ __forceinline__ int32_t paged_index(const PagedProblem& pb, const int32_t* table, int page_shift, uint32_t p) {
+    if (pb.shape.index_mode == IndexMode::PagedLogical) return int32_t(p);
+    return (table[p >> page_shift] << page_shift) + int32_t(p & ((1u << page_shift) - 1u));
+}
+
 // What the selection kernel needs to know about a row: where its scores are, how many positions it sees,
 // whether its device-side input is bad (block-wide call), and how a position becomes an output index.
 struct PagedRows {
@@ -37,10 +44,8 @@ struct PagedRows {
         return visible_positions(pb.seq_lens[r / pb.shape.next_n], pb.shape.next_n, int(r % pb.shape.next_n));
     }
     __device__ int32_t index_of(int64_t r, uint32_t p) const {
-        if (pb.shape.index_mode == IndexMode::PagedLogical) return int32_t(p);
         const int b = int(r / pb.shape.next_n);
-        return (pb.block_table[int64_t(b) * pb.block_table_stride + (p >> page_shift)] << page_shift) +
-               int32_t(p & ((1u << page_shift) - 1u));
+        return paged_index(pb, pb.block_table + int64_t(b) * pb.block_table_stride, page_shift, p);
     }
 };
 
