@@ -33,6 +33,7 @@
 #include "common/problem.hpp"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_rows.cuh"
+#include "kernels/sm90.cuh"
 
 // In images other than sm_90a the fused kernel's body is compiled out (it only runs there), which leaves its
 // device helpers unreferenced: nothing to warn about.
@@ -105,50 +106,6 @@ struct FusedSmem {
 
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 
-__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(bar)), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-    uint32_t done;
-    do {
-        asm volatile(
-            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(smem_address(bar)), "r"(parity)
-            : "memory");
-    } while (!done);
-}
-__device__ __forceinline__ void tma_load_page(void* dst, const CUtensorMap* map, int page, uint64_t* bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::
-            "r"(smem_address(dst)),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(0), "r"(page), "r"(smem_address(bar))
-        : "memory");
-}
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                     smem_address(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_address(bar))
-                 : "memory");
-}
-__device__ __forceinline__ void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void grid_dependents_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 __host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
     return int64_t(c) * units / ctas;
 }
@@ -159,14 +116,6 @@ __host__ __device__ __forceinline__ int cta_of(int64_t u, int units, int ctas) {
 __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b) {
     const int64_t len = pb.seq_lens[b];
     return seq_len_in_range(len, pb.max_pages, pb.shape.page_size) ? len : -1;  // -1: bad input
-}
-
-// relu that keeps NaN, in one instruction (max.NaN propagates a NaN operand); like relu_keep_nan, but -0
-// may come back as -0, which ranks and reads back as +0 (common/order_key.h).
-__device__ __forceinline__ float relu_nan(float x) {
-    float r;
-    asm("max.NaN.f32 %0, %1, 0f00000000;\n" : "=f"(r) : "f"(x));
-    return r;
 }
 
 // ---- planning ------------------------------------------------------------------------------------------
@@ -598,9 +547,9 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             mbar_init(&sh.full[s], 1);
             mbar_init(&sh.empty[s], kConsumerThreads / 32);  // one arrival per consumer warp
         }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        mbar_init_fence();
     }
-    if (threadIdx.x == 32) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&key_map)) : "memory");
+    if (threadIdx.x == 32) tensormap_prefetch(&key_map);
     __syncthreads();
     grid_dependency_wait();  // the plan kernel's outputs
 
@@ -681,7 +630,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                         mbar_expect_tx(&sh.full[s], uint32_t(np * P * kTokenBytes));
                         for (int pg = 0; pg < np; ++pg) {
                             const int page = pg == 0 ? e0 : e1;
-                            tma_load_page(sh.keys[s] + pg * P * kHeadDim, &key_map, page, &sh.full[s]);
+                            tma_load_3d(sh.keys[s] + pg * P * kHeadDim, &key_map, page, &sh.full[s]);
                             bulk_load(&sh.scales[s][pg * P], pb.k_cache + int64_t(page) * pb.page_stride_bytes + P * kHeadDim,
                                       uint32_t(P * kScaleBytes), &sh.full[s]);
                         }
@@ -874,23 +823,6 @@ FusedLayout fused_layout(const PagedProblem& pb) {
     l.scores = take(size_t(B) * units_max * kUnitTokens * NN * 4);
     l.total = at;
     return l;
-}
-
-using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
-EncodeTiled encode_tiled() {
-    static EncodeTiled fn = [] {
-        void* f = nullptr;
-        cudaDriverEntryPointQueryResult status{};
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &status) !=
-                cudaSuccess ||
-            status != cudaDriverEntryPointSuccess)
-            f = nullptr;
-        return reinterpret_cast<EncodeTiled>(f);
-    }();
-    return fn;
 }
 
 template <int H, int NN>

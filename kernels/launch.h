@@ -21,8 +21,9 @@ struct DeviceTraits {
 
 enum class ScoreKernel {
     Auto,      // the fastest kernel this device runs (fp8 tensor cores on sm_89+, wgmma on sm_90a); on sm_90a
-               // the fused decode kernel for paged batches of kFusedMinRows rows or more
-    Fused,     // the fused decode kernel (kernels/decode_fused.cu) wherever it runs, whatever the batch
+               // the fused decode kernel for paged batches of kFusedMinRows rows or more, and the fused
+               // prefill kernel for every ragged call
+    Fused,     // the fused kernels (decode_fused.cu, prefill_fused.cu) wherever they run, whatever the batch
     Split,     // the score + select kernels, never the fused one
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
@@ -32,7 +33,11 @@ constexpr int64_t kFusedMinRows = 128;
 
 // ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------
 size_t paged_workspace_bytes(const PagedProblem& problem);
-size_t ragged_workspace_bytes(const RaggedProblem& problem);
+// Whether a ragged call runs the fused prefill kernel (sm_90a), which needs q and k on 16-byte boundaries
+// (ragged_inputs_aligned); otherwise the score + select kernels run.
+bool ragged_uses_fused(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kernel);
+bool ragged_inputs_aligned(const RaggedProblem& problem);
+size_t ragged_workspace_bytes(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kernel);
 
 // error_flag: device int set to 1 when a row meets bad device-side input (the data rules of
 // common/problem.hpp: paged, a seq_len or a block-table entry out of range; ragged, a window out of range);

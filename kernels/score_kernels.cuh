@@ -5,6 +5,7 @@
 #pragma once
 
 #include "kernels/score_common.cuh"
+#include "kernels/sm90.cuh"
 
 namespace dsa::kernels {
 
@@ -155,11 +156,7 @@ template <int H>
 struct WgmmaTileMath {
     static constexpr int kAcc = H / 2;  // fp32 accumulators per thread of an m64 x H block
 
-    // K-major operand, 128B swizzle: start >> 4, leading offset 1 (unused), stride 1024 B between 8-row groups.
-    __device__ static uint64_t descriptor(const void* smem) {
-        return uint64_t((smem_address(smem) & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
-               (uint64_t(1) << 62);
-    }
+    __device__ static uint64_t descriptor(const void* smem) { return wgmma_descriptor(smem); }
 
     template <int Accumulate>
     __device__ static void wgmma(float (&d)[kAcc], uint64_t a, uint64_t b) {
@@ -187,18 +184,8 @@ struct WgmmaTileMath {
 #endif
     }
 
-    // wgmma.fence / commit_group / wait_group 0, present only in the sm_90a image.
-    __device__ static void wgmma_fence() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-    }
-    __device__ static void wgmma_commit_and_wait() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
-    }
+    __device__ static void wgmma_fence() { kernels::wgmma_fence(); }
+    __device__ static void wgmma_commit_and_wait() { kernels::wgmma_commit_and_wait(); }
 
     // Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmma.
     __device__ static void fence_accumulators(float (&d)[kAcc]) {

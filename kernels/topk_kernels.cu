@@ -4,6 +4,7 @@
 
 #include "kernels/decode_fused.h"
 #include "kernels/launch.h"
+#include "kernels/prefill_fused.h"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_kernel.cuh"
 #include "kernels/select_rows.cuh"
@@ -141,7 +142,16 @@ size_t paged_workspace_bytes(const PagedProblem& pb) {
     return pb.rows() == 0 ? 0 : std::max(paged_plan(pb).total, decode_fused_workspace_bytes(pb));
 }
 
-size_t ragged_workspace_bytes(const RaggedProblem& pb) { return pb.rows() == 0 ? 0 : ragged_plan(pb).total; }
+bool ragged_uses_fused(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
+    return (kind == ScoreKernel::Auto || kind == ScoreKernel::Fused) && prefill_fused_runs(pb, device.compute_capability);
+}
+
+bool ragged_inputs_aligned(const RaggedProblem& pb) { return prefill_fused_inputs_aligned(pb); }
+
+size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
+    if (pb.rows() == 0) return 0;
+    return ragged_uses_fused(pb, device, kind) ? prefill_fused_workspace_bytes(pb, device.sm_count) : ragged_plan(pb).total;
+}
 
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
                        int* error_flag, cudaStream_t stream) {
@@ -178,6 +188,10 @@ cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, 
 
 cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
                         int* error_flag, cudaStream_t stream) {
+    if (ragged_uses_fused(problem, device, kind)) {
+        if (!prefill_fused_inputs_aligned(problem)) return cudaErrorMisalignedAddress;  // the caller checks first
+        return prefill_fused_topk(problem, device.sm_count, workspace, error_flag, stream);
+    }
     WorkspacePlan plan = ragged_plan(problem);
     float* scores = plan.bind(workspace);
     const int H = problem.shape.num_heads;

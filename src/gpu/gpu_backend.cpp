@@ -60,7 +60,9 @@ public:
     bool has_device(int id) const override { return ranks_.has_device(id); }
 
     size_t paged_workspace_size(const PagedProblem& pb) const override { return kernels::paged_workspace_bytes(pb); }
-    size_t ragged_workspace_size(const RaggedProblem& pb) const override { return kernels::ragged_workspace_bytes(pb); }
+    size_t ragged_workspace_size(const RaggedProblem& pb) const override {
+        return kernels::ragged_workspace_bytes(pb, ranks_.device(0).traits, kernel_);
+    }
 
     void topk_paged(const PagedProblem& pb, void* workspace, size_t, void* stream) override {
         if (pb.rows() == 0) return;
@@ -84,6 +86,10 @@ public:
                            {pb.row_end, "inputs->row_end"}, {pb.out.indices, "outputs->indices"},
                            {pb.out.scores, "outputs->scores"}, {workspace, "workspace"}},
                           d.id);
+        require(!kernels::ragged_uses_fused(pb, d.traits, kernel_) || kernels::ragged_inputs_aligned(pb),
+                DSA_STATUS_INVALID_ARGUMENT,
+                "inputs->q and inputs->k must start on 16-byte boundaries on this GPU (its prefill kernel loads them "
+                "by TMA)");
         check_cuda(kernels::topk_ragged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
                    "launching the ragged top-k kernels");
     }

@@ -1,0 +1,585 @@
+// Fused prefill top-k over a contiguous K (SPEC section 2), sm_90a. One persistent launch: one CTA per SM,
+// two warpgroups, each working on its own "jobs" (4 consecutive query rows) from start to finish:
+//  - The job's keys are the union of its rows' windows, streamed in 64-key tiles by TMA (a 2-D tensor map
+//    over [num_keys, 128 B], 128B swizzle) into a ring of mbarrier stages; one thread of the warpgroup
+//    issues them kPrefillStages - 1 tiles ahead. The 4 rows' queries (4 x H x 128 B) are one TMA box.
+//  - wgmma m64 x (4 H) x k32: keys as M, the 4 rows' heads as N, so K is read once per 4 rows; the
+//    epilogue applies relu, the weights, the head sum (a 4-lane transpose-reduce, after which lane q holds
+//    row q's scores) and the key scale in registers.
+//  - Each row keeps a candidate buffer (4096 entries in the workspace, in position order) and a threshold:
+//    a score enters when its order key is at or above the threshold. When a buffer fills, the warpgroup
+//    keeps its best k in place (radix refinement over the order key, ties to the smaller position) and
+//    raises the threshold to what the k-th best needs, so most tiles of long windows store nothing. At the
+//    job's end each row is selected exactly from its buffer and written out.
+// Every row is computed by one warpgroup alone, in position order, so the result is a pure function of the
+// inputs, bit-identical to the CPU backend on tie-free inputs. Jobs are dealt out longest first (the last
+// rows of a causal sequence have the longest windows) in a snake order over the warpgroups, which balances
+// a causal triangle without any global counter. Scores never leave the chip except as candidates; the
+// workspace is independent of S x N.
+#include "kernels/prefill_fused.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdint>
+
+#include <cuda.h>
+
+#include "common/constants.hpp"
+#include "common/order_key.h"
+#include "common/problem.hpp"
+#include "kernels/score_common.cuh"
+#include "kernels/sm90.cuh"
+
+// In images other than sm_90a the kernel's body is compiled out (it only runs there), which leaves its
+// device helpers unreferenced: nothing to warn about.
+#pragma nv_diag_suppress 177
+
+namespace dsa::kernels {
+namespace {
+
+constexpr int kJobRows = 4;          // query rows per job: wgmma N = 4 x H
+constexpr int kPrefillTile = 64;     // keys per tile (wgmma M)
+constexpr int kPrefillStages = 6;    // key tiles per warpgroup ring
+constexpr int kWgThreads = 128;
+constexpr int kPrefillThreads = 2 * kWgThreads;
+constexpr int kCandidateCap = 4096;  // candidates a row buffers before keeping its best k
+constexpr int kSelectItems = kCandidateCap / kWgThreads;  // candidates per thread in a selection
+constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next tile might not fit
+constexpr int kBins = 2048;          // first radix level: the order key's top 11 bits
+constexpr int kBinShift = 21;
+
+struct PrefillParams {
+    RaggedProblem pb;
+    uint2* candidates;  // [slots][kJobRows][kCandidateCap] of (order key, key number)
+    int num_jobs;
+    int* error_flag;
+};
+
+template <int H>
+struct alignas(1024) WarpgroupSmem {
+    uint8_t keys[kPrefillStages][kPrefillTile * kHeadDim];  // 1024-byte aligned: wgmma's swizzle atoms
+    uint8_t q[kJobRows * H * kHeadDim];
+    union {
+        int hist[kBins];
+        uint64_t sort[kMaxTopk];
+    } scratch;
+    float w[kJobRows * H];
+    uint64_t full[kPrefillStages];
+    uint64_t empty[kPrefillStages];
+    uint64_t q_full;
+    int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
+    int warp_sum[4];
+    int bcast[2];
+};
+
+template <int H>
+struct PrefillSmem {
+    WarpgroupSmem<H> wg[2];
+};
+
+// One warpgroup's m64 x N x k32 fp8 product (N = 256 or 128), both operands from 128B-swizzled shared tiles.
+template <int N>
+struct WideWgmma {
+    static constexpr int kAcc = N / 2;  // fp32 accumulators per thread
+
+    template <int Accumulate>
+    __device__ static void mma(float (&d)[kAcc], uint64_t a, uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+        if constexpr (N == 256) {
+        asm volatile(
+            "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, %130, 1, 1;\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+            : "l"(a), "l"(b), "n"(Accumulate));
+        } else {
+            static_assert(N == 128, "N is 4 rows of 64 or 32 heads");
+        asm volatile(
+            "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, %66, 1, 1;\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "l"(a), "l"(b), "n"(Accumulate));
+        }
+#endif
+    }
+};
+
+__device__ __forceinline__ uint64_t order_candidate(uint2 c) { return (uint64_t(c.x) << 32) | uint64_t(~c.y); }
+
+// One warpgroup's view of its shared memory and its selection steps (128 threads; every member calls each).
+template <int H>
+struct Warpgroup {
+    WarpgroupSmem<H>& sh;
+    int id;    // 0 or 1: named barrier 1 + id
+    int t;     // thread in the warpgroup
+    int warp;  // warp in the warpgroup
+    int lane;
+
+    __device__ void sync() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
+
+    __device__ int exclusive_scan(int v, int& total) const {
+        int inc = v;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int x = __shfl_up_sync(0xffffffffu, inc, off);
+            if (lane >= off) inc += x;
+        }
+        if (lane == 31) sh.warp_sum[warp] = inc;
+        sync();
+        int before = 0, sum = 0;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            const int x = sh.warp_sum[w];
+            before += w < warp ? x : 0;
+            sum += x;
+        }
+        sync();  // warp_sum is rewritten by the next scan
+        total = sum;
+        return before + inc - v;
+    }
+
+    // The bin of sh.scratch.hist (nbins of them, largest keys in the highest bin) holding the need-th largest
+    // key, and the count of keys in the bins above it.
+    __device__ void find_bin(int nbins, int need, int& bin, int& above) const {
+        const int* hist = sh.scratch.hist;
+        const int per = nbins / kWgThreads;
+        const int lo = (kWgThreads - 1 - t) * per;
+        int local = 0;
+        for (int i = 0; i < per; ++i) local += hist[lo + i];
+        int total;
+        const int excl = exclusive_scan(local, total);
+        if (excl < need && need <= excl + local) {
+            int acc = excl;
+            for (int i = per - 1; i >= 0; --i) {
+                const int h = hist[lo + i];
+                if (acc + h >= need) {
+                    sh.bcast[0] = lo + i;
+                    sh.bcast[1] = acc;
+                    break;
+                }
+                acc += h;
+            }
+        }
+        sync();
+        bin = sh.bcast[0];
+        above = sh.bcast[1];
+    }
+
+    // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order: the
+    // order key's bits are refined 11 + 11 + 10 at a time (stopping once the threshold bin holds exactly
+    // what is still needed), and among equal keys the earlier (smaller) positions stay. Returns the
+    // threshold a later candidate must reach to matter: above the k-th key, or that key's bin when the
+    // refinement stopped early (a lower bound, which only lets a few more through).
+    __device__ uint32_t keep_best(uint2* buf, int n, int k) const {
+        int* hist = sh.scratch.hist;
+        const int i0 = t * kSelectItems;
+        uint32_t key[kSelectItems], pos[kSelectItems];
+#pragma unroll
+        for (int e = 0; e < kSelectItems; e += 2) {
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (i0 + e < n) v = __ldcg(reinterpret_cast<const uint4*>(buf + i0 + e));
+            key[e] = v.x;
+            pos[e] = v.y;
+            key[e + 1] = v.z;
+            pos[e + 1] = v.w;
+        }
+        for (int i = t; i < kBins; i += kWgThreads) hist[i] = 0;
+        sync();
+#pragma unroll
+        for (int e = 0; e < kSelectItems; ++e)
+            if (i0 + e < n) atomicAdd(&hist[key[e] >> kBinShift], 1);
+        sync();
+        int bin, above;
+        find_bin(kBins, k, bin, above);
+        int need = k - above, ties = hist[bin], shift = kBinShift;
+        uint32_t prefix = uint32_t(bin);
+        sync();
+        while (ties > need && shift > 0) {
+            const int width = shift < 11 ? shift : 11, bshift = shift - width;
+            for (int i = t; i < kBins; i += kWgThreads) hist[i] = 0;
+            sync();
+#pragma unroll
+            for (int e = 0; e < kSelectItems; ++e)
+                if (i0 + e < n && (key[e] >> shift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & ((1u << width) - 1u)], 1);
+            sync();
+            int up;
+            find_bin(1 << width, need, bin, up);
+            above += up;
+            need -= up;
+            ties = hist[bin];
+            sync();
+            prefix = (prefix << width) | uint32_t(bin);
+            shift = bshift;
+        }
+        int gt = 0, eq = 0;
+#pragma unroll
+        for (int e = 0; e < kSelectItems; ++e) {
+            const bool in = i0 + e < n;
+            gt += in && (key[e] >> shift) > prefix;
+            eq += in && (key[e] >> shift) == prefix;
+        }
+        int total;
+        const int before = exclusive_scan(gt | (eq << 16), total);  // every read of buf is behind its barriers
+        int gt_before = before & 0xffff, eq_before = before >> 16;
+#pragma unroll
+        for (int e = 0; e < kSelectItems; ++e) {
+            if (i0 + e >= n) break;
+            const uint32_t top = key[e] >> shift;
+            if (top > prefix) {
+                buf[gt_before + min(eq_before, need)] = make_uint2(key[e], pos[e]);
+                ++gt_before;
+            } else if (top == prefix) {
+                if (eq_before < need) buf[gt_before + eq_before] = make_uint2(key[e], pos[e]);
+                ++eq_before;
+            }
+        }
+        __threadfence_block();
+        sync();
+        return shift == 0 ? prefix + 1u : prefix << shift;  // the largest key is +inf's, so no overflow
+    }
+
+    // Writes row r: the `taken` candidates of buf (position order), then padding. Indices are key numbers
+    // less `base` (the row's start for relative indices, 0 for absolute ones).
+    __device__ void write_row(const RaggedProblem& pb, int64_t r, const uint2* buf, int taken, int32_t base) const {
+        const int k = pb.shape.topk;
+        int32_t* out_idx = pb.out.indices + r * k;
+        float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
+        if (pb.shape.sorted && taken > 1) {
+            uint64_t* sort = sh.scratch.sort;
+            int size = 1;
+            while (size < taken) size <<= 1;
+            for (int i = t; i < size; i += kWgThreads) sort[i] = i < taken ? order_candidate(__ldcg(buf + i)) : 0u;
+            sync();
+            // Bitonic sort, descending: a larger candidate key ranks first.
+            for (int len = 2; len <= size; len <<= 1) {
+                for (int stride = len >> 1; stride > 0; stride >>= 1) {
+                    for (int x = t; x < size / 2; x += kWgThreads) {
+                        const int i = (x / stride) * 2 * stride + x % stride, j = i + stride;
+                        const bool descending = (i & len) == 0;
+                        const uint64_t a = sort[i], c = sort[j];
+                        if ((a < c) == descending) {
+                            sort[i] = c;
+                            sort[j] = a;
+                        }
+                    }
+                    sync();
+                }
+            }
+            for (int i = t; i < taken; i += kWgThreads) {
+                const uint64_t c = sort[i];
+                out_idx[i] = int32_t(candidate_position(c)) - base;
+                if (out_score) out_score[i] = score_from_order_key(uint32_t(c >> 32));
+            }
+        } else {
+            for (int i = t; i < taken; i += kWgThreads) {
+                const uint2 c = __ldcg(buf + i);
+                out_idx[i] = int32_t(c.y) - base;
+                if (out_score) out_score[i] = score_from_order_key(c.x);
+            }
+        }
+        for (int i = taken + t; i < k; i += kWgThreads) {
+            out_idx[i] = -1;
+            if (out_score) out_score[i] = -__int_as_float(0x7f800000);
+        }
+        sync();  // scratch is reused by the next row
+    }
+};
+
+// A job: rows [r0, r0 + rows) and the union [lo, lo + 64 * tiles) of their windows.
+struct Job {
+    int r0, rows;
+    int start[kJobRows], end[kJobRows];  // empty for a row past the end or with a bad window
+    int ok;                              // bit j: row j's window obeys the data rule
+    int lo, tiles;
+};
+
+template <int H>
+__global__ void __launch_bounds__(kPrefillThreads, 1)
+    prefill_fused_kernel(const __grid_constant__ CUtensorMap key_map, const __grid_constant__ CUtensorMap q_map,
+                         PrefillParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using Mma = WideWgmma<kJobRows * H>;
+    constexpr int kChunks = H / 8;  // 8-column accumulator chunks per row
+    extern __shared__ __align__(128) uint8_t prefill_smem_raw[];
+    auto& smem = *reinterpret_cast<PrefillSmem<H>*>(prefill_smem_raw +
+                                                    ((1024 - smem_address(prefill_smem_raw) % 1024) % 1024));
+    const int wg_id = int(threadIdx.x) / kWgThreads, t = int(threadIdx.x) % kWgThreads;
+    const Warpgroup<H> g{smem.wg[wg_id], wg_id, t, t / 32, t % 32};
+    WarpgroupSmem<H>& sh = g.sh;
+    const int warp = g.warp, lane = g.lane, quad = lane & 3;
+    const RaggedProblem& pb = p.pb;
+    const int S = pb.num_rows, N = int(pb.num_keys), k = pb.shape.topk;
+
+    if (t == 0) {
+        for (int s = 0; s < kPrefillStages; ++s) {
+            mbar_init(&sh.full[s], 1);
+            mbar_init(&sh.empty[s], 4);  // one arrival per warp
+        }
+        mbar_init(&sh.q_full, 1);
+        mbar_init_fence();
+        tensormap_prefetch(&key_map);
+        tensormap_prefetch(&q_map);
+    }
+    g.sync();
+
+    const int slot = int(blockIdx.x) * 2 + wg_id, slots = int(gridDim.x) * 2;
+    uint2* const candidates = p.candidates + int64_t(slot) * kJobRows * kCandidateCap;
+    uint32_t issued = 0, consumed = 0, q_phase = 0;  // issued: thread 0's count
+
+    auto issue_tile = [&](int y) {
+        const uint32_t s = issued % kPrefillStages;
+        if (issued >= kPrefillStages) mbar_wait(&sh.empty[s], ((issued / kPrefillStages) - 1u) & 1u);
+        mbar_expect_tx(&sh.full[s], kPrefillTile * kHeadDim);
+        tma_load_2d(sh.keys[s], &key_map, y, &sh.full[s]);
+        ++issued;
+    };
+    // Reads job `round` of this warpgroup's deal, stages its weights and starts its loads; false when none.
+    auto begin_job = [&](int round, Job& job) {
+        const int64_t dealt = int64_t(round) * slots + ((round & 1) ? slots - 1 - slot : slot);
+        if (dealt >= p.num_jobs) return false;
+        job.r0 = (p.num_jobs - 1 - int(dealt)) * kJobRows;  // longest first
+        job.rows = min(kJobRows, S - job.r0);
+        job.ok = 0;
+        int lo = INT_MAX, hi = 0;
+#pragma unroll
+        for (int j = 0; j < kJobRows; ++j) {
+            job.start[j] = job.end[j] = 0;
+            if (j >= job.rows) continue;
+            const int s = __ldg(pb.row_start + job.r0 + j), e = __ldg(pb.row_end + job.r0 + j);
+            if (!ragged_window_in_range(s, e, pb.num_keys)) {
+                if (t == 0) *p.error_flag = 1;
+                continue;
+            }
+            job.ok |= 1 << j;
+            job.start[j] = s;
+            job.end[j] = e;
+            if (e > s) {
+                lo = min(lo, s);
+                hi = max(hi, e);
+            }
+        }
+        job.lo = lo;
+        job.tiles = hi > lo ? (hi - lo + kPrefillTile - 1) / kPrefillTile : 0;
+        for (int i = t; i < kJobRows * H; i += kWgThreads)
+            sh.w[i] = i / H < job.rows ? __ldg(pb.weights + int64_t(job.r0) * H + i) : 0.0f;
+        if (t == 0 && job.tiles > 0) {
+            mbar_expect_tx(&sh.q_full, kJobRows * H * kHeadDim);
+            tma_load_2d(sh.q, &q_map, job.r0 * H, &sh.q_full);
+            for (int i = 0; i < min(kPrefillStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPrefillTile);
+        }
+        return true;
+    };
+
+    Job job;
+    bool have = begin_job(0, job);
+    for (int round = 1; have; ++round) {
+        g.sync();  // sh.w of this job
+        // After the transpose-reduce lane q holds row q: its window, buffer, count and threshold.
+        const int my_start = quad == 0 ? job.start[0] : quad == 1 ? job.start[1] : quad == 2 ? job.start[2] : job.start[3];
+        const int my_end = quad == 0 ? job.end[0] : quad == 1 ? job.end[1] : quad == 2 ? job.end[2] : job.end[3];
+        uint2* const my_buf = candidates + quad * kCandidateCap;
+        int count = 0;
+        uint32_t threshold = 0;
+        if (job.tiles > 0) {
+            mbar_wait(&sh.q_full, q_phase);
+            q_phase ^= 1u;
+        }
+        for (int tile = 0; tile < job.tiles; ++tile) {
+            if (t == 0 && tile + kPrefillStages - 1 < job.tiles)
+                issue_tile(job.lo + (tile + kPrefillStages - 1) * kPrefillTile);
+            const int p0 = job.lo + tile * kPrefillTile + warp * 16 + (lane >> 2), p1 = p0 + 8;
+            const float sc0 = p0 < N ? __ldg(pb.k_scale + p0) : 0.0f;
+            const float sc1 = p1 < N ? __ldg(pb.k_scale + p1) : 0.0f;
+            const uint32_t s = consumed % kPrefillStages;
+            mbar_wait(&sh.full[s], (consumed / kPrefillStages) & 1u);
+            float d[Mma::kAcc];
+#pragma unroll
+            for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                const uint64_t a = wgmma_descriptor(sh.keys[s] + ks * 32);
+                const uint64_t b = wgmma_descriptor(sh.q + ks * 32);
+                if (ks == 0) Mma::template mma<0>(d, a, b);
+                else Mma::template mma<1>(d, a, b);
+            }
+            wgmma_commit_and_wait();
+#pragma unroll
+            for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&sh.empty[s]);
+            ++consumed;
+
+            // Keys lane / 4 (a = 0) and lane / 4 + 8 (a = 1) of this warp's 16, one partial sum per row.
+            float v[2][kJobRows];
+#pragma unroll
+            for (int j = 0; j < kJobRows; ++j) {
+                float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+                for (int x = 0; x < kChunks; ++x) {
+                    const int c = (j * kChunks + x) * 4;
+                    // Heads 8x + 2 quad (+1) of row j; from shared memory, as registers are all taken by d.
+                    const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad]);
+                    a0 += w.x * relu_nan(d[c + 0]) + w.y * relu_nan(d[c + 1]);
+                    a1 += w.x * relu_nan(d[c + 2]) + w.y * relu_nan(d[c + 3]);
+                }
+                v[0][j] = a0;
+                v[1][j] = a1;
+            }
+            // Transpose-reduce over the 4 lanes of a quad: lane q ends with row q's sums (same additions,
+            // in the same order, as the split kernel's xor-1 then xor-2 reduction).
+            const bool odd = quad & 1, high = quad & 2;
+            float z[2];
+#pragma unroll
+            for (int a = 0; a < 2; ++a) {
+                float u[2];
+#pragma unroll
+                for (int m = 0; m < 2; ++m) {
+                    const float keep = odd ? v[a][2 * m + 1] : v[a][2 * m];
+                    const float send = odd ? v[a][2 * m] : v[a][2 * m + 1];
+                    u[m] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+                }
+                const float keep = high ? u[1] : u[0];
+                const float send = high ? u[0] : u[1];
+                z[a] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+            }
+            const uint32_t key0 = score_order_key(sc0 * z[0]), key1 = score_order_key(sc1 * z[1]);
+            const bool pass0 = p0 >= my_start && p0 < my_end && key0 >= threshold;
+            const bool pass1 = p1 >= my_start && p1 < my_end && key1 >= threshold;
+            // Append in position order: warp by warp, within a warp keys a = 0 then a = 1, lanes in order.
+            const unsigned row_lanes = 0x11111111u << quad, below = (1u << lane) - 1u;
+            const unsigned m0 = __ballot_sync(0xffffffffu, pass0) & row_lanes;
+            const unsigned m1 = __ballot_sync(0xffffffffu, pass1) & row_lanes;
+            const int c0 = __popc(m0);
+            if (lane < 4) sh.counts[tile & 1][warp][lane] = c0 | (__popc(m1) << 16);
+            g.sync();
+            int before = 0, added = 0;
+#pragma unroll
+            for (int w2 = 0; w2 < 4; ++w2) {
+                const int x = sh.counts[tile & 1][w2][quad];
+                const int n = (x & 0xffff) + (x >> 16);
+                before += w2 < warp ? n : 0;
+                added += n;
+            }
+            if (pass0) my_buf[count + before + __popc(m0 & below)] = make_uint2(key0, uint32_t(p0));
+            if (pass1) my_buf[count + before + c0 + __popc(m1 & below)] = make_uint2(key1, uint32_t(p1));
+            count += added;
+            // Uniform over the warpgroup: every warp holds every row's count.
+            if (__any_sync(0xffffffffu, count > kCompactAt)) {
+                __threadfence_block();
+                g.sync();
+#pragma unroll 1
+                for (int j = 0; j < kJobRows; ++j) {
+                    const int n = __shfl_sync(0xffffffffu, count, j);
+                    if (n <= kCompactAt) continue;
+                    const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k);
+                    if (quad == j) {
+                        threshold = raised;
+                        count = k;
+                    }
+                }
+            }
+        }
+        __threadfence_block();
+        g.sync();  // every candidate stored, every wgmma of this job done
+        const Job done = job;
+        have = begin_job(round, job);  // the next job's loads overlap this job's selection
+#pragma unroll 1
+        for (int j = 0; j < done.rows; ++j) {
+            const int n = __shfl_sync(0xffffffffu, count, j);
+            const int64_t r = int64_t(done.r0) + j;
+            uint2* buf = candidates + j * kCandidateCap;
+            if (!((done.ok >> j) & 1)) {
+                g.write_row(pb, r, buf, 0, 0);
+                continue;
+            }
+            if (n > k) g.keep_best(buf, n, k);
+            g.write_row(pb, r, buf, min(n, k),
+                        pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j]);
+        }
+    }
+#else
+    __trap();  // launched only when the sm_90a image is present (prefill_fused_available)
+#endif
+}
+
+// ---- host side -----------------------------------------------------------------------------------------
+
+int64_t job_count(const RaggedProblem& pb) { return (int64_t(pb.num_rows) + kJobRows - 1) / kJobRows; }
+
+int grid_ctas(const RaggedProblem& pb, int sm_count) {
+    return int(std::max<int64_t>(1, std::min<int64_t>(sm_count, (job_count(pb) + 1) / 2)));
+}
+
+template <int H>
+cudaError_t launch_prefill(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
+                           cudaStream_t stream) {
+    EncodeTiled encode = encode_tiled();
+    if (!encode) return cudaErrorNotSupported;
+    const cuuint32_t element_strides[2] = {1, 1};
+    CUtensorMap key_map, q_map;
+    {
+        const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_keys)};
+        const cuuint64_t strides[1] = {cuuint64_t(kHeadDim)};
+        const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kPrefillTile)};
+        if (encode(&key_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<uint8_t*>(pb.k), dims, strides, box,
+                   element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+            return cudaErrorInvalidValue;
+    }
+    {
+        const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_rows) * H};
+        const cuuint64_t strides[1] = {cuuint64_t(kHeadDim)};
+        const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kJobRows * H)};
+        if (encode(&q_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<uint8_t*>(pb.q), dims, strides, box,
+                   element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+            return cudaErrorInvalidValue;
+    }
+    PrefillParams params;
+    params.pb = pb;
+    params.candidates = static_cast<uint2*>(workspace);
+    params.num_jobs = int(job_count(pb));
+    params.error_flag = error_flag;
+
+    auto kernel = prefill_fused_kernel<H>;
+    constexpr int smem = int(sizeof(PrefillSmem<H>)) + 1024;
+    // Raised once per device (the attribute is per device); later calls pay nothing.
+    static std::atomic<uint64_t> raised{0};
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    const uint64_t bit = uint64_t(1) << (device & 63);
+    if (!(raised.load(std::memory_order_acquire) & bit)) {
+        err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (err != cudaSuccess) return err;
+        raised.fetch_or(bit, std::memory_order_acq_rel);
+    }
+    kernel<<<grid_ctas(pb, sm_count), kPrefillThreads, smem, stream>>>(key_map, q_map, params);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+bool prefill_fused_runs(const RaggedProblem& pb, int compute_capability) {
+    return DSA_KERNELS_HAVE_SM90A && compute_capability == 90 && pb.num_keys > 0 &&
+           pb.num_keys <= INT_MAX - kPrefillTile && int64_t(pb.num_rows) * pb.shape.num_heads <= INT_MAX &&
+           pb.shape.topk <= kMaxTopk && encode_tiled() != nullptr;
+}
+
+bool prefill_fused_inputs_aligned(const RaggedProblem& pb) {
+    return reinterpret_cast<uintptr_t>(pb.q) % 16 == 0 && reinterpret_cast<uintptr_t>(pb.k) % 16 == 0;
+}
+
+size_t prefill_fused_workspace_bytes(const RaggedProblem& pb, int sm_count) {
+    return pb.rows() == 0 ? 0 : size_t(grid_ctas(pb, sm_count)) * 2 * kJobRows * kCandidateCap * sizeof(uint2);
+}
+
+cudaError_t prefill_fused_topk(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
+                               cudaStream_t stream) {
+    if (pb.rows() == 0) return cudaSuccess;
+    return pb.shape.num_heads == 64 ? launch_prefill<64>(pb, sm_count, workspace, error_flag, stream)
+                                    : launch_prefill<32>(pb, sm_count, workspace, error_flag, stream);
+}
+
+}  // namespace dsa::kernels
