@@ -1,11 +1,16 @@
-// GPU timing (METHOD.md): each call is captured once in a CUDA graph per rotated copy of the K cache; the
-// latency is the median of CUDA-event-timed single replays. Copies rotate so that inputs smaller than the L2
-// do not stay cached between calls. CPU timing: the median wall clock of synchronous calls.
+// GPU timing (METHOD.md): each call is captured once in a CUDA graph per rotated copy of its inputs (paged:
+// the K cache; ragged: every input); the latency is the median of CUDA-event-timed single replays. Copies
+// rotate so that inputs smaller than the L2 do not stay cached between calls. CPU timing: the median wall
+// clock of synchronous calls. Checks: SPEC section 5 against the float64 oracle of tests/test_util, on every
+// row of a paged call and on a sample of the rows of a ragged one.
 #include "workloads.hpp"
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +21,7 @@ namespace dsa_bench {
 
 using dsa_test::PagedCase;
 using dsa_test::PagedLayout;
+using dsa_test::RaggedCase;
 
 namespace {
 
@@ -67,11 +73,76 @@ std::vector<Workload> cpu_workloads(bool quick) {
 
 namespace {
 
+// "_kK" and "_hH" for a top-k and a head count other than the defaults: the names of workloads run with them.
+std::string topk_heads_suffix(int topk, int heads) {
+    std::string suffix;
+    if (topk != kDefaultTopk) suffix += "_k" + std::to_string(topk);
+    if (heads != kDefaultHeads) suffix += "_h" + std::to_string(heads);
+    return suffix;
+}
+
+// One causal sequence: S query rows over S keys, row r seeing keys [0, r + 1).
+RaggedWorkload causal_prefill(int32_t tokens, const RaggedWorkload& parameters) {
+    RaggedWorkload w = parameters;
+    w.name = "prefill_" + std::to_string(tokens) + topk_heads_suffix(w.topk, w.heads);
+    w.key_lens = {tokens};
+    w.query_lens = {tokens};
+    return w;
+}
+
+// Chunked prefill: prompts of 1, 3, 6 and 12 x `unit` keys in one call, whose last 100%, 75%, 50% and 25%
+// are this chunk's query rows (a new short prompt next to later chunks of longer ones), so that windows
+// range from 1 key to 12 x unit and rows of each sequence sit below and above k.
+RaggedWorkload chunked_mix(const std::string& name, int32_t unit, const RaggedWorkload& parameters) {
+    RaggedWorkload w = parameters;
+    w.name = name + topk_heads_suffix(w.topk, w.heads);
+    w.key_lens = {1 * unit, 3 * unit, 6 * unit, 12 * unit};
+    w.query_lens = {1 * unit, 3 * unit * 3 / 4, 6 * unit / 2, 12 * unit / 4};
+    return w;
+}
+
+}  // namespace
+
+std::vector<RaggedWorkload> ragged_gpu_workloads(const RaggedWorkload& parameters) {
+    std::vector<RaggedWorkload> w;
+    for (int32_t tokens : {4096, 8192, 16384, 32768}) w.push_back(causal_prefill(tokens, parameters));
+    w.push_back(chunked_mix("prefill_chunked_mix", 1000, parameters));
+    return w;
+}
+
+// The CPU backend scores about 33 GFLOP/s on 2 cores: S = 1024 is 8.6 GFLOP (0.26 s, the quick run), S = 4096
+// 137 GFLOP (4.3 s); the quarter-size mix 51 GFLOP.
+std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkload& parameters) {
+    if (quick) return {causal_prefill(1024, parameters)};
+    return {causal_prefill(1024, parameters), causal_prefill(2048, parameters), causal_prefill(4096, parameters),
+            chunked_mix("prefill_chunked_mix_small", 250, parameters)};
+}
+
+RaggedCase ragged_case_of(const RaggedWorkload& w) {
+    int64_t keys = 0;
+    for (int32_t len : w.key_lens) keys += len;
+    return RaggedCase(w.heads, keys, dsa_test::causal_windows(w.key_lens, w.query_lens));
+}
+
+namespace {
+
 // A whole number in [1, limit] from all of `text`, else 0.
 int64_t positive(const std::string& text, int64_t limit) {
     if (text.empty() || text.size() > 12 || text.find_first_not_of("0123456789") != std::string::npos) return 0;
     const int64_t value = std::atoll(text.c_str());
     return value <= limit ? value : 0;
+}
+
+// Calls item(text) for each comma-separated item of `text` (empty items included, for the caller to reject)
+// until one returns false.
+bool for_each_item(const std::string& text, const std::function<bool(const std::string&)>& item) {
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t comma = std::min(text.find(',', start), text.size());
+        if (!item(text.substr(start, comma - start))) return false;
+        start = comma + 1;
+    }
+    return true;
 }
 
 }  // namespace
@@ -80,13 +151,9 @@ bool parse_shapes(const std::string& text, const Workload& parameters, std::vect
     const Workload defaults;
     std::string suffix;
     if (parameters.next_n != defaults.next_n) suffix += "_next_n" + std::to_string(parameters.next_n);
-    if (parameters.topk != defaults.topk) suffix += "_k" + std::to_string(parameters.topk);
-    if (parameters.heads != defaults.heads) suffix += "_h" + std::to_string(parameters.heads);
+    suffix += topk_heads_suffix(parameters.topk, parameters.heads);
     if (parameters.page_size != defaults.page_size) suffix += "_p" + std::to_string(parameters.page_size);
-    size_t start = 0;
-    while (start <= text.size()) {
-        const size_t comma = std::min(text.find(',', start), text.size());
-        const std::string item = text.substr(start, comma - start);
+    return for_each_item(text, [&](const std::string& item) {
         const size_t x = item.find('x');
         const int64_t batch = x == std::string::npos ? 0 : positive(item.substr(0, x), 1 << 20);
         const int64_t length = x == std::string::npos ? 0 : positive(item.substr(x + 1), int64_t(1) << 30);
@@ -98,18 +165,138 @@ bool parse_shapes(const std::string& text, const Workload& parameters, std::vect
         w.name = std::to_string(batch) + "x" + std::to_string(length) + suffix;
         w.seq_lens = repeat(int(batch), int32_t(length));
         out->push_back(w);
-        start = comma + 1;
-    }
-    return true;
+        return true;
+    });
+}
+
+bool parse_ragged_shapes(const std::string& text, const RaggedWorkload& parameters, std::vector<RaggedWorkload>* out,
+                         std::string* error) {
+    return for_each_item(text, [&](const std::string& item) {
+        const int64_t tokens = positive(item, int64_t(1) << 30);
+        if (tokens == 0) {
+            *error = "\"" + item + "\" is not S (query rows = keys of one causal sequence, a whole number >= 1)";
+            return false;
+        }
+        out->push_back(causal_prefill(int32_t(tokens), parameters));
+        return true;
+    });
 }
 
 double k_bytes_of(int64_t tokens) { return double(tokens) * kTokenBytes; }
 
+double ragged_flops(const RaggedCase& c) {
+    double window_keys = 0;
+    for (int64_t r = 0; r < c.rows(); ++r) window_keys += double(c.visible(r));
+    return 2.0 * c.heads() * dsa_test::kHeadDim * window_keys;
+}
+
 namespace {
 
-std::string verify(const PagedCase& c, int topk, const std::vector<int32_t>& indices, const std::vector<float>& scores) {
+// A call's outputs in host memory, poisoned first so that a slot no call wrote fails the check.
+struct HostOutputs {
+    HostOutputs(int64_t rows, int topk) : indices(size_t(rows) * size_t(topk)), scores(indices.size()) {
+        std::memset(indices.data(), dsa_test::kPoisonByte, indices.size() * 4);
+        std::memset(scores.data(), dsa_test::kPoisonByte, scores.size() * 4);
+    }
+    dsa_topk_outputs_t outputs() {
+        dsa_topk_outputs_t out = DSA_TOPK_OUTPUTS_INIT;
+        out.indices = indices.data();
+        out.scores = scores.data();
+        return out;
+    }
+    std::vector<int32_t> indices;
+    std::vector<float> scores;
+};
+
+// The median wall clock of `iterations` synchronous calls in microseconds, after one untimed warm-up call.
+double median_wall_us(int iterations, const std::function<void()>& call) {
+    std::vector<double> times;
+    for (int i = 0; i < iterations + 1; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        call();
+        const auto t1 = std::chrono::steady_clock::now();
+        if (i > 0) times.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    return median(times);
+}
+
+std::string verify(const PagedCase& c, int topk, const HostOutputs& out) {
     const dsa_test::Oracle oracle = dsa_test::compute_oracle(c);
-    return dsa_test::check_spec5(c, oracle, topk, 0, indices.data(), scores.data());
+    return dsa_test::check_spec5(c, oracle, topk, 0, out.indices.data(), out.scores.data());
+}
+
+// Some rows of a case as a case of its own, so that the float64 oracle and the SPEC 5 checker of
+// tests/test_util run on a sample of a prefill's rows: the oracle of every row of a 32768 x 32768 call
+// (some 10^13 float64 operations) would take hours on the host.
+class SampledRows final : public dsa_test::TopkCase {
+public:
+    SampledRows(const TopkCase& whole, std::vector<int64_t> rows) : whole_(whole), rows_(std::move(rows)) {}
+    int64_t row_in_call(int64_t row) const { return rows_[size_t(row)]; }
+
+    int heads() const override { return whole_.heads(); }
+    int64_t rows() const override { return int64_t(rows_.size()); }
+    const uint8_t* query(int64_t row) const override { return whole_.query(row_in_call(row)); }
+    const float* row_weights(int64_t row) const override { return whole_.row_weights(row_in_call(row)); }
+    int64_t visible(int64_t row) const override { return whole_.visible(row_in_call(row)); }
+    const uint8_t* key(int64_t row, int64_t pos) const override { return whole_.key(row_in_call(row), pos); }
+    float key_scale(int64_t row, int64_t pos) const override { return whole_.key_scale(row_in_call(row), pos); }
+    int32_t index_of(int64_t row, int64_t pos, uint32_t flags) const override {
+        return whole_.index_of(row_in_call(row), pos, flags);
+    }
+    int64_t position_of(int64_t row, int32_t index, uint32_t flags) const override {
+        return whole_.position_of(row_in_call(row), index, flags);
+    }
+
+private:
+    const TopkCase& whole_;
+    std::vector<int64_t> rows_;
+};
+
+// The rows a ragged check covers: kSampledRows spread evenly over the call (its first and last among them),
+// the first and last row of every sequence, and the first rows whose windows hold k - 1, k and k + 1 keys
+// (where padding stops and selection starts). Deterministic, so a failure reproduces.
+std::vector<int64_t> sampled_rows(const RaggedCase& c, int topk) {
+    const int64_t S = c.rows();
+    std::vector<int64_t> rows;
+    for (int64_t i = 0; S > 0 && i < kSampledRows; ++i) rows.push_back(i * (S - 1) / (kSampledRows - 1));
+    std::vector<int64_t> windows_near_k = {int64_t(topk) - 1, topk, int64_t(topk) + 1};
+    for (int64_t r = 0; r < S; ++r) {
+        const size_t i = size_t(r);
+        const bool first_of_sequence = r == 0 || c.row_start[i] != c.row_start[i - 1];
+        const bool last_of_sequence = r + 1 == S || c.row_start[i + 1] != c.row_start[i];
+        const auto near_k = std::find(windows_near_k.begin(), windows_near_k.end(), c.visible(r));
+        const bool first_near_k = near_k != windows_near_k.end();
+        if (first_near_k) windows_near_k.erase(near_k);
+        if (first_of_sequence || last_of_sequence || first_near_k) rows.push_back(r);
+    }
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    return rows;
+}
+
+// The checkers name a row by its number in the case they see ("row 12 slot 3: ..."): in a sample, that is
+// not the call's row, which this puts in its place.
+std::string with_call_row(const std::string& failure, const SampledRows& sample) {
+    long long row = -1;
+    int consumed = 0;
+    if (std::sscanf(failure.c_str(), "row %lld%n", &row, &consumed) != 1 || row < 0 || row >= sample.rows())
+        return failure;
+    return "row " + std::to_string(sample.row_in_call(row)) + failure.substr(size_t(consumed));
+}
+
+// SPEC section 5 on the sampled rows of a ragged call; *checked_rows: how many.
+std::string verify_sample(const RaggedCase& c, int topk, const HostOutputs& out, int64_t* checked_rows) {
+    const SampledRows sample(c, sampled_rows(c, topk));
+    std::vector<int32_t> indices;
+    std::vector<float> scores;
+    for (int64_t i = 0; i < sample.rows(); ++i) {
+        const size_t first = size_t(sample.row_in_call(i)) * size_t(topk);
+        indices.insert(indices.end(), out.indices.begin() + first, out.indices.begin() + first + topk);
+        scores.insert(scores.end(), out.scores.begin() + first, out.scores.begin() + first + topk);
+    }
+    *checked_rows = sample.rows();
+    const dsa_test::Oracle oracle = dsa_test::compute_oracle(sample);
+    return with_call_row(dsa_test::check_spec5(sample, oracle, topk, 0, indices.data(), scores.data()), sample);
 }
 
 }  // namespace
@@ -118,22 +305,31 @@ Result run_cpu(const Workload& w, const PagedCase& c, int iterations) {
     dsa_test::Context ctx;
     const dsa_topk_params_t params = c.params(w.topk, 0);
     const dsa_paged_inputs_t inputs = c.inputs();
-    std::vector<int32_t> indices(size_t(c.rows() * w.topk));
-    std::vector<float> scores(indices.size());
-    dsa_topk_outputs_t outputs = DSA_TOPK_OUTPUTS_INIT;
-    outputs.indices = indices.data();
-    outputs.scores = scores.data();
-    std::vector<double> times;
-    for (int i = 0; i < iterations + 1; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        require_ok(dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, nullptr, 0, nullptr), "dsa_topk_paged");
-        const auto t1 = std::chrono::steady_clock::now();
-        if (i > 0) times.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());  // first = warm-up
-    }
+    HostOutputs out(c.rows(), w.topk);
+    const dsa_topk_outputs_t outputs = out.outputs();
     Result r;
     r.backend = "cpu";
-    r.latency_us = median(times);
-    r.check = verify(c, w.topk, indices, scores);
+    r.latency_us = median_wall_us(iterations, [&] {
+        require_ok(dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, nullptr, 0, nullptr), "dsa_topk_paged");
+    });
+    r.check = verify(c, w.topk, out);
+    return r;
+}
+
+Result run_ragged_cpu(const RaggedWorkload& w, const RaggedCase& c, int iterations) {
+    dsa_test::Context ctx;
+    const dsa_topk_params_t params = c.params(w.topk, 0);
+    const dsa_ragged_inputs_t inputs = c.inputs();
+    HostOutputs out(c.rows(), w.topk);
+    const dsa_topk_outputs_t outputs = out.outputs();
+    Result r;
+    r.backend = "cpu";
+    // Asked on the CPU too (it is 0 there), so that both backends report the library's own number.
+    require_ok(dsa_topk_ragged_workspace_size(ctx.get(), &params, &inputs, &r.workspace_bytes), "workspace size");
+    r.latency_us = median_wall_us(iterations, [&] {
+        require_ok(dsa_topk_ragged(ctx.get(), &params, &inputs, &outputs, nullptr, 0, nullptr), "dsa_topk_ragged");
+    });
+    r.check = verify_sample(c, w.topk, out, &r.checked_rows);
     return r;
 }
 
@@ -160,18 +356,139 @@ double measure_copy_bandwidth(cudaStream_t stream) {
     return 2.0 * double(bytes) / median(seconds);
 }
 
+namespace {
+
+// The stream the timed calls run on (non-blocking: no implicit ordering with the legacy default stream).
+struct Stream {
+    Stream() { cuda_ok(cudaStreamCreateWithFlags(&handle, cudaStreamNonBlocking), "cudaStreamCreate"); }
+    ~Stream() { cudaStreamDestroy(handle); }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    cudaStream_t handle = nullptr;
+};
+
+// How many copies of a call's inputs the replays rotate through: enough for 3x the L2, so that no replay
+// finds its inputs cached by the one before; at most 16, and no more than half the free device memory holds
+// (call it after allocating the workspace and outputs). One when one copy alone is past 3x the L2.
+int rotation_copies(size_t input_bytes, size_t l2_bytes) {
+    const size_t bytes = std::max<size_t>(input_bytes, 1);
+    size_t free_bytes = 0, total_bytes = 0;
+    cuda_ok(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+    const size_t past_l2 = (3 * l2_bytes + bytes - 1) / bytes;
+    return int(std::clamp<size_t>(std::min(past_l2, free_bytes / 2 / bytes), 1, 16));
+}
+
+// A call's outputs in device memory, poisoned like HostOutputs.
+class DeviceOutputs {
+public:
+    DeviceOutputs(int64_t rows, int topk)
+        : rows_(rows), topk_(topk), bytes_(size_t(rows) * size_t(topk) * 4), indices_(bytes_), scores_(bytes_) {
+        cuda_ok(cudaMemset(indices_.ptr, dsa_test::kPoisonByte, bytes_), "cudaMemset");
+        cuda_ok(cudaMemset(scores_.ptr, dsa_test::kPoisonByte, bytes_), "cudaMemset");
+        cuda_ok(cudaDeviceSynchronize(), "poison outputs");  // before any work on a non-blocking stream
+    }
+    dsa_topk_outputs_t outputs() const {
+        dsa_topk_outputs_t out = DSA_TOPK_OUTPUTS_INIT;
+        out.indices = indices_.as<int32_t>();
+        out.scores = scores_.as<float>();
+        return out;
+    }
+    // Once the context reports no error found on the device: the outputs, copied to the host.
+    HostOutputs download(dsa_context_t ctx) const {
+        require_ok(dsa_context_synchronize(ctx), "dsa_context_synchronize");
+        HostOutputs host(rows_, topk_);
+        cuda_ok(cudaMemcpy(host.indices.data(), indices_.ptr, bytes_, cudaMemcpyDeviceToHost), "download");
+        cuda_ok(cudaMemcpy(host.scores.data(), scores_.ptr, bytes_, cudaMemcpyDeviceToHost), "download");
+        return host;
+    }
+
+private:
+    int64_t rows_;
+    int topk_;
+    size_t bytes_;  // of each output
+    DeviceMemory indices_, scores_;
+};
+
+// One CUDA graph per copy of a call's inputs, each capturing the call once: call(i) enqueues it on the
+// stream, reading copy i.
+class CapturedCalls {
+public:
+    CapturedCalls(cudaStream_t stream, int copies, const std::function<dsa_status_t(int)>& call, const char* what)
+        : stream_(stream) {
+        for (int i = 0; i < copies; ++i) {
+            cudaGraph_t graph;
+            cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
+            const dsa_status_t status = call(i);
+            cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
+            if (status != DSA_STATUS_SUCCESS) cudaGraphDestroy(graph);
+            require_ok(status, what);
+            cudaGraphExec_t exec;
+            cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
+            cudaGraphDestroy(graph);
+            graphs_.push_back(exec);
+        }
+    }
+    ~CapturedCalls() {
+        for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
+    }
+    CapturedCalls(const CapturedCalls&) = delete;
+    CapturedCalls& operator=(const CapturedCalls&) = delete;
+
+    // The median of `iterations` CUDA-event-timed single replays in microseconds, after untimed warm-up
+    // replays; replay i reads copy i mod copies.
+    double median_replay_us(int iterations) const {
+        const int warmup = 5;
+        cudaEvent_t start, stop;
+        cuda_ok(cudaEventCreate(&start), "cudaEventCreate");
+        cuda_ok(cudaEventCreate(&stop), "cudaEventCreate");
+        std::vector<double> times;
+        for (int i = 0; i < iterations + warmup; ++i) {
+            cudaEventRecord(start, stream_);
+            cuda_ok(cudaGraphLaunch(graphs_[size_t(i) % graphs_.size()], stream_), "graph launch");
+            cudaEventRecord(stop, stream_);
+            cuda_ok(cudaEventSynchronize(stop), "replay");
+            float ms = 0;
+            cudaEventElapsedTime(&ms, start, stop);
+            if (i >= warmup) times.push_back(ms * 1e3);
+        }
+        cudaEventDestroy(start);
+        cudaEventDestroy(stop);
+        return median(times);
+    }
+
+private:
+    cudaStream_t stream_;
+    std::vector<cudaGraphExec_t> graphs_;
+};
+
+// One copy of a ragged call's inputs in device memory.
+struct DeviceRaggedInputs {
+    explicit DeviceRaggedInputs(const RaggedCase& c)
+        : q(upload(c.q)), k(upload(c.k)), k_scale(upload(c.k_scale)), weights(upload(c.weights)),
+          row_start(upload(c.row_start)), row_end(upload(c.row_end)) {}
+    static size_t bytes_of(const RaggedCase& c) {
+        return c.q.size() + c.k.size() + 4 * (c.k_scale.size() + c.weights.size() + 2 * c.row_start.size());
+    }
+    dsa_ragged_inputs_t inputs(const RaggedCase& c) const {
+        dsa_ragged_inputs_t in = c.inputs();
+        in.q = q->ptr;
+        in.k = k->ptr;
+        in.k_scale = k_scale->as<float>();
+        in.weights = weights->as<float>();
+        in.row_start = row_start->as<int32_t>();
+        in.row_end = row_end->as<int32_t>();
+        return in;
+    }
+    std::unique_ptr<DeviceMemory> q, k, k_scale, weights, row_start, row_end;
+};
+
+}  // namespace
+
 Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_bytes) {
     const int32_t device = 0;
     dsa_test::Context ctx(&device, 1);
-    cudaStream_t stream;
-    cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-
+    Stream stream;
     auto q = upload(c.q), weights = upload(c.weights), seq_lens = upload(c.seq_lens), table = upload(c.block_table);
-    const size_t cache_bytes = c.k_cache.size();
-    const int copies = int(std::clamp<size_t>((3 * l2_bytes + cache_bytes - 1) / std::max<size_t>(cache_bytes, 1), 1, 16));
-    std::vector<std::unique_ptr<DeviceMemory>> caches;
-    for (int i = 0; i < copies; ++i) caches.push_back(upload(c.k_cache));
-
     const dsa_topk_params_t params = c.params(w.topk, 0);
     dsa_paged_inputs_t inputs = c.inputs();
     inputs.q = q->ptr;
@@ -181,54 +498,54 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
     size_t workspace_bytes = 0;
     require_ok(dsa_topk_paged_workspace_size(ctx.get(), &params, &inputs, &workspace_bytes), "workspace size");
     DeviceMemory workspace(workspace_bytes);
-    const size_t out_elems = size_t(c.rows() * w.topk);
-    DeviceMemory indices(out_elems * 4), scores(out_elems * 4);
-    dsa_topk_outputs_t outputs = DSA_TOPK_OUTPUTS_INIT;
-    outputs.indices = indices.as<int32_t>();
-    outputs.scores = scores.as<float>();
+    const DeviceOutputs out(c.rows(), w.topk);
+    const dsa_topk_outputs_t outputs = out.outputs();
 
-    std::vector<cudaGraphExec_t> graphs;
-    for (int i = 0; i < copies; ++i) {
+    // The K cache is what a decode call reads: it rotates; q, weights and the table are small.
+    std::vector<std::unique_ptr<DeviceMemory>> caches;
+    for (int i = rotation_copies(c.k_cache.size(), l2_bytes); i > 0; --i) caches.push_back(upload(c.k_cache));
+    const CapturedCalls calls(stream.handle, int(caches.size()), [&](int i) {
         inputs.k_cache = caches[size_t(i)]->ptr;
-        cudaGraph_t graph;
-        cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
-        const dsa_status_t status =
-            dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream);
-        cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
-        require_ok(status, "dsa_topk_paged (captured)");
-        cudaGraphExec_t exec;
-        cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
-        cudaGraphDestroy(graph);
-        graphs.push_back(exec);
-    }
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    std::vector<double> times;
-    for (int i = 0; i < iterations + 5; ++i) {
-        cudaEventRecord(start, stream);
-        cuda_ok(cudaGraphLaunch(graphs[size_t(i) % graphs.size()], stream), "graph launch");
-        cudaEventRecord(stop, stream);
-        cuda_ok(cudaEventSynchronize(stop), "replay");
-        float ms = 0;
-        cudaEventElapsedTime(&ms, start, stop);
-        if (i >= 5) times.push_back(ms * 1e3);  // the first replays warm up
-    }
-    require_ok(dsa_context_synchronize(ctx.get()), "dsa_context_synchronize");
-    std::vector<int32_t> host_indices(out_elems);
-    std::vector<float> host_scores(out_elems);
-    cuda_ok(cudaMemcpy(host_indices.data(), indices.ptr, out_elems * 4, cudaMemcpyDeviceToHost), "download");
-    cuda_ok(cudaMemcpy(host_scores.data(), scores.ptr, out_elems * 4, cudaMemcpyDeviceToHost), "download");
-    for (cudaGraphExec_t g : graphs) cudaGraphExecDestroy(g);
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    cudaStreamDestroy(stream);
+        return dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
+    }, "dsa_topk_paged (captured)");
 
     Result r;
     r.backend = "gpu";
     r.workspace_bytes = workspace_bytes;
-    r.latency_us = median(times);
-    r.check = verify(c, w.topk, host_indices, host_scores);
+    r.latency_us = calls.median_replay_us(iterations);
+    r.check = verify(c, w.topk, out.download(ctx.get()));
+    return r;
+}
+
+Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iterations, size_t l2_bytes) {
+    const int32_t device = 0;
+    dsa_test::Context ctx(&device, 1);
+    Stream stream;
+    const dsa_topk_params_t params = c.params(w.topk, 0);
+    const dsa_ragged_inputs_t sizes = c.inputs();  // the size query reads num_rows and num_keys only
+    size_t workspace_bytes = 0;
+    require_ok(dsa_topk_ragged_workspace_size(ctx.get(), &params, &sizes, &workspace_bytes), "workspace size");
+    DeviceMemory workspace(workspace_bytes);
+    const DeviceOutputs out(c.rows(), w.topk);
+    const dsa_topk_outputs_t outputs = out.outputs();
+
+    // Every input rotates; q ([S, H, 128] fp8) is most of the bytes. On an H200 (50 MB of L2) that is 5 copies
+    // at S = 4096, 2 at S = 16384 and 1 at S = 32768 (q alone is 256 MB there). Few copies are fine for big S:
+    // the call is compute-bound (~S * N / 2 * H * 256 FLOPs against S * H * 132 bytes of q and weights), and K
+    // (4 MB at S = 32768) is small and re-read from the L2 by every row anyway, which no rotation changes.
+    std::vector<std::unique_ptr<DeviceRaggedInputs>> copies;
+    for (int i = rotation_copies(DeviceRaggedInputs::bytes_of(c), l2_bytes); i > 0; --i)
+        copies.push_back(std::make_unique<DeviceRaggedInputs>(c));
+    const CapturedCalls calls(stream.handle, int(copies.size()), [&](int i) {
+        const dsa_ragged_inputs_t inputs = copies[size_t(i)]->inputs(c);
+        return dsa_topk_ragged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
+    }, "dsa_topk_ragged (captured)");
+
+    Result r;
+    r.backend = "gpu";
+    r.workspace_bytes = workspace_bytes;
+    r.latency_us = calls.median_replay_us(iterations);
+    r.check = verify_sample(c, w.topk, out.download(ctx.get()), &r.checked_rows);
     return r;
 }
 #endif

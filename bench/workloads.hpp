@@ -1,5 +1,6 @@
-// The single-device workloads of dsa_bench: named paged-decode batches for the GPU and for the CPU, batches
-// of a given shape (--shape), and how each is timed and checked (SPEC section 5).
+// The single-device workloads of dsa_bench: named paged-decode batches (SPEC section 1) and ragged prefill
+// calls (SPEC section 2, --ragged) for the GPU and for the CPU, workloads of a given shape (--shape), and how
+// each is timed and checked (SPEC section 5).
 #pragma once
 
 #include <cstdint>
@@ -14,13 +15,20 @@
 
 namespace dsa_bench {
 
+constexpr int kDefaultHeads = 64;
+constexpr int kDefaultTopk = 2048;
+// A ragged call's check covers this many rows spread over the call, plus the first and last row of each
+// sequence and the first rows whose windows hold k - 1, k and k + 1 keys: the float64 oracle of every row of
+// a long prefill would take hours on the host.
+constexpr int64_t kSampledRows = 64;
+
 struct Workload {
     std::string name;
     std::vector<int32_t> seq_lens;
     int next_n = 1;
-    int heads = 64;
+    int heads = kDefaultHeads;
     int page_size = 64;
-    int topk = 2048;
+    int topk = kDefaultTopk;
     int32_t table_width = 0;  // block-table columns (max_pages); 0: just enough for the longest sequence
 };
 
@@ -33,26 +41,56 @@ std::vector<Workload> cpu_workloads(bool quick);
 // that is no such list.
 bool parse_shapes(const std::string& text, const Workload& parameters, std::vector<Workload>* out, std::string* error);
 
+// A ragged prefill call: sequences packed one after another in K, sequence i holding key_lens[i] keys of
+// which the last query_lens[i] are query rows, each seeing its sequence's keys up to and including itself.
+struct RaggedWorkload {
+    std::string name;
+    std::vector<int32_t> key_lens;
+    std::vector<int32_t> query_lens;
+    int heads = kDefaultHeads;
+    int topk = kDefaultTopk;
+};
+
+// The named prefill workloads: one causal sequence of S = N tokens per size plus a chunked-prefill mix on a
+// GPU; on the CPU, sizes that finish in seconds on 2 cores (quick: the smallest only). Each with
+// `parameters`' heads and topk (names carry _kK / _hH where they differ from the defaults).
+std::vector<RaggedWorkload> ragged_gpu_workloads(const RaggedWorkload& parameters);
+std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkload& parameters);
+
+// "S[,S...]" -> one causal sequence of S query rows over S keys per item, named "prefill_S" plus suffixes as
+// above. false, with `error` set, on text that is no such list.
+bool parse_ragged_shapes(const std::string& text, const RaggedWorkload& parameters, std::vector<RaggedWorkload>* out,
+                         std::string* error);
+
+// The case of a ragged workload: its causal windows, inputs not yet filled.
+dsa_test::RaggedCase ragged_case_of(const RaggedWorkload& w);
+
 struct Result {
     std::string name;
     std::string backend;
     int64_t rows = 0;
-    int64_t tokens = 0;
-    double k_bytes = 0;
+    int64_t tokens = 0;  // visible tokens (paged), keys N (ragged)
+    double k_bytes = 0;  // paged only
     double latency_us = 0;
-    double floor_us = 0;  // GPU only
-    size_t workspace_bytes = 0;  // GPU only: what dsa_topk_paged_workspace_size asks for
+    double floor_us = 0;  // paged, GPU only
+    double flops = 0;     // ragged only: 2 * H * D * (the sum of the rows' window lengths)
+    int64_t checked_rows = 0;  // ragged only: the rows the oracle checked, a sample (0 when the call failed)
+    size_t workspace_bytes = 0;  // what dsa_topk_{paged,ragged}_workspace_size asks for (0 on the CPU)
     std::string check;    // "" = PASS
 };
 
 // Bytes of K a workload reads: every visible token once (key and scale).
 double k_bytes_of(int64_t tokens);
+// Multiply-adds counted as 2 FLOPs: every row scores its window with H dot products of D.
+double ragged_flops(const dsa_test::RaggedCase& c);
 
 Result run_cpu(const Workload& w, const dsa_test::PagedCase& c, int iterations);
+Result run_ragged_cpu(const RaggedWorkload& w, const dsa_test::RaggedCase& c, int iterations);
 #if DSA_BENCH_CUDA
 // Device-to-device copy bandwidth, counting bytes read plus bytes written: the floor's denominator.
 double measure_copy_bandwidth(cudaStream_t stream);
 Result run_gpu(const Workload& w, const dsa_test::PagedCase& c, int iterations, size_t l2_bytes);
+Result run_ragged_gpu(const RaggedWorkload& w, const dsa_test::RaggedCase& c, int iterations, size_t l2_bytes);
 #endif
 
 }  // namespace dsa_bench

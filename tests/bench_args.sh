@@ -1,6 +1,7 @@
 #!/bin/sh
-# dsa_bench's answers to argument errors and to a machine without a usable GPU (issue 14): each case must
-# end with the expected exit status and print the expected text. CUDA_VISIBLE_DEVICES= hides every GPU.
+# dsa_bench's answers to argument errors and to a machine without a usable GPU (issue 14), and its prefill
+# mode (--ragged, issue 13) on the CPU: each case must end with the expected exit status and print the
+# expected text. CUDA_VISIBLE_DEVICES= hides every GPU.
 # usage: bench_args.sh DSA_BENCH
 set -u
 bench=$1
@@ -36,6 +37,18 @@ expect 2 "unknown option --frobnicate" --frobnicate 1
 expect 0 "2x512_next_n2_k64 .* PASS" --backend cpu --shape 2x512,1x300 --next-n 2 --topk 64 --iterations 1
 expect 0 "backend: cpu (requested)" --backend cpu --shape 1x256 --iterations 1
 expect 0 "backend: cpu (default without a usable GPU" --quick --only fib_4 --iterations 1
+
+# Prefill (--ragged): the quick CPU run passes its sampled check; a --shape run with k below the window
+# lengths exercises the selection; mode and argument errors.
+expect 0 "prefill_1024 .* PASS (sampled 64 of 1024 rows)" --ragged --quick --backend cpu
+expect 0 "prefill_600_k256_h32 .* PASS (sampled" --ragged --backend cpu --shape 600 --topk 256 --heads 32 --iterations 1
+expect 0 "FP8 peak: 900 TFLOP/s (--fp8-peak)" --ragged --backend cpu --shape 300 --fp8-peak 900 --iterations 1
+expect 2 "valid names: prefill_1024$" --ragged --backend cpu --quick --only nosuch
+expect 2 "is not S" --ragged --shape 4x8
+expect 2 "num_heads" --ragged --heads 48
+expect 2 "paged-decode options: not with --ragged" --ragged --next-n 2
+expect 2 "fp8-peak goes with --ragged" --fp8-peak 900
+expect 2 "takes a positive number" --ragged --fp8-peak -3
 
 # CPU throughput instead of zeros: the Mtok/s and rows/s columns of a CPU run are positive.
 CUDA_VISIBLE_DEVICES= "$bench" --backend cpu --shape 2x2048 --iterations 1 >"$out" 2>&1
