@@ -40,14 +40,16 @@ namespace {
 
 constexpr int kJobRows = 4;          // query rows per job: wgmma N = 4 x H
 constexpr int kPrefillTile = 64;     // keys per tile (wgmma M)
-constexpr int kPrefillStages = 6;    // key tiles per warpgroup ring
+constexpr int kPrefillStages = 5;    // key tiles per warpgroup ring (what shared memory leaves room for)
 constexpr int kWgThreads = 128;
 constexpr int kPrefillThreads = 2 * kWgThreads;
 constexpr int kCandidateCap = 4096;  // candidates a row buffers before keeping its best k
 constexpr int kSelectItems = kCandidateCap / kWgThreads;  // candidates per thread in a selection
 constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next tile might not fit
-constexpr int kBins = 2048;          // first radix level: the order key's top 11 bits
-constexpr int kBinShift = 21;
+constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
+constexpr int kBins = 2048;          // radix refinement: up to 11 bits a level
+constexpr int kRowBins = 1024;       // each row's running histogram: the order key's top 10 bits
+constexpr int kRowBinShift = 22;
 
 struct PrefillParams {
     RaggedProblem pb;
@@ -65,6 +67,7 @@ struct alignas(1024) WarpgroupSmem {
         uint64_t sort[kMaxTopk];
     } scratch;
     float w[kJobRows * H];
+    int row_hist[kJobRows][kRowBins];  // of the candidates in each row's buffer
     uint64_t full[kPrefillStages];
     uint64_t empty[kPrefillStages];
     uint64_t q_full;
@@ -138,10 +141,9 @@ struct Warpgroup {
         return before + inc - v;
     }
 
-    // The bin of sh.scratch.hist (nbins of them, largest keys in the highest bin) holding the need-th largest
+    // The bin of hist (nbins of them, largest keys in the highest bin) holding the need-th largest
     // key, and the count of keys in the bins above it.
-    __device__ void find_bin(int nbins, int need, int& bin, int& above) const {
-        const int* hist = sh.scratch.hist;
+    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above) const {
         const int per = nbins / kWgThreads;
         const int lo = (kWgThreads - 1 - t) * per;
         int local = 0;
@@ -165,17 +167,18 @@ struct Warpgroup {
         above = sh.bcast[1];
     }
 
-    // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order: the
-    // order key's bits are refined 11 + 11 + 10 at a time (stopping once the threshold bin holds exactly
-    // what is still needed), and among equal keys the earlier (smaller) positions stay. Returns the
-    // threshold a later candidate must reach to matter: above the k-th key, or that key's bin when the
-    // refinement stopped early (a lower bound, which only lets a few more through).
-    __device__ uint32_t keep_best(uint2* buf, int n, int k) const {
+    // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
+    // row_hist (the top-10-bit histogram of buf) with them. Level 1 comes from row_hist, the lower bits are
+    // refined 11 + 11 at a time (stopping once the threshold bin holds exactly what is still needed), and
+    // among equal keys the earlier (smaller) positions stay. Returns the threshold a later candidate must
+    // reach to matter: above the k-th key, or that key's bin when the refinement stopped early (a lower
+    // bound, which only lets a few more through).
+    __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) const {
         int* hist = sh.scratch.hist;
         const int i0 = t * kSelectItems;
         uint32_t key[kSelectItems], pos[kSelectItems];
 #pragma unroll
-        for (int e = 0; e < kSelectItems; e += 2) {
+        for (int e = 0; e < kSelectItems; e += 2) {  // in flight while level 1 is found
             uint4 v = make_uint4(0u, 0u, 0u, 0u);
             if (i0 + e < n) v = __ldcg(reinterpret_cast<const uint4*>(buf + i0 + e));
             key[e] = v.x;
@@ -183,17 +186,12 @@ struct Warpgroup {
             key[e + 1] = v.z;
             pos[e + 1] = v.w;
         }
-        for (int i = t; i < kBins; i += kWgThreads) hist[i] = 0;
-        sync();
-#pragma unroll
-        for (int e = 0; e < kSelectItems; ++e)
-            if (i0 + e < n) atomicAdd(&hist[key[e] >> kBinShift], 1);
-        sync();
         int bin, above;
-        find_bin(kBins, k, bin, above);
-        int need = k - above, ties = hist[bin], shift = kBinShift;
+        find_bin(row_hist, kRowBins, k, bin, above);
+        const int bin1 = bin, above1 = above;
+        int need = k - above, ties = row_hist[bin], shift = kRowBinShift;
         uint32_t prefix = uint32_t(bin);
-        sync();
+        sync();  // bcast is rewritten below
         while (ties > need && shift > 0) {
             const int width = shift < 11 ? shift : 11, bshift = shift - width;
             for (int i = t; i < kBins; i += kWgThreads) hist[i] = 0;
@@ -203,7 +201,7 @@ struct Warpgroup {
                 if (i0 + e < n && (key[e] >> shift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & ((1u << width) - 1u)], 1);
             sync();
             int up;
-            find_bin(1 << width, need, bin, up);
+            find_bin(hist, 1 << width, need, bin, up);
             above += up;
             need -= up;
             ties = hist[bin];
@@ -233,6 +231,9 @@ struct Warpgroup {
                 ++eq_before;
             }
         }
+        // What stays: every bin above bin1 whole, k - above1 of bin1, nothing below.
+        for (int i = t; i < kRowBins; i += kWgThreads)
+            if (i <= bin1) row_hist[i] = i == bin1 ? k - above1 : 0;
         __threadfence_block();
         sync();
         return shift == 0 ? prefix + 1u : prefix << shift;  // the largest key is +inf's, so no overflow
@@ -248,7 +249,17 @@ struct Warpgroup {
             uint64_t* sort = sh.scratch.sort;
             int size = 1;
             while (size < taken) size <<= 1;
-            for (int i = t; i < size; i += kWgThreads) sort[i] = i < taken ? order_candidate(__ldcg(buf + i)) : 0u;
+            uint2 c[kOutItems];  // every load in flight before the first store
+#pragma unroll
+            for (int e = 0; e < kOutItems; ++e) {
+                const int i = t + e * kWgThreads;
+                c[e] = i < taken ? __ldcg(buf + i) : make_uint2(0u, ~0u);  // key 0, position ~0: ranks last
+            }
+#pragma unroll
+            for (int e = 0; e < kOutItems; ++e) {
+                const int i = t + e * kWgThreads;
+                if (i < size) sort[i] = order_candidate(c[e]);
+            }
             sync();
             // Bitonic sort, descending: a larger candidate key ranks first.
             for (int len = 2; len <= size; len <<= 1) {
@@ -271,10 +282,18 @@ struct Warpgroup {
                 if (out_score) out_score[i] = score_from_order_key(uint32_t(c >> 32));
             }
         } else {
-            for (int i = t; i < taken; i += kWgThreads) {
-                const uint2 c = __ldcg(buf + i);
-                out_idx[i] = int32_t(c.y) - base;
-                if (out_score) out_score[i] = score_from_order_key(c.x);
+            uint2 c[kOutItems];  // every load in flight before the first store
+#pragma unroll
+            for (int e = 0; e < kOutItems; ++e) {
+                const int i = t + e * kWgThreads;
+                c[e] = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
+            }
+#pragma unroll
+            for (int e = 0; e < kOutItems; ++e) {
+                const int i = t + e * kWgThreads;
+                if (i >= taken) break;
+                out_idx[i] = int32_t(c[e].y) - base;
+                if (out_score) out_score[i] = score_from_order_key(c[e].x);
             }
         }
         for (int i = taken + t; i < k; i += kWgThreads) {
@@ -324,14 +343,19 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
 
     const int slot = int(blockIdx.x) * 2 + wg_id, slots = int(gridDim.x) * 2;
     uint2* const candidates = p.candidates + int64_t(slot) * kJobRows * kCandidateCap;
-    uint32_t issued = 0, consumed = 0, q_phase = 0;  // issued: thread 0's count
+    // Ring positions: the stage and its phase parity, for the consumers and for thread 0's issues.
+    uint32_t stage = 0, phase = 0, issue_stage = 0, issue_phase = 0, q_phase = 0;
+    bool ring_used = false;  // thread 0: every stage has been issued once (so each reuse waits for its release)
 
     auto issue_tile = [&](int y) {
-        const uint32_t s = issued % kPrefillStages;
-        if (issued >= kPrefillStages) mbar_wait(&sh.empty[s], ((issued / kPrefillStages) - 1u) & 1u);
-        mbar_expect_tx(&sh.full[s], kPrefillTile * kHeadDim);
-        tma_load_2d(sh.keys[s], &key_map, y, &sh.full[s]);
-        ++issued;
+        if (ring_used) mbar_wait(&sh.empty[issue_stage], issue_phase ^ 1u);
+        mbar_expect_tx(&sh.full[issue_stage], kPrefillTile * kHeadDim);
+        tma_load_2d(sh.keys[issue_stage], &key_map, y, &sh.full[issue_stage]);
+        if (++issue_stage == kPrefillStages) {
+            issue_stage = 0;
+            issue_phase ^= 1u;
+            ring_used = true;
+        }
     };
     // Reads job `round` of this warpgroup's deal, stages its weights and starts its loads; false when none.
     auto begin_job = [&](int round, Job& job) {
@@ -378,6 +402,9 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         const int my_start = quad == 0 ? job.start[0] : quad == 1 ? job.start[1] : quad == 2 ? job.start[2] : job.start[3];
         const int my_end = quad == 0 ? job.end[0] : quad == 1 ? job.end[1] : quad == 2 ? job.end[2] : job.end[3];
         uint2* const my_buf = candidates + quad * kCandidateCap;
+        int* const my_hist = sh.row_hist[quad];
+        for (int i = t; i < kJobRows * kRowBins; i += kWgThreads) (&sh.row_hist[0][0])[i] = 0;
+        g.sync();
         int count = 0;
         uint32_t threshold = 0;
         if (job.tiles > 0) {
@@ -390,8 +417,8 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             const int p0 = job.lo + tile * kPrefillTile + warp * 16 + (lane >> 2), p1 = p0 + 8;
             const float sc0 = p0 < N ? __ldg(pb.k_scale + p0) : 0.0f;
             const float sc1 = p1 < N ? __ldg(pb.k_scale + p1) : 0.0f;
-            const uint32_t s = consumed % kPrefillStages;
-            mbar_wait(&sh.full[s], (consumed / kPrefillStages) & 1u);
+            const uint32_t s = stage;
+            mbar_wait(&sh.full[s], phase);
             float d[Mma::kAcc];
 #pragma unroll
             for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
@@ -408,7 +435,10 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
             __syncwarp();
             if (lane == 0) mbar_arrive(&sh.empty[s]);
-            ++consumed;
+            if (++stage == kPrefillStages) {
+                stage = 0;
+                phase ^= 1u;
+            }
 
             // Keys lane / 4 (a = 0) and lane / 4 + 8 (a = 1) of this warp's 16, one partial sum per row.
             float v[2][kJobRows];
@@ -420,14 +450,15 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                     const int c = (j * kChunks + x) * 4;
                     // Heads 8x + 2 quad (+1) of row j; from shared memory, as registers are all taken by d.
                     const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad]);
-                    a0 += w.x * relu_nan(d[c + 0]) + w.y * relu_nan(d[c + 1]);
-                    a1 += w.x * relu_nan(d[c + 2]) + w.y * relu_nan(d[c + 3]);
+                    a0 = fmaf(w.x, relu_nan(d[c + 0]), a0);
+                    a0 = fmaf(w.y, relu_nan(d[c + 1]), a0);
+                    a1 = fmaf(w.x, relu_nan(d[c + 2]), a1);
+                    a1 = fmaf(w.y, relu_nan(d[c + 3]), a1);
                 }
                 v[0][j] = a0;
                 v[1][j] = a1;
             }
-            // Transpose-reduce over the 4 lanes of a quad: lane q ends with row q's sums (same additions,
-            // in the same order, as the split kernel's xor-1 then xor-2 reduction).
+            // Transpose-reduce over the 4 lanes of a quad: lane q ends with row q's sums.
             const bool odd = quad & 1, high = quad & 2;
             float z[2];
 #pragma unroll
@@ -461,8 +492,14 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 before += w2 < warp ? n : 0;
                 added += n;
             }
-            if (pass0) my_buf[count + before + __popc(m0 & below)] = make_uint2(key0, uint32_t(p0));
-            if (pass1) my_buf[count + before + c0 + __popc(m1 & below)] = make_uint2(key1, uint32_t(p1));
+            if (pass0) {
+                my_buf[count + before + __popc(m0 & below)] = make_uint2(key0, uint32_t(p0));
+                atomicAdd(&my_hist[key0 >> kRowBinShift], 1);
+            }
+            if (pass1) {
+                my_buf[count + before + c0 + __popc(m1 & below)] = make_uint2(key1, uint32_t(p1));
+                atomicAdd(&my_hist[key1 >> kRowBinShift], 1);
+            }
             count += added;
             // Uniform over the warpgroup: every warp holds every row's count.
             if (__any_sync(0xffffffffu, count > kCompactAt)) {
@@ -472,7 +509,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 for (int j = 0; j < kJobRows; ++j) {
                     const int n = __shfl_sync(0xffffffffu, count, j);
                     if (n <= kCompactAt) continue;
-                    const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k);
+                    const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k, sh.row_hist[j]);
                     if (quad == j) {
                         threshold = raised;
                         count = k;
@@ -493,7 +530,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 g.write_row(pb, r, buf, 0, 0);
                 continue;
             }
-            if (n > k) g.keep_best(buf, n, k);
+            if (n > k) g.keep_best(buf, n, k, sh.row_hist[j]);
             g.write_row(pb, r, buf, min(n, k),
                         pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j]);
         }
