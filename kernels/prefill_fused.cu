@@ -71,7 +71,7 @@ struct alignas(1024) WarpgroupSmem {
     uint64_t full[kPrefillStages];
     uint64_t empty[kPrefillStages];
     uint64_t q_full;
-    alignas(16) int counts[2][kJobRows][4];  // per tile parity, row and warp: candidates appended
+    int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
     int warp_sum[4];
     int bcast[2];
 };
@@ -81,40 +81,31 @@ struct PrefillSmem {
     WarpgroupSmem<H> wg[2];
 };
 
-// One warpgroup's m64 x N x k32 fp8 product (N = 128 or 64: two rows of 64 or 32 heads), both operands
-// from 128B-swizzled shared tiles.
+// One warpgroup's m64 x N x k32 fp8 product (N = 256 or 128), both operands from 128B-swizzled shared tiles.
 template <int N>
-struct HalfWgmma {
+struct WideWgmma {
     static constexpr int kAcc = N / 2;  // fp32 accumulators per thread
 
     template <int Accumulate>
     __device__ static void mma(float (&d)[kAcc], uint64_t a, uint64_t b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-        if constexpr (N == 128) {
-            asm volatile(
-                "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, %66, 1, 1;\n"
-                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                : "l"(a), "l"(b), "n"(Accumulate));
+        if constexpr (N == 256) {
+        asm volatile(
+            "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, %130, 1, 1;\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+            : "l"(a), "l"(b), "n"(Accumulate));
         } else {
-            static_assert(N == 64, "N is 2 rows of 64 or 32 heads");
-            asm volatile(
-                "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
-                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, %34, 1, 1;\n"
-                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                : "l"(a), "l"(b), "n"(Accumulate));
+            static_assert(N == 128, "N is 4 rows of 64 or 32 heads");
+        asm volatile(
+            "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, %66, 1, 1;\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "l"(a), "l"(b), "n"(Accumulate));
         }
 #endif
     }
 };
-
-// A shared-memory load the compiler may not hoist out of a loop (so loop-invariant weights are reloaded
-// per tile instead of occupying registers the accumulators need).
-__device__ __forceinline__ float2 load_shared_f2(const float* p) {
-    float2 v;
-    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(smem_address(p)));
-    return v;
-}
 
 __device__ __forceinline__ uint64_t order_candidate(uint2 c) { return (uint64_t(c.x) << 32) | uint64_t(~c.y); }
 
@@ -182,8 +173,7 @@ struct Warpgroup {
     // among equal keys the earlier (smaller) positions stay. Returns the threshold a later candidate must
     // reach to matter: above the k-th key, or that key's bin when the refinement stopped early (a lower
     // bound, which only lets a few more through).
-    // Not inlined: it needs its registers when the scoring loop's accumulators hold theirs.
-    __device__ __noinline__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) const {
+    __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) const {
         int* hist = sh.scratch.hist;
         const int i0 = t * kSelectItems;
         uint32_t key[kSelectItems], pos[kSelectItems];
@@ -327,7 +317,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
     prefill_fused_kernel(const __grid_constant__ CUtensorMap key_map, const __grid_constant__ CUtensorMap q_map,
                          PrefillParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using Mma = HalfWgmma<2 * H>;
+    using Mma = WideWgmma<kJobRows * H>;
     constexpr int kChunks = H / 8;  // 8-column accumulator chunks per row
     extern __shared__ __align__(128) uint8_t prefill_smem_raw[];
     auto& smem = *reinterpret_cast<PrefillSmem<H>*>(prefill_smem_raw +
@@ -399,167 +389,130 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         if (t == 0 && job.tiles > 0) {
             mbar_expect_tx(&sh.q_full, kJobRows * H * kHeadDim);
             tma_load_2d(sh.q, &q_map, job.r0 * H, &sh.q_full);
-            for (int i = 0; i < min(kPrefillStages, job.tiles); ++i) issue_tile(job.lo + i * kPrefillTile);
+            for (int i = 0; i < min(kPrefillStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPrefillTile);
         }
         return true;
-    };
-
-    // The tile's rows are scored in two halves (rows 0-1, rows 2-3) with separate accumulators, pipelined so
-    // that one half's wgmma runs while the other half's epilogue does: iteration t issues A(t), finishes
-    // B(t - 1), then issues B(t) and finishes A(t). Each lane ends a half holding one score: row
-    // 2 half + (quad & 1) for key a = quad >> 1 (key lane / 4 + 8a of its warp's 16).
-    const int par = quad & 1, high = quad >> 1;
-    auto issue_half = [&](float (&d)[Mma::kAcc], uint32_t s, int half) {
-#pragma unroll
-        for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-            const uint64_t a = wgmma_descriptor(sh.keys[s] + ks * 32);
-            const uint64_t b = wgmma_descriptor(sh.q + half * 2 * H * kHeadDim + ks * 32);
-            if (ks == 0) Mma::template mma<0>(d, a, b);
-            else Mma::template mma<1>(d, a, b);
-        }
-        wgmma_commit();
-    };
-    // Weights, relu and head sum of one half (rows 2 half + jj, jj = 0, 1), then a transpose-reduce over the
-    // quad: xor 1 leaves row 2 half + par, xor 2 leaves key a = high, summed over all 4 lanes.
-    auto half_score = [&](float (&d)[Mma::kAcc], int half) {
-#pragma unroll
-        for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
-        float v[2][2];
-#pragma unroll
-        for (int jj = 0; jj < 2; ++jj) {
-            float a0 = 0.0f, a1 = 0.0f;
-#pragma unroll
-            for (int x = 0; x < kChunks; ++x) {
-                const int c = (jj * kChunks + x) * 4;
-                // Heads 8x + 2 quad (+1); from shared memory, as the accumulators take the registers.
-                const float2 w = load_shared_f2(&sh.w[(2 * half + jj) * H + x * 8 + 2 * quad]);
-                a0 = fmaf(w.x, relu_nan(d[c + 0]), a0);
-                a0 = fmaf(w.y, relu_nan(d[c + 1]), a0);
-                a1 = fmaf(w.x, relu_nan(d[c + 2]), a1);
-                a1 = fmaf(w.y, relu_nan(d[c + 3]), a1);
-            }
-            v[0][jj] = a0;
-            v[1][jj] = a1;
-        }
-        float u[2];
-#pragma unroll
-        for (int a = 0; a < 2; ++a) {
-            const float keep = par ? v[a][1] : v[a][0];
-            const float send = par ? v[a][0] : v[a][1];
-            u[a] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
-        }
-        const float keep = high ? u[1] : u[0];
-        const float send = high ? u[0] : u[1];
-        return keep + __shfl_xor_sync(0xffffffffu, send, 2);
     };
 
     Job job;
     bool have = begin_job(0, job);
     for (int round = 1; have; ++round) {
         g.sync();  // sh.w of this job
-        // This lane's two rows: slot A (row par) and slot B (row 2 + par).
-        const int start_a = par ? job.start[1] : job.start[0], end_a = par ? job.end[1] : job.end[0];
-        const int start_b = par ? job.start[3] : job.start[2], end_b = par ? job.end[3] : job.end[2];
-        uint2* const buf_a = candidates + par * kCandidateCap;
-        uint2* const buf_b = candidates + (2 + par) * kCandidateCap;
-        int* const hist_a = sh.row_hist[par];
-        int* const hist_b = sh.row_hist[2 + par];
+        // After the transpose-reduce lane q holds row q: its window, buffer, count and threshold.
+        const int my_start = quad == 0 ? job.start[0] : quad == 1 ? job.start[1] : quad == 2 ? job.start[2] : job.start[3];
+        const int my_end = quad == 0 ? job.end[0] : quad == 1 ? job.end[1] : quad == 2 ? job.end[2] : job.end[3];
+        uint2* const my_buf = candidates + quad * kCandidateCap;
+        int* const my_hist = sh.row_hist[quad];
         for (int i = t; i < kJobRows * kRowBins; i += kWgThreads) (&sh.row_hist[0][0])[i] = 0;
         g.sync();
-        int count_a = 0, count_b = 0;
-        uint32_t threshold_a = 0, threshold_b = 0;
+        int count = 0;
+        uint32_t threshold = 0;
         if (job.tiles > 0) {
             mbar_wait(&sh.q_full, q_phase);
             q_phase ^= 1u;
         }
-        float acc_a[Mma::kAcc], acc_b[Mma::kAcc];
-        uint32_t stage_b = 0;  // tile - 1's stage, position and scale (slot B lags one tile)
-        int pos_b = 0;
-        float scale_b = 0.0f;
-        for (int tile = 0; tile <= job.tiles; ++tile) {
-            const bool have_a = tile < job.tiles, have_b = tile > 0;
-            const int pos_a = job.lo + tile * kPrefillTile + warp * 16 + (lane >> 2) + 8 * high;
-            const float scale_a = have_a && pos_a < N ? __ldg(pb.k_scale + pos_a) : 0.0f;
-            const uint32_t stage_a = stage;
-            if (have_a) {
-                mbar_wait(&sh.full[stage_a], phase);
-                issue_half(acc_a, stage_a, 0);
-                if (++stage == kPrefillStages) {
-                    stage = 0;
-                    phase ^= 1u;
+        for (int tile = 0; tile < job.tiles; ++tile) {
+            if (t == 0 && tile + kPrefillStages - 1 < job.tiles)
+                issue_tile(job.lo + (tile + kPrefillStages - 1) * kPrefillTile);
+            const int p0 = job.lo + tile * kPrefillTile + warp * 16 + (lane >> 2), p1 = p0 + 8;
+            const float sc0 = p0 < N ? __ldg(pb.k_scale + p0) : 0.0f;
+            const float sc1 = p1 < N ? __ldg(pb.k_scale + p1) : 0.0f;
+            const uint32_t s = stage;
+            mbar_wait(&sh.full[s], phase);
+            float d[Mma::kAcc];
+#pragma unroll
+            for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                const uint64_t a = wgmma_descriptor(sh.keys[s] + ks * 32);
+                const uint64_t b = wgmma_descriptor(sh.q + ks * 32);
+                if (ks == 0) Mma::template mma<0>(d, a, b);
+                else Mma::template mma<1>(d, a, b);
+            }
+            wgmma_commit_and_wait();
+#pragma unroll
+            for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&sh.empty[s]);
+            if (++stage == kPrefillStages) {
+                stage = 0;
+                phase ^= 1u;
+            }
+
+            // Keys lane / 4 (a = 0) and lane / 4 + 8 (a = 1) of this warp's 16, one partial sum per row.
+            float v[2][kJobRows];
+#pragma unroll
+            for (int j = 0; j < kJobRows; ++j) {
+                float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+                for (int x = 0; x < kChunks; ++x) {
+                    const int c = (j * kChunks + x) * 4;
+                    // Heads 8x + 2 quad (+1) of row j; from shared memory, as registers are all taken by d.
+                    const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad]);
+                    a0 = fmaf(w.x, relu_nan(d[c + 0]), a0);
+                    a0 = fmaf(w.y, relu_nan(d[c + 1]), a0);
+                    a1 = fmaf(w.x, relu_nan(d[c + 2]), a1);
+                    a1 = fmaf(w.y, relu_nan(d[c + 3]), a1);
                 }
+                v[0][j] = a0;
+                v[1][j] = a1;
             }
-            float score_b = 0.0f;
-            if (have_b) {
-                if (have_a) wgmma_wait<1>();
-                else wgmma_wait<0>();
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&sh.empty[stage_b]);  // tile - 1 is fully read
-                if (t == 0 && tile - 1 + kPrefillStages < job.tiles)
-                    issue_tile(job.lo + (tile - 1 + kPrefillStages) * kPrefillTile);
-                score_b = scale_b * half_score(acc_b, 1);
+            // Transpose-reduce over the 4 lanes of a quad: lane q ends with row q's sums.
+            const bool odd = quad & 1, high = quad & 2;
+            float z[2];
+#pragma unroll
+            for (int a = 0; a < 2; ++a) {
+                float u[2];
+#pragma unroll
+                for (int m = 0; m < 2; ++m) {
+                    const float keep = odd ? v[a][2 * m + 1] : v[a][2 * m];
+                    const float send = odd ? v[a][2 * m] : v[a][2 * m + 1];
+                    u[m] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+                }
+                const float keep = high ? u[1] : u[0];
+                const float send = high ? u[0] : u[1];
+                z[a] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
             }
-            float score_a = 0.0f;
-            if (have_a) {
-                wgmma_wait<0>();
-                issue_half(acc_b, stage_a, 1);
-                score_a = scale_a * half_score(acc_a, 0);
-            }
-            const uint32_t key_a = score_order_key(score_a), key_b = score_order_key(score_b);
-            const bool pass_a = have_a && pos_a >= start_a && pos_a < end_a && key_a >= threshold_a;
-            const bool pass_b = have_b && pos_b >= start_b && pos_b < end_b && key_b >= threshold_b;
-            // Append in position order: per row, warp by warp, within a warp keys a = 0 then a = 1, lanes in
-            // order. Lanes of row parity p and key half a: quad == p + 2a.
-            const unsigned below = (1u << lane) - 1u;
-            const unsigned lanes0 = 0x11111111u << par, lanes1 = 0x11111111u << (par + 2);
-            const unsigned mask_a = __ballot_sync(0xffffffffu, pass_a), mask_b = __ballot_sync(0xffffffffu, pass_b);
-            const int a0 = __popc(mask_a & lanes0), a1 = __popc(mask_a & lanes1);
-            const int b0 = __popc(mask_b & lanes0), b1 = __popc(mask_b & lanes1);
-            const int rank_a = (high ? a0 : 0) + __popc(mask_a & (high ? lanes1 : lanes0) & below);
-            const int rank_b = (high ? b0 : 0) + __popc(mask_b & (high ? lanes1 : lanes0) & below);
-            if (lane < 2) {  // quad = par, high = 0
-                sh.counts[tile & 1][par][warp] = a0 + a1;
-                sh.counts[tile & 1][2 + par][warp] = b0 + b1;
-            }
+            const uint32_t key0 = score_order_key(sc0 * z[0]), key1 = score_order_key(sc1 * z[1]);
+            const bool pass0 = p0 >= my_start && p0 < my_end && key0 >= threshold;
+            const bool pass1 = p1 >= my_start && p1 < my_end && key1 >= threshold;
+            // Append in position order: warp by warp, within a warp keys a = 0 then a = 1, lanes in order.
+            const unsigned row_lanes = 0x11111111u << quad, below = (1u << lane) - 1u;
+            const unsigned m0 = __ballot_sync(0xffffffffu, pass0) & row_lanes;
+            const unsigned m1 = __ballot_sync(0xffffffffu, pass1) & row_lanes;
+            const int c0 = __popc(m0);
+            if (lane < 4) sh.counts[tile & 1][warp][lane] = c0 | (__popc(m1) << 16);
             g.sync();
-            const int4 ca = *reinterpret_cast<const int4*>(sh.counts[tile & 1][par]);
-            const int4 cb = *reinterpret_cast<const int4*>(sh.counts[tile & 1][2 + par]);
-            const int before_a = (warp > 0 ? ca.x : 0) + (warp > 1 ? ca.y : 0) + (warp > 2 ? ca.z : 0);
-            const int before_b = (warp > 0 ? cb.x : 0) + (warp > 1 ? cb.y : 0) + (warp > 2 ? cb.z : 0);
-            if (pass_a) {
-                buf_a[count_a + before_a + rank_a] = make_uint2(key_a, uint32_t(pos_a));
-                atomicAdd(&hist_a[key_a >> kRowBinShift], 1);
+            int before = 0, added = 0;
+#pragma unroll
+            for (int w2 = 0; w2 < 4; ++w2) {
+                const int x = sh.counts[tile & 1][w2][quad];
+                const int n = (x & 0xffff) + (x >> 16);
+                before += w2 < warp ? n : 0;
+                added += n;
             }
-            if (pass_b) {
-                buf_b[count_b + before_b + rank_b] = make_uint2(key_b, uint32_t(pos_b));
-                atomicAdd(&hist_b[key_b >> kRowBinShift], 1);
+            if (pass0) {
+                my_buf[count + before + __popc(m0 & below)] = make_uint2(key0, uint32_t(p0));
+                atomicAdd(&my_hist[key0 >> kRowBinShift], 1);
             }
-            count_a += ca.x + ca.y + ca.z + ca.w;
-            count_b += cb.x + cb.y + cb.z + cb.w;
-            stage_b = stage_a;
-            pos_b = pos_a;
-            scale_b = scale_a;
+            if (pass1) {
+                my_buf[count + before + c0 + __popc(m1 & below)] = make_uint2(key1, uint32_t(p1));
+                atomicAdd(&my_hist[key1 >> kRowBinShift], 1);
+            }
+            count += added;
             // Uniform over the warpgroup: every warp holds every row's count.
-            if (__any_sync(0xffffffffu, count_a > kCompactAt || count_b > kCompactAt)) {
-                wgmma_wait<0>();  // B(t) lands before the call, which may save its registers
+            if (__any_sync(0xffffffffu, count > kCompactAt)) {
                 __threadfence_block();
                 g.sync();
 #pragma unroll 1
                 for (int j = 0; j < kJobRows; ++j) {
-                    const int n = __shfl_sync(0xffffffffu, j < 2 ? count_a : count_b, j & 1);
+                    const int n = __shfl_sync(0xffffffffu, count, j);
                     if (n <= kCompactAt) continue;
                     const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k, sh.row_hist[j]);
-                    if (par == (j & 1)) {
-                        if (j < 2) {
-                            threshold_a = raised;
-                            count_a = k;
-                        } else {
-                            threshold_b = raised;
-                            count_b = k;
-                        }
+                    if (quad == j) {
+                        threshold = raised;
+                        count = k;
                     }
                 }
             }
@@ -570,7 +523,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         have = begin_job(round, job);  // the next job's loads overlap this job's selection
 #pragma unroll 1
         for (int j = 0; j < done.rows; ++j) {
-            const int n = __shfl_sync(0xffffffffu, j < 2 ? count_a : count_b, j & 1);
+            const int n = __shfl_sync(0xffffffffu, count, j);
             const int64_t r = int64_t(done.r0) + j;
             uint2* buf = candidates + j * kCandidateCap;
             if (!((done.ok >> j) & 1)) {
