@@ -107,6 +107,14 @@ struct WideWgmma {
     }
 };
 
+// A read-only global load the compiler keeps where it is written (volatile): issued before a wait, its
+// latency overlaps the wait.
+__device__ __forceinline__ float load_global_nc(const float* p) {
+    float v;
+    asm volatile("ld.global.nc.f32 %0, [%1];\n" : "=f"(v) : "l"(p));
+    return v;
+}
+
 __device__ __forceinline__ uint64_t order_candidate(uint2 c) { return (uint64_t(c.x) << 32) | uint64_t(~c.y); }
 
 // One warpgroup's view of its shared memory and its selection steps (128 threads; every member calls each).
@@ -411,12 +419,65 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             mbar_wait(&sh.q_full, q_phase);
             q_phase ^= 1u;
         }
+        // The previous tile's scores (two per lane) wait in registers and are appended while this tile's
+        // wgmma runs; the compaction check follows the epilogue, when no accumulator is live.
+        uint32_t key0 = 0, key1 = 0;
+        int p0 = 0;
+        bool pending = false;
+        // Appends tile `tile`'s passing scores in position order: warp by warp, within a warp keys a = 0
+        // then a = 1, lanes in order.
+        auto append = [&](int tile, bool pass0, bool pass1) {
+            const unsigned row_lanes = 0x11111111u << quad, below = (1u << lane) - 1u;
+            const unsigned m0 = __ballot_sync(0xffffffffu, pass0) & row_lanes;
+            const unsigned m1 = __ballot_sync(0xffffffffu, pass1) & row_lanes;
+            const int c0 = __popc(m0);
+            if (lane < 4) sh.counts[tile & 1][warp][lane] = c0 | (__popc(m1) << 16);
+            g.sync();
+            int before = 0, added = 0;
+#pragma unroll
+            for (int w2 = 0; w2 < 4; ++w2) {
+                const int x = sh.counts[tile & 1][w2][quad];
+                const int n = (x & 0xffff) + (x >> 16);
+                before += w2 < warp ? n : 0;
+                added += n;
+            }
+            if (pass0) {
+                my_buf[count + before + __popc(m0 & below)] = make_uint2(key0, uint32_t(p0));
+                atomicAdd(&my_hist[key0 >> kRowBinShift], 1);
+            }
+            if (pass1) {
+                my_buf[count + before + c0 + __popc(m1 & below)] = make_uint2(key1, uint32_t(p0 + 8));
+                atomicAdd(&my_hist[key1 >> kRowBinShift], 1);
+            }
+            count += added;
+        };
+        auto passes = [&](uint32_t key, int p) { return p >= my_start && p < my_end && key >= threshold; };
+        // Uniform over the warpgroup: every warp holds every row's count.
+        auto compact_full_rows = [&]() {
+            if (!__any_sync(0xffffffffu, count > kCompactAt)) return;
+            __threadfence_block();
+            g.sync();
+#pragma unroll 1
+            for (int j = 0; j < kJobRows; ++j) {
+                const int n = __shfl_sync(0xffffffffu, count, j);
+                if (n <= kCompactAt) continue;
+                const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k, sh.row_hist[j]);
+                if (quad == j) {
+                    threshold = raised;
+                    count = k;
+                }
+            }
+        };
+        const uint64_t key_desc = wgmma_descriptor(sh.keys[0]), q_desc = wgmma_descriptor(sh.q);
+        constexpr uint32_t kStageDesc = kPrefillTile * kHeadDim / 16;  // descriptor units (16 B) per stage
         for (int tile = 0; tile < job.tiles; ++tile) {
             if (t == 0 && tile + kPrefillStages - 1 < job.tiles)
                 issue_tile(job.lo + (tile + kPrefillStages - 1) * kPrefillTile);
-            const int p0 = job.lo + tile * kPrefillTile + warp * 16 + (lane >> 2), p1 = p0 + 8;
-            const float sc0 = p0 < N ? __ldg(pb.k_scale + p0) : 0.0f;
-            const float sc1 = p1 < N ? __ldg(pb.k_scale + p1) : 0.0f;
+            const int q0 = job.lo + tile * kPrefillTile + warp * 16 + (lane >> 2);
+            // Issued before the waits below (volatile keeps them there), so the MMA hides their latency;
+            // a position past the keys reads the last scale and is never a candidate.
+            const float sc0 = load_global_nc(pb.k_scale + min(q0, N - 1));
+            const float sc1 = load_global_nc(pb.k_scale + min(q0 + 8, N - 1));
             const uint32_t s = stage;
             mbar_wait(&sh.full[s], phase);
             float d[Mma::kAcc];
@@ -425,12 +486,14 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
-                const uint64_t a = wgmma_descriptor(sh.keys[s] + ks * 32);
-                const uint64_t b = wgmma_descriptor(sh.q + ks * 32);
+                const uint64_t a = key_desc + (s * kStageDesc + ks * 2);
+                const uint64_t b = q_desc + ks * 2;
                 if (ks == 0) Mma::template mma<0>(d, a, b);
                 else Mma::template mma<1>(d, a, b);
             }
-            wgmma_commit_and_wait();
+            wgmma_commit();
+            if (pending) append(tile - 1, passes(key0, p0), passes(key1, p0 + 8));
+            wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
             __syncwarp();
@@ -474,48 +537,15 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 const float send = high ? u[0] : u[1];
                 z[a] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
             }
-            const uint32_t key0 = score_order_key(sc0 * z[0]), key1 = score_order_key(sc1 * z[1]);
-            const bool pass0 = p0 >= my_start && p0 < my_end && key0 >= threshold;
-            const bool pass1 = p1 >= my_start && p1 < my_end && key1 >= threshold;
-            // Append in position order: warp by warp, within a warp keys a = 0 then a = 1, lanes in order.
-            const unsigned row_lanes = 0x11111111u << quad, below = (1u << lane) - 1u;
-            const unsigned m0 = __ballot_sync(0xffffffffu, pass0) & row_lanes;
-            const unsigned m1 = __ballot_sync(0xffffffffu, pass1) & row_lanes;
-            const int c0 = __popc(m0);
-            if (lane < 4) sh.counts[tile & 1][warp][lane] = c0 | (__popc(m1) << 16);
-            g.sync();
-            int before = 0, added = 0;
-#pragma unroll
-            for (int w2 = 0; w2 < 4; ++w2) {
-                const int x = sh.counts[tile & 1][w2][quad];
-                const int n = (x & 0xffff) + (x >> 16);
-                before += w2 < warp ? n : 0;
-                added += n;
-            }
-            if (pass0) {
-                my_buf[count + before + __popc(m0 & below)] = make_uint2(key0, uint32_t(p0));
-                atomicAdd(&my_hist[key0 >> kRowBinShift], 1);
-            }
-            if (pass1) {
-                my_buf[count + before + c0 + __popc(m1 & below)] = make_uint2(key1, uint32_t(p1));
-                atomicAdd(&my_hist[key1 >> kRowBinShift], 1);
-            }
-            count += added;
-            // Uniform over the warpgroup: every warp holds every row's count.
-            if (__any_sync(0xffffffffu, count > kCompactAt)) {
-                __threadfence_block();
-                g.sync();
-#pragma unroll 1
-                for (int j = 0; j < kJobRows; ++j) {
-                    const int n = __shfl_sync(0xffffffffu, count, j);
-                    if (n <= kCompactAt) continue;
-                    const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k, sh.row_hist[j]);
-                    if (quad == j) {
-                        threshold = raised;
-                        count = k;
-                    }
-                }
-            }
+            key0 = score_order_key(sc0 * z[0]);
+            key1 = score_order_key(sc1 * z[1]);
+            p0 = q0;
+            pending = true;
+            compact_full_rows();
+        }
+        if (pending) {
+            append(job.tiles - 1, passes(key0, p0), passes(key1, p0 + 8));
+            compact_full_rows();
         }
         __threadfence_block();
         g.sync();  // every candidate stored, every wgmma of this job done

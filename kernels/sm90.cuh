@@ -77,10 +77,22 @@ __device__ __forceinline__ uint64_t wgmma_descriptor(const void* smem) {
     return uint64_t((smem_address(smem) & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
            (uint64_t(1) << 62);
 }
-// wgmma.fence / commit_group / wait_group 0, present only in the sm_90a image.
+// wgmma.fence / commit_group / wait_group, present only in the sm_90a image.
 __device__ __forceinline__ void wgmma_fence() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+// Waits until at most Pending committed groups of this warp are still running.
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
 #endif
 }
 __device__ __forceinline__ void wgmma_commit_and_wait() {
