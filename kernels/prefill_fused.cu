@@ -503,28 +503,23 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 phase ^= 1u;
             }
 
-            // Keys lane / 4 (a = 0) and lane / 4 + 8 (a = 1) of this warp's 16, one partial sum per row,
-            // each summed in two interleaved chains (even and odd chunks) so 16 fma chains run side by side.
-            float part[2][kJobRows][2] = {};
-#pragma unroll
-            for (int x = 0; x < kChunks; ++x)
-#pragma unroll
-                for (int j = 0; j < kJobRows; ++j) {
-                    const int c = (j * kChunks + x) * 4;
-                    // Heads 8x + 2 quad (+1) of row j; from shared memory, as registers are all taken by d.
-                    const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad]);
-                    float& e0 = part[0][j][x & 1];
-                    float& e1 = part[1][j][x & 1];
-                    e0 = fmaf(w.x, relu_nan(d[c + 0]), e0);
-                    e0 = fmaf(w.y, relu_nan(d[c + 1]), e0);
-                    e1 = fmaf(w.x, relu_nan(d[c + 2]), e1);
-                    e1 = fmaf(w.y, relu_nan(d[c + 3]), e1);
-                }
+            // Keys lane / 4 (a = 0) and lane / 4 + 8 (a = 1) of this warp's 16, one partial sum per row.
             float v[2][kJobRows];
 #pragma unroll
             for (int j = 0; j < kJobRows; ++j) {
-                v[0][j] = part[0][j][0] + part[0][j][1];
-                v[1][j] = part[1][j][0] + part[1][j][1];
+                float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+                for (int x = 0; x < kChunks; ++x) {
+                    const int c = (j * kChunks + x) * 4;
+                    // Heads 8x + 2 quad (+1) of row j; from shared memory, as registers are all taken by d.
+                    const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad]);
+                    a0 = fmaf(w.x, relu_nan(d[c + 0]), a0);
+                    a0 = fmaf(w.y, relu_nan(d[c + 1]), a0);
+                    a1 = fmaf(w.x, relu_nan(d[c + 2]), a1);
+                    a1 = fmaf(w.y, relu_nan(d[c + 3]), a1);
+                }
+                v[0][j] = a0;
+                v[1][j] = a1;
             }
             // Transpose-reduce over the 4 lanes of a quad: lane q ends with row q's sums.
             const bool odd = quad & 1, high = quad & 2;
