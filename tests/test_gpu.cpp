@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -464,6 +465,268 @@ TEST_CASE("GPU ragged prefill: SPEC section 5 and exact equality with the CPU ba
             CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
         });
     }
+}
+
+// =====================================================================================================
+// Prefill (issue 13, "Checks"): the shapes that a fused prefill kernel finds hard. Such a kernel groups query
+// rows 4 at a time, streams the union of a group's windows in 64-key tiles, keeps per row a buffer of 4096
+// candidates compacted to the best k whenever it fills (a running threshold skipping the rest), and selects
+// exactly at the end. So these cases have windows of any length and start (not multiples of 64 or 4), row
+// counts of 4n+1 and 4n+3, groups of 4 mixing sequences, empty rows and rows shorter than k, windows just
+// below, at and above 2048, 4096 and 6144 keys and up to 36,000 (many compactions), and score orders that
+// make the compaction and the threshold work hardest. Integer inputs are compared with the CPU backend bit
+// for bit; random (SPEC section 6) inputs go through the SPEC section 5 checker. Every case runs under
+// gpu_tests and gpu_tests_fused (ctest).
+
+namespace {
+
+const std::vector<uint32_t> kRaggedFlagSets = {0u, kSorted, kAbsolute, kSorted | kAbsolute};
+
+// The expected result of every (k, flags, scores) variant of a case from one CPU-backend call: its sorted top
+// max_k with scores and relative indices. The ranking is a total order, so the sorted top k is that call's
+// first min(k, n) entries; the unsorted result is the same entries in ascending position order
+// (dsa_indexer.h); absolute indices add row_start; padding is -1 and -inf. One scoring pass on the CPU
+// instead of one per variant.
+class CpuRagged {
+public:
+    CpuRagged(const RaggedCase& c, int max_k) : c_(c), max_k_(max_k), top_(run_cpu(c, max_k, kSorted, true)) {}
+
+    HostResult expected(int k, uint32_t flags, bool with_scores) const {
+        REQUIRE(k <= max_k_);
+        const int64_t rows = c_.rows();
+        HostResult e{std::vector<int32_t>(size_t(rows * k), -1), {}};
+        if (with_scores) e.scores.assign(size_t(rows * k), -std::numeric_limits<float>::infinity());
+        std::vector<std::pair<int32_t, float>> row;
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t count = std::min<int64_t>(k, c_.visible(r));
+            row.clear();
+            for (int64_t i = 0; i < count; ++i)
+                row.emplace_back(top_.indices[size_t(r * max_k_ + i)], top_.scores[size_t(r * max_k_ + i)]);
+            if (!(flags & kSorted))
+                std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+            const int32_t offset = (flags & kAbsolute) ? c_.row_start[size_t(r)] : 0;
+            for (int64_t i = 0; i < count; ++i) {
+                e.indices[size_t(r * k + i)] = row[size_t(i)].first + offset;
+                if (with_scores) e.scores[size_t(r * k + i)] = row[size_t(i)].second;
+            }
+        }
+        return e;
+    }
+
+private:
+    const RaggedCase& c_;
+    int max_k_;
+    HostResult top_;
+};
+
+// Where a row is, for failure messages: its window, and its group of 4 rows counted from row 0.
+std::string describe_row(const RaggedCase& c, int64_t r) {
+    std::ostringstream s;
+    s << "row " << r << " (window [" << c.row_start[size_t(r)] << ", " << c.row_end[size_t(r)] << "), " << c.visible(r)
+      << " keys; in rows " << r / 4 * 4 << ".." << std::min(r / 4 * 4 + 3, c.rows() - 1) << ")";
+    return s.str();
+}
+
+// "" when `got` equals `expected` bit for bit (indices, and scores when requested), else the first
+// difference in words.
+std::string diff_ragged(const RaggedCase& c, int k, const HostResult& expected, const HostResult& got) {
+    if (got.indices.size() != expected.indices.size() || got.scores.size() != expected.scores.size())
+        return "output sizes differ";
+    for (int64_t r = 0; r < c.rows(); ++r) {
+        const int32_t* e = expected.indices.data() + r * k;
+        const int32_t* g = got.indices.data() + r * k;
+        for (int i = 0; i < k; ++i) {
+            if (e[i] == g[i]) continue;
+            std::ostringstream s;
+            s << describe_row(c, r) << " slot " << i << ": index " << g[i] << ", the CPU backend's " << e[i]
+              << (std::is_permutation(e, e + k, g) ? " (the same set in another order)" : "");
+            return s.str();
+        }
+        for (int i = 0; i < k && !expected.scores.empty(); ++i) {
+            const size_t at = size_t(r * k + i);
+            if (std::memcmp(&expected.scores[at], &got.scores[at], 4) == 0) continue;
+            std::ostringstream s;
+            s.precision(10);
+            s << describe_row(c, r) << " slot " << i << " (index " << g[i] << "): score " << got.scores[at]
+              << ", the CPU backend's " << expected.scores[at];
+            return s.str();
+        }
+    }
+    return "";
+}
+
+// Unsorted results come in ascending position order (dsa_indexer.h): "" when they do.
+std::string ascending_when_unsorted(const RaggedCase& c, int k, uint32_t flags, const HostResult& got) {
+    if (flags & kSorted) return "";
+    for (int64_t r = 0; r < c.rows(); ++r) {
+        const int64_t count = std::min<int64_t>(k, c.visible(r));
+        for (int64_t i = 1; i < count; ++i)
+            if (got.indices[size_t(r * k + i)] <= got.indices[size_t(r * k + i - 1)])
+                return describe_row(c, r) + ": unsorted results not in ascending position order at slot " + std::to_string(i);
+    }
+    return "";
+}
+
+// Every variant of an integer-valued case on the GPU, equal bit for bit to the CPU backend; also to the exact
+// expectation when `exact` (integer_scores) is given.
+void check_ragged_exact(dsa_context_t gpu, cudaStream_t stream, const RaggedCase& c, std::initializer_list<int> ks,
+                        const std::vector<std::vector<double>>* exact = nullptr,
+                        const std::vector<uint32_t>& flag_sets = kRaggedFlagSets) {
+    const CpuRagged cpu(c, std::max(ks));
+    const DeviceRagged d(c);
+    for_each_variant(ks, flag_sets, [&](int k, uint32_t flags, bool with_scores) {
+        INFO("k " << k << ", flags " << flags << (with_scores ? ", scores" : ""));
+        const HostResult r = run_gpu(gpu, c.params(k, flags), d.inputs, c.rows(), with_scores, stream);
+        CHECK(diff_ragged(c, k, cpu.expected(k, flags, with_scores), r) == "");
+        if (exact) CHECK(check_exact(c, *exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+    });
+}
+
+// Every variant of a random case on the GPU through the SPEC section 5 checker.
+void check_ragged_spec5(dsa_context_t gpu, cudaStream_t stream, const RaggedCase& c, std::initializer_list<int> ks,
+                        const std::vector<uint32_t>& flag_sets = kRaggedFlagSets) {
+    const Oracle oracle = compute_oracle(c);
+    const DeviceRagged d(c);
+    for_each_variant(ks, flag_sets, [&](int k, uint32_t flags, bool with_scores) {
+        INFO("k " << k << ", flags " << flags << (with_scores ? ", scores" : ""));
+        const HostResult r = run_gpu(gpu, c.params(k, flags), d.inputs, c.rows(), with_scores, stream);
+        CHECK(check_spec5(c, oracle, k, flags, r.indices.data(), r.scores_or_null()) == "");
+        CHECK(ascending_when_unsorted(c, k, flags, r) == "");
+    });
+}
+
+// Integer inputs whose score at key i is exactly value(i) + C_r, C_r a constant of row r: head 0 reads the
+// key's low three base-16 digits (dims 0..2, q 1, 16, 256, weight 1), head 1 the high three (dims 3..5,
+// weight 4096), and every other head dim 6, which is 2 in every key (q 1, a random integer weight in [-3, 3],
+// negative ones included). value(i) must lie in [0, 2^24); every partial sum is an integer below 2^24, exact
+// in fp32 in any order. Scales 1; the keys' other dims are random (every query is 0 there).
+template <class Value>
+void fill_valued(RaggedCase& c, Rng& rng, Value&& value) {
+    for (int64_t i = 0; i < c.num_keys(); ++i) {
+        const int64_t v = value(i);
+        if (v < 0 || v >= (int64_t(1) << 24)) FAIL("fill_valued: value " << v << " outside [0, 2^24)");
+        uint8_t* key = c.mutable_key(i);
+        for (int d = 0; d < kHeadDim; ++d)
+            key[d] = fp8_encode(d < 6 ? double((v >> (4 * d)) & 15) : d == 6 ? 2.0 : double(rng.uniform(-2, 2)));
+        c.set_scale(i, 1.0f);
+    }
+    for (int64_t r = 0; r < c.rows(); ++r) {
+        uint8_t* q = c.mutable_query(r);
+        float* w = c.mutable_weights(r);
+        std::fill(q, q + c.heads() * kHeadDim, fp8_encode(0.0));
+        for (int digit = 0; digit < 3; ++digit) {
+            q[digit] = fp8_encode(double(1 << (4 * digit)));
+            q[kHeadDim + 3 + digit] = fp8_encode(double(1 << (4 * digit)));
+        }
+        w[0] = 1.0f;
+        w[1] = 4096.0f;
+        for (int h = 2; h < c.heads(); ++h) {
+            q[h * kHeadDim + 6] = fp8_encode(1.0);
+            w[h] = float(rng.uniform(-3, 3));
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("GPU prefill: one causal sequence of 5001 tokens", "[gpu][ragged][prefill]") {
+    // Row r sees [0, r + 1): rows shorter and longer than k = 2048, windows of every length up to 5001,
+    // 4n+1 rows (the last group holds one row).
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    const std::vector<std::pair<int32_t, int32_t>> windows = causal_windows({5001}, {5001});
+    SECTION("tie-free inputs, 64 heads: equal to the CPU backend") {
+        RaggedCase c(64, 5001, windows);
+        Rng rng(17001);
+        fill_tie_free(c, rng);
+        check_ragged_exact(gpu.get(), stream.get(), c, {1, 1000, 2048});
+    }
+    SECTION("random inputs, 32 heads: SPEC section 5") {
+        // The costliest CPU part of the prefill cases: the float64 oracle over 12.5 million (row, key) pairs
+        // (hence 32 heads; 64 with random inputs: the chunked case) and the single-threaded checker, about
+        // 2.5 s per variant here. So one variant, the one the checker says most about (order and scores);
+        // the other k and flags with random inputs: the chunked case.
+        RaggedCase c(32, 5001, windows);
+        Rng rng(17002);
+        fill_spec6(c, rng);
+        check_ragged_spec5(gpu.get(), stream.get(), c, {2048}, {kSorted | kAbsolute});
+    }
+}
+
+TEST_CASE("GPU prefill: causal sequences of 1, 63, 2048, 2049, 4100 and 9000 tokens in one call", "[gpu][ragged][prefill]") {
+    // Every token a query row: 17261 rows (4n+1) packed sequence after sequence; the groups of 4 rows at the
+    // ends of the first, fourth and fifth sequences (rows 0..3, 4160..4163, 8260..8263) mix two sequences.
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    const std::vector<int32_t> lens = {1, 63, 2048, 2049, 4100, 9000};
+    RaggedCase c(64, 1 + 63 + 2048 + 2049 + 4100 + 9000, causal_windows(lens, lens));
+    REQUIRE(c.rows() % 4 == 1);
+    Rng rng(17101);
+    fill_tie_free(c, rng);
+    // Two flag sets, both sort orders and both index modes (all four in the other cases): the host-side
+    // comparison of 17261 rows x k per variant is single-threaded.
+    check_ragged_exact(gpu.get(), stream.get(), c, {1, 1000, 2048}, nullptr, {kAbsolute, kSorted});
+}
+
+TEST_CASE("GPU prefill: chunked prefill, empty rows, windows across sequences", "[gpu][ragged][prefill]") {
+    // Each sequence's cached prefix is in K and only its last chunk are query rows, so windows start at the
+    // sequence (anywhere in the buffer) and end past a long prefix: sequence 1's rows see ~20000 keys. Chunks
+    // of 3, 40, 6, 130, 2, 1, 11 and 4 rows put rows of two sequences in one group of 4. Around them: empty
+    // windows (at 0, mid-buffer, at N), windows of exactly 4096 and 4097 keys starting mid-sequence, and the
+    // whole buffer (36,316 keys over every sequence). 203 rows (4n+3).
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    const int heads = GENERATE(32, 64);
+    const std::vector<int32_t> key_lens = {3, 20011, 4197, 130, 2100, 5000, 777, 4098};
+    const std::vector<int32_t> chunks = {3, 40, 6, 130, 2, 1, 11, 4};
+    int32_t n = 0;
+    for (int32_t len : key_lens) n += len;
+    std::vector<std::pair<int32_t, int32_t>> windows = {{0, 0}};
+    for (const auto& w : causal_windows(key_lens, chunks)) windows.push_back(w);
+    windows.insert(windows.end(), {{n, n}, {1234, 1234}, {5, 5 + 4096}, {100, 100 + 4097}, {0, n}});
+    RaggedCase c(heads, n, windows);
+    REQUIRE(c.rows() % 4 == 3);
+    SECTION("tie-free inputs: equal to the CPU backend and to the exact scores") {
+        Rng rng(17201 + heads);
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        check_ragged_exact(gpu.get(), stream.get(), c, {1, 7, 1000, 2048}, &exact);
+    }
+    SECTION("random inputs: SPEC section 5") {
+        Rng rng(17301 + heads);
+        fill_spec6(c, rng);
+        check_ragged_spec5(gpu.get(), stream.get(), c, {1, 7, 1000, 2048});
+    }
+}
+
+TEST_CASE("GPU prefill: scores rising, falling, equal or few-valued along the keys", "[gpu][ragged][prefill][ties]") {
+    // Score orders against a running threshold and a 4096-candidate buffer: rising scores make every tile beat
+    // the candidates so far (a compaction every ~2048 keys at k = 2048); falling ones let nothing past the
+    // threshold after the first fill; equal scores and a staircase (p / 2048) make ties that the smaller
+    // position must win across compactions; four random values make ties everywhere. Windows of 2048..2050,
+    // 4095..4098, 6144..6146 and ~20480 keys, an empty row sharing a group with long ones; 21 rows (4n+1).
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    const int heads = GENERATE(32, 64);
+    const std::vector<int32_t> key_lens = {20483, 4098, 6146, 2050, 65};
+    int32_t n = 0;
+    for (int32_t len : key_lens) n += len;
+    std::vector<std::pair<int32_t, int32_t>> windows = causal_windows(key_lens, {7, 4, 3, 3, 2});
+    windows.insert(windows.begin() + 7, {20483, 20483});
+    windows.push_back({n, n});
+    RaggedCase c(heads, n, windows);
+    REQUIRE(c.rows() % 4 == 1);
+    Rng rng(17401 + heads);
+    auto run = [&](auto&& value) {
+        fill_valued(c, rng, value);
+        const auto exact = integer_scores(c);
+        check_ragged_exact(gpu.get(), stream.get(), c, {1, 7, 1000, 2048}, &exact);
+    };
+    SECTION("rising") { run([](int64_t i) { return i; }); }
+    SECTION("falling") { run([&](int64_t i) { return n - 1 - i; }); }
+    SECTION("all equal") { run([](int64_t) { return int64_t(777); }); }
+    SECTION("staircase: equal in runs of 2048, rising") { run([](int64_t i) { return i / 2048; }); }
+    SECTION("four values at random") { run([&](int64_t) { return rng.uniform(0, 3); }); }
 }
 
 TEST_CASE("GPU ties, signed zeros, NaN and infinities follow the ranking rule", "[gpu][ties][nan][sanitize]") {
