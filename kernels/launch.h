@@ -33,10 +33,8 @@ constexpr int64_t kFusedMinRows = 128;
 
 // ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------
 size_t paged_workspace_bytes(const PagedProblem& problem);
-// Whether a ragged call runs the fused prefill kernel (sm_90a), which needs q and k on 16-byte boundaries
-// (ragged_inputs_aligned); otherwise the score + select kernels run.
+// Whether a ragged call runs the fused prefill kernel (sm_90a); otherwise the score + select kernels run.
 bool ragged_uses_fused(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kernel);
-bool ragged_inputs_aligned(const RaggedProblem& problem);
 size_t ragged_workspace_bytes(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kernel);
 
 // error_flag: device int set to 1 when a row meets bad device-side input (the data rules of

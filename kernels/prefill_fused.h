@@ -12,7 +12,8 @@
 namespace dsa::kernels {
 
 // Whether this build and device run the fused prefill kernel for `problem`'s shape (sm_90a image, compute
-// capability 9.0, sizes its tensor maps can address). It also needs prefill_fused_inputs_aligned.
+// capability 9.0, sizes its tensor maps can address). It also needs prefill_fused_inputs_aligned, which the
+// public API guarantees.
 bool prefill_fused_runs(const RaggedProblem& problem, int compute_capability);
 // q and k start on 16-byte boundaries (TMA's requirement).
 bool prefill_fused_inputs_aligned(const RaggedProblem& problem);

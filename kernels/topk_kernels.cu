@@ -146,8 +146,6 @@ bool ragged_uses_fused(const RaggedProblem& pb, const DeviceTraits& device, Scor
     return (kind == ScoreKernel::Auto || kind == ScoreKernel::Fused) && prefill_fused_runs(pb, device.compute_capability);
 }
 
-bool ragged_inputs_aligned(const RaggedProblem& pb) { return prefill_fused_inputs_aligned(pb); }
-
 size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
     if (pb.rows() == 0) return 0;
     return ragged_uses_fused(pb, device, kind) ? prefill_fused_workspace_bytes(pb, device.sm_count) : ragged_plan(pb).total;
@@ -189,7 +187,8 @@ cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, 
 cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
                         int* error_flag, cudaStream_t stream) {
     if (ragged_uses_fused(problem, device, kind)) {
-        if (!prefill_fused_inputs_aligned(problem)) return cudaErrorMisalignedAddress;  // the caller checks first
+        // The public API requires q and k 16-byte aligned (api/validate.cpp), which TMA needs.
+        if (!prefill_fused_inputs_aligned(problem)) return cudaErrorMisalignedAddress;
         return prefill_fused_topk(problem, device.sm_count, workspace, error_flag, stream);
     }
     WorkspacePlan plan = ragged_plan(problem);

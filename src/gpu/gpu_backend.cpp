@@ -86,10 +86,6 @@ public:
                            {pb.row_end, "inputs->row_end"}, {pb.out.indices, "outputs->indices"},
                            {pb.out.scores, "outputs->scores"}, {workspace, "workspace"}},
                           d.id);
-        require(!kernels::ragged_uses_fused(pb, d.traits, kernel_) || kernels::ragged_inputs_aligned(pb),
-                DSA_STATUS_INVALID_ARGUMENT,
-                "inputs->q and inputs->k must start on 16-byte boundaries on this GPU (its prefill kernel loads them "
-                "by TMA)");
         check_cuda(kernels::topk_ragged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
                    "launching the ragged top-k kernels");
     }
