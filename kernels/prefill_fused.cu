@@ -81,32 +81,6 @@ struct PrefillSmem {
     WarpgroupSmem<H> wg[2];
 };
 
-// One warpgroup's m64 x N x k32 fp8 product (N = 256 or 128), both operands from 128B-swizzled shared tiles.
-template <int N>
-struct WideWgmma {
-    static constexpr int kAcc = N / 2;  // fp32 accumulators per thread
-
-    template <int Accumulate>
-    __device__ static void mma(float (&d)[kAcc], uint64_t a, uint64_t b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-        if constexpr (N == 256) {
-        asm volatile(
-            "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, %130, 1, 1;\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-            : "l"(a), "l"(b), "n"(Accumulate));
-        } else {
-            static_assert(N == 128, "N is 4 rows of 64 or 32 heads");
-        asm volatile(
-            "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, %66, 1, 1;\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-            : "l"(a), "l"(b), "n"(Accumulate));
-        }
-#endif
-    }
-};
-
 // A read-only global load the compiler keeps where it is written (volatile): issued before a wait, its
 // latency overlaps the wait.
 __device__ __forceinline__ float load_global_nc(const float* p) {
@@ -325,7 +299,8 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
     prefill_fused_kernel(const __grid_constant__ CUtensorMap key_map, const __grid_constant__ CUtensorMap q_map,
                          PrefillParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using Mma = WideWgmma<kJobRows * H>;
+    constexpr int kN = kJobRows * H;  // wgmma N: the 4 rows' heads
+    constexpr int kAcc = kN / 2;      // accumulators per thread
     constexpr int kChunks = H / 8;  // 8-column accumulator chunks per row
     extern __shared__ __align__(128) uint8_t prefill_smem_raw[];
     auto& smem = *reinterpret_cast<PrefillSmem<H>*>(prefill_smem_raw +
@@ -480,22 +455,22 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             const float sc1 = load_global_nc(pb.k_scale + min(q0 + 8, N - 1));
             const uint32_t s = stage;
             mbar_wait(&sh.full[s], phase);
-            float d[Mma::kAcc];
+            float d[kAcc];
 #pragma unroll
-            for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
                 const uint64_t a = key_desc + (s * kStageDesc + ks * 2);
                 const uint64_t b = q_desc + ks * 2;
-                if (ks == 0) Mma::template mma<0>(d, a, b);
-                else Mma::template mma<1>(d, a, b);
+                if (ks == 0) wgmma_fp8<kN, 0>(d, a, b);
+                else wgmma_fp8<kN, 1>(d, a, b);
             }
             wgmma_commit();
             if (pending) append(tile - 1, passes(key0, p0), passes(key1, p0 + 8));
             wgmma_wait<0>();
 #pragma unroll
-            for (int i = 0; i < Mma::kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
             __syncwarp();
             if (lane == 0) mbar_arrive(&sh.empty[s]);
             if (++stage == kPrefillStages) {
