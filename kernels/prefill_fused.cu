@@ -6,11 +6,12 @@
 //  - wgmma m64 x (4 H) x k32: keys as M, the 4 rows' heads as N, so K is read once per 4 rows; the
 //    epilogue applies relu, the weights, the head sum (a 4-lane transpose-reduce, after which lane q holds
 //    row q's scores) and the key scale in registers.
-//  - Each row keeps a candidate buffer (4096 entries in the workspace, in position order) and a threshold:
-//    a score enters when its order key is at or above the threshold. When a buffer fills, the warpgroup
-//    keeps its best k in place (radix refinement over the order key, ties to the smaller position) and
-//    raises the threshold to what the k-th best needs, so most tiles of long windows store nothing. At the
-//    job's end each row is selected exactly from its buffer and written out.
+//  - Each row keeps a candidate buffer (4096 entries in the workspace, in position order), a threshold (a
+//    score enters when its order key is at or above it) and a shared-memory histogram of the buffer's keys.
+//    A tile's scores are appended while the next tile's wgmma runs. When a buffer fills, the warpgroup keeps
+//    its best k in place (level 1 from the histogram, then radix refinement of the order key, ties to the
+//    smaller position) and raises the threshold to what the k-th best needs, so most tiles of long windows
+//    store nothing. At the job's end each row is selected exactly from its buffer and written out.
 // Every row is computed by one warpgroup alone, in position order, so the result is a pure function of the
 // inputs, bit-identical to the CPU backend on tie-free inputs. Jobs are dealt out longest first (the last
 // rows of a causal sequence have the longest windows) in a snake order over the warpgroups, which balances
