@@ -2,8 +2,8 @@
 # On a GPU machine, in one go: build (sm_90a + portable sm_80), every test including the GPU tests (fp8
 # tensor-core path and the portable path; the multi-GPU ones are scripts/gpu-multi-check.sh's),
 # compute-sanitizer memcheck/racecheck/synccheck on small cases, then the benchmark. $OUT (default
-# /tmp/dsa-gpu-check) receives three files: bench.json, bench.txt and gpu-check-logs.tgz (every log); the
-# short table prints last.
+# /tmp/dsa-gpu-check) receives five files: bench.json and bench.txt (decode), bench_ragged.json and
+# bench_ragged.txt (prefill), and gpu-check-logs.tgz (every log); the short tables print last.
 #   DSA_CHECK_SKIP="portable sanitizer bench"   steps to leave out
 #   DSA_CUDA_ARCHS="90a-real"                   other CUDA architectures (default "80-real;90a-real")
 #   DSA_BUILD_DIR=dir                           build directory (default build-gpu; shared with gpu-multi-check)
@@ -56,5 +56,8 @@ if wanted bench; then
   step "benchmark"
   timeout 300 "$build/bench/dsa_bench" --json "$out/bench.json" "$@" 2>"$logs/bench_progress.log" |
     tee "$out/bench.txt" || status=1
+  step "benchmark, prefill (dsa_bench --ragged)"
+  timeout 300 "$build/bench/dsa_bench" --ragged --iterations 10 --json "$out/bench_ragged.json" \
+    2>"$logs/bench_ragged_progress.log" | tee "$out/bench_ragged.txt" || status=1
 fi
 exit $status
