@@ -104,6 +104,24 @@ void select_row(const float* scores, int64_t n, const TopkShape& shape,
     }
 }
 
+// The group of items starting at `begin` (of `count`) whose scores, need(i) floats each, stay under
+// kGroupScores (at least one item): offset[i - begin] = where item i's scores start. Returns the group's end
+// and sets total to its score count.
+template <class Need>
+int32_t next_group(int32_t begin, int32_t count, Need need, std::vector<int64_t>& offset, int64_t& total) {
+    int32_t end = begin;
+    total = 0;
+    offset.clear();
+    while (end < count) {
+        const int64_t n = need(end);
+        if (end > begin && total + n > kGroupScores) break;
+        offset.push_back(total);
+        total += n;
+        ++end;
+    }
+    return end;
+}
+
 }  // namespace
 
 void topk_paged(const PagedProblem& pb, int threads) {
@@ -118,16 +136,9 @@ void topk_paged(const PagedProblem& pb, int threads) {
     std::vector<float> scores;
     std::vector<int64_t> offset;  // start of each sequence's [next_n, seq_len] scores in `scores`
     while (group_begin < pb.batch_size) {
-        int32_t group_end = group_begin;
         int64_t total = 0;
-        offset.clear();
-        while (group_end < pb.batch_size) {
-            const int64_t need = int64_t(pb.seq_lens[group_end]) * next_n;
-            if (group_end > group_begin && total + need > kGroupScores) break;
-            offset.push_back(total);
-            total += need;
-            ++group_end;
-        }
+        const int32_t group_end = next_group(
+            group_begin, pb.batch_size, [&](int32_t b) { return int64_t(pb.seq_lens[b]) * next_n; }, offset, total);
         scores.resize(size_t(total));
 
         // Scoring tasks: (sequence, chunk of kChunk tokens).
@@ -189,16 +200,10 @@ void topk_ragged(const RaggedProblem& pb, int threads) {
     std::vector<float> scores;
     std::vector<int64_t> offset;
     while (group_begin < pb.num_rows) {
-        int32_t group_end = group_begin;
         int64_t total = 0;
-        offset.clear();
-        while (group_end < pb.num_rows) {
-            const int64_t need = int64_t(pb.row_end[group_end]) - pb.row_start[group_end];
-            if (group_end > group_begin && total + need > kGroupScores) break;
-            offset.push_back(total);
-            total += need;
-            ++group_end;
-        }
+        const int32_t group_end = next_group(
+            group_begin, pb.num_rows, [&](int32_t r) { return int64_t(pb.row_end[r]) - pb.row_start[r]; }, offset,
+            total);
         scores.resize(size_t(total));
 
         std::vector<std::pair<int32_t, int64_t>> tasks;
