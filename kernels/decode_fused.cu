@@ -31,6 +31,7 @@
 #include "common/constants.hpp"
 #include "common/order_key.h"
 #include "common/problem.hpp"
+#include "kernels/group_select.cuh"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_rows.cuh"
 #include "kernels/sm90.cuh"
@@ -46,7 +47,7 @@ constexpr int kUnitTokens = 64;       // tokens per tile (one page of 64, or two
 constexpr int kFusedStages = 8;       // tiles in flight per CTA
 constexpr int kConsumerThreads = 256;  // two warpgroups
 constexpr int kFusedThreads = 128 + kConsumerThreads;
-constexpr int kBins = 2048;           // first-level histogram: the key's top 11 bits
+constexpr int kBins = kSelectBins;    // first-level histogram: the key's top 11 bits
 constexpr int kBinShift = 21;
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
@@ -105,6 +106,9 @@ struct FusedSmem {
 // ---- small device helpers ------------------------------------------------------------------------------
 
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+struct ConsumerSync {
+    __device__ void operator()() const { consumer_sync(); }
+};
 
 __host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
     return int64_t(c) * units / ctas;
@@ -213,54 +217,12 @@ template <int H, int NN>
 struct Selector {
     FusedSmem<H, NN>& sh;
     int ct;  // consumer thread 0..255
-    int parity = 0;
+    GroupSelect<kConsumerThreads, ConsumerSync> group{ConsumerSync{}, ct, sh.warp_total, sh.bcast};
 
-    __device__ int exclusive_scan(int v, int& total) {
-        const int lane = ct % 32, warp = ct / 32;
-        int inc = v;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const int t = __shfl_up_sync(0xffffffffu, inc, off);
-            if (lane >= off) inc += t;
-        }
-        if (lane == 31) sh.warp_total[parity][warp] = inc;
-        consumer_sync();
-        int before = 0, sum = 0;
-#pragma unroll
-        for (int w = 0; w < 8; ++w) {
-            const int x = sh.warp_total[parity][w];
-            before += w < warp ? x : 0;
-            sum += x;
-        }
-        parity ^= 1;
-        total = sum;
-        return before + inc - v;
-    }
-
+    __device__ int exclusive_scan(int v, int& total) { return group.exclusive_scan(v, total); }
     // The bin holding the need-th largest key of `hist` (nbins bins, need <= total), and the count above it.
     __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above) {
-        const int per = nbins / kConsumerThreads;  // 8 or 4
-        const int lo = (kConsumerThreads - 1 - ct) * per;
-        int local = 0;
-        for (int i = 0; i < per; ++i) local += hist[lo + i];
-        int total;
-        const int excl = exclusive_scan(local, total);
-        if (excl < need && need <= excl + local) {
-            int acc = excl;
-            for (int i = per - 1; i >= 0; --i) {
-                const int h = hist[lo + i];
-                if (acc + h >= need) {
-                    sh.bcast[0] = lo + i;
-                    sh.bcast[1] = acc;
-                    break;
-                }
-                acc += h;
-            }
-        }
-        consumer_sync();
-        bin = sh.bcast[0];
-        above = sh.bcast[1];
-        consumer_sync();
+        group.find_bin(hist, nbins, need, bin, above);
     }
 
     // Order keys of V consecutive items starting at i0, and the position item i stands for.
@@ -405,45 +367,9 @@ struct Selector {
         int need = k - above, ties = hist[bin], shift = kBinShift;
         uint32_t prefix = uint32_t(bin);
         consumer_sync();
-        while (ties > need && shift > 0) {
-            const int width = shift < 11 ? shift : 11, bshift = shift - width;
-            for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
-            consumer_sync();
-#pragma unroll
-            for (int e = 0; e < kRegItems; ++e)
-                if (i0 + e < n && (key[e] >> shift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & ((1u << width) - 1u)], 1);
-            consumer_sync();
-            int up;
-            find_bin(hist, 1 << width, need, bin, up);
-            above += up;
-            need -= up;
-            ties = hist[bin];
-            consumer_sync();
-            prefix = (prefix << width) | uint32_t(bin);
-            shift = bshift;
-        }
-        int gt = 0, eq = 0;
-#pragma unroll
-        for (int e = 0; e < kRegItems; ++e) {
-            const bool in = i0 + e < n;
-            gt += in && (key[e] >> shift) > prefix;
-            eq += in && (key[e] >> shift) == prefix;
-        }
-        int total;
-        const int before = exclusive_scan(gt | (eq << 16), total);
-        int gt_before = before & 0xffff, eq_before = before >> 16;
-#pragma unroll
-        for (int e = 0; e < kRegItems; ++e) {
-            if (i0 + e >= n) break;
-            const uint32_t top = key[e] >> shift;
-            if (top > prefix) {
-                emit(gt_before + min(eq_before, need), key[e], uint32_t(i0 + e));
-                ++gt_before;
-            } else if (top == prefix) {
-                if (eq_before < need) emit(gt_before + eq_before, key[e], uint32_t(i0 + e));
-                ++eq_before;
-            }
-        }
+        group.refine(key, i0, n, prefix, shift, need, above, ties, hist);
+        group.keep_in_order(key, i0, n, prefix, shift, need,
+                            [&](int slot, int e) { emit(slot, key[e], uint32_t(i0 + e)); });
     }
 
     // Selects row r: n visible positions, scores s; hist holds the level-1 histogram (its keys' top 11 bits)
@@ -489,20 +415,7 @@ struct Selector {
             while (size < taken) size <<= 1;
             for (int i = taken + ct; i < size; i += kConsumerThreads) sh.picked[i] = 0u;
             consumer_sync();
-            for (int len = 2; len <= size; len <<= 1) {
-                for (int stride = len >> 1; stride > 0; stride >>= 1) {
-                    for (int t = ct; t < size / 2; t += kConsumerThreads) {
-                        const int i = (t / stride) * 2 * stride + t % stride, j = i + stride;
-                        const bool descending = (i & len) == 0;
-                        const uint64_t a = sh.picked[i], c = sh.picked[j];
-                        if ((a < c) == descending) {
-                            sh.picked[i] = c;
-                            sh.picked[j] = a;
-                        }
-                    }
-                    consumer_sync();
-                }
-            }
+            group.sort_descending(sh.picked, size);
         }
         // Position order (as emitted) or rank order (sorted); each thread's block-table reads go out together.
         constexpr int kOut = kMaxTopk / kConsumerThreads;

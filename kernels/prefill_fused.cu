@@ -29,6 +29,7 @@
 #include "common/constants.hpp"
 #include "common/order_key.h"
 #include "common/problem.hpp"
+#include "kernels/group_select.cuh"
 #include "kernels/score_common.cuh"
 #include "kernels/sm90.cuh"
 
@@ -48,7 +49,6 @@ constexpr int kCandidateCap = 4096;  // candidates a row buffers before keeping 
 constexpr int kSelectItems = kCandidateCap / kWgThreads;  // candidates per thread in a selection
 constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next tile might not fit
 constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
-constexpr int kBins = 2048;          // radix refinement: up to 11 bits a level
 constexpr int kRowBins = 1024;       // each row's running histogram: the order key's top 10 bits
 constexpr int kRowBinShift = 22;
 
@@ -64,7 +64,7 @@ struct alignas(1024) WarpgroupSmem {
     uint8_t keys[kPrefillStages][kPrefillTile * kHeadDim];  // 1024-byte aligned: wgmma's swizzle atoms
     uint8_t q[kJobRows * H * kHeadDim];
     union {
-        int hist[kBins];
+        int hist[kSelectBins];
         uint64_t sort[kMaxTopk];
     } scratch;
     float w[kJobRows * H];
@@ -73,7 +73,7 @@ struct alignas(1024) WarpgroupSmem {
     uint64_t empty[kPrefillStages];
     uint64_t q_full;
     int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
-    int warp_sum[4];
+    int warp_total[2][kWgThreads / 32];  // GroupSelect's scan carries
     int bcast[2];
 };
 
@@ -92,63 +92,23 @@ __device__ __forceinline__ float load_global_nc(const float* p) {
 
 __device__ __forceinline__ uint64_t order_candidate(uint2 c) { return (uint64_t(c.x) << 32) | uint64_t(~c.y); }
 
-// One warpgroup's view of its shared memory and its selection steps (128 threads; every member calls each).
+// A warpgroup's barrier: named barrier 1 + id over its 128 threads.
+struct WarpgroupSync {
+    int id;
+    __device__ void operator()() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
+};
+
+// One warpgroup's view of its shared memory, and the selection of its rows' candidates.
 template <int H>
 struct Warpgroup {
     WarpgroupSmem<H>& sh;
-    int id;    // 0 or 1: named barrier 1 + id
+    int id;    // 0 or 1
     int t;     // thread in the warpgroup
     int warp;  // warp in the warpgroup
     int lane;
+    GroupSelect<kWgThreads, WarpgroupSync> group{WarpgroupSync{id}, t, sh.warp_total, sh.bcast};
 
-    __device__ void sync() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
-
-    __device__ int exclusive_scan(int v, int& total) const {
-        int inc = v;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const int x = __shfl_up_sync(0xffffffffu, inc, off);
-            if (lane >= off) inc += x;
-        }
-        if (lane == 31) sh.warp_sum[warp] = inc;
-        sync();
-        int before = 0, sum = 0;
-#pragma unroll
-        for (int w = 0; w < 4; ++w) {
-            const int x = sh.warp_sum[w];
-            before += w < warp ? x : 0;
-            sum += x;
-        }
-        sync();  // warp_sum is rewritten by the next scan
-        total = sum;
-        return before + inc - v;
-    }
-
-    // The bin of hist (nbins of them, largest keys in the highest bin) holding the need-th largest
-    // key, and the count of keys in the bins above it.
-    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above) const {
-        const int per = nbins / kWgThreads;
-        const int lo = (kWgThreads - 1 - t) * per;
-        int local = 0;
-        for (int i = 0; i < per; ++i) local += hist[lo + i];
-        int total;
-        const int excl = exclusive_scan(local, total);
-        if (excl < need && need <= excl + local) {
-            int acc = excl;
-            for (int i = per - 1; i >= 0; --i) {
-                const int h = hist[lo + i];
-                if (acc + h >= need) {
-                    sh.bcast[0] = lo + i;
-                    sh.bcast[1] = acc;
-                    break;
-                }
-                acc += h;
-            }
-        }
-        sync();
-        bin = sh.bcast[0];
-        above = sh.bcast[1];
-    }
+    __device__ void sync() const { group.sync(); }
 
     // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
     // row_hist (the top-10-bit histogram of buf) with them. Level 1 comes from row_hist, the lower bits are
@@ -156,8 +116,7 @@ struct Warpgroup {
     // among equal keys the earlier (smaller) positions stay. Returns the threshold a later candidate must
     // reach to matter: above the k-th key, or that key's bin when the refinement stopped early (a lower
     // bound, which only lets a few more through).
-    __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) const {
-        int* hist = sh.scratch.hist;
+    __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) {
         const int i0 = t * kSelectItems;
         uint32_t key[kSelectItems], pos[kSelectItems];
 #pragma unroll
@@ -170,50 +129,14 @@ struct Warpgroup {
             pos[e + 1] = v.w;
         }
         int bin, above;
-        find_bin(row_hist, kRowBins, k, bin, above);
+        group.find_bin(row_hist, kRowBins, k, bin, above);
         const int bin1 = bin, above1 = above;
         int need = k - above, ties = row_hist[bin], shift = kRowBinShift;
         uint32_t prefix = uint32_t(bin);
-        sync();  // bcast is rewritten below
-        while (ties > need && shift > 0) {
-            const int width = shift < 11 ? shift : 11, bshift = shift - width;
-            for (int i = t; i < kBins; i += kWgThreads) hist[i] = 0;
-            sync();
-#pragma unroll
-            for (int e = 0; e < kSelectItems; ++e)
-                if (i0 + e < n && (key[e] >> shift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & ((1u << width) - 1u)], 1);
-            sync();
-            int up;
-            find_bin(hist, 1 << width, need, bin, up);
-            above += up;
-            need -= up;
-            ties = hist[bin];
-            sync();
-            prefix = (prefix << width) | uint32_t(bin);
-            shift = bshift;
-        }
-        int gt = 0, eq = 0;
-#pragma unroll
-        for (int e = 0; e < kSelectItems; ++e) {
-            const bool in = i0 + e < n;
-            gt += in && (key[e] >> shift) > prefix;
-            eq += in && (key[e] >> shift) == prefix;
-        }
-        int total;
-        const int before = exclusive_scan(gt | (eq << 16), total);  // every read of buf is behind its barriers
-        int gt_before = before & 0xffff, eq_before = before >> 16;
-#pragma unroll
-        for (int e = 0; e < kSelectItems; ++e) {
-            if (i0 + e >= n) break;
-            const uint32_t top = key[e] >> shift;
-            if (top > prefix) {
-                buf[gt_before + min(eq_before, need)] = make_uint2(key[e], pos[e]);
-                ++gt_before;
-            } else if (top == prefix) {
-                if (eq_before < need) buf[gt_before + eq_before] = make_uint2(key[e], pos[e]);
-                ++eq_before;
-            }
-        }
+        group.refine(key, i0, n, prefix, shift, need, above, ties, sh.scratch.hist);
+        // Every read of buf is behind the barriers above, so the kept items move down in place.
+        group.keep_in_order(key, i0, n, prefix, shift, need,
+                            [&](int slot, int e) { buf[slot] = make_uint2(key[e], pos[e]); });
         // What stays: every bin above bin1 whole, k - above1 of bin1, nothing below.
         for (int i = t; i < kRowBins; i += kWgThreads)
             if (i <= bin1) row_hist[i] = i == bin1 ? k - above1 : 0;
@@ -224,7 +147,7 @@ struct Warpgroup {
 
     // Writes row r: the `taken` candidates of buf (position order), then padding. Indices are key numbers
     // less `base` (the row's start for relative indices, 0 for absolute ones).
-    __device__ void write_row(const RaggedProblem& pb, int64_t r, const uint2* buf, int taken, int32_t base) const {
+    __device__ void write_row(const RaggedProblem& pb, int64_t r, const uint2* buf, int taken, int32_t base) {
         const int k = pb.shape.topk;
         int32_t* out_idx = pb.out.indices + r * k;
         float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
@@ -244,21 +167,7 @@ struct Warpgroup {
                 if (i < size) sort[i] = order_candidate(c[e]);
             }
             sync();
-            // Bitonic sort, descending: a larger candidate key ranks first.
-            for (int len = 2; len <= size; len <<= 1) {
-                for (int stride = len >> 1; stride > 0; stride >>= 1) {
-                    for (int x = t; x < size / 2; x += kWgThreads) {
-                        const int i = (x / stride) * 2 * stride + x % stride, j = i + stride;
-                        const bool descending = (i & len) == 0;
-                        const uint64_t a = sort[i], c = sort[j];
-                        if ((a < c) == descending) {
-                            sort[i] = c;
-                            sort[j] = a;
-                        }
-                    }
-                    sync();
-                }
-            }
+            group.sort_descending(sort, size);
             for (int i = t; i < taken; i += kWgThreads) {
                 const uint64_t c = sort[i];
                 out_idx[i] = int32_t(candidate_position(c)) - base;
@@ -307,7 +216,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
     auto& smem = *reinterpret_cast<PrefillSmem<H>*>(prefill_smem_raw +
                                                     ((1024 - smem_address(prefill_smem_raw) % 1024) % 1024));
     const int wg_id = int(threadIdx.x) / kWgThreads, t = int(threadIdx.x) % kWgThreads;
-    const Warpgroup<H> g{smem.wg[wg_id], wg_id, t, t / 32, t % 32};
+    Warpgroup<H> g{smem.wg[wg_id], wg_id, t, t / 32, t % 32};
     WarpgroupSmem<H>& sh = g.sh;
     const int warp = g.warp, lane = g.lane, quad = lane & 3;
     const RaggedProblem& pb = p.pb;
