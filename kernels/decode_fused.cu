@@ -3,17 +3,18 @@
 //     the batch; the units are split evenly over the CTAs of step 2 (CTA c owns [c*U/G, (c+1)*U/G)), so the
 //     split follows seq_lens, never the block table's width. It also clears the tickets and histograms step 2
 //     accumulates into, and pads the rows of sequences with no tile.
-//  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. A producer warp walks the CTA's
-//     tiles and loads each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
-//     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Two consumer
-//     warpgroups take alternate tiles: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights,
-//     head sum and scale in registers; each score goes to the workspace and, for sequences longer than 8192
-//     tokens, into a shared-memory histogram of its order key's top 11 bits. When a sequence's tiles are
-//     done, its rows are selected at once: by this CTA when it owns the whole sequence, else by the last CTA
-//     to finish a part of it (a ticket), from the histograms the parts added up in global memory. A CTA
-//     scores its two shared sequences first, so their selection overlaps the other CTAs' scoring.
-// Selection of a row with n > k visible positions. Up to 8192 positions: every thread keeps 32 keys in
-// registers, and radix refinement (11 + 11 + 10 bits, stopping once the threshold bin holds exactly what is
+//  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. Producer warps walk the CTA's
+//     tiles and load each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
+//     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Four consumer
+//     warpgroups (two for next_n > 2) take the tiles in turn: wgmma (64 tokens x H heads x 128 dims per
+//     row), then relu, weights, head sum and scale in registers; each score goes to the workspace and, for
+//     sequences longer than 8192 tokens, into a shared-memory histogram of its order key's top 11 bits.
+//     When a sequence's tiles are done, its rows are selected at once: by this CTA when it owns the whole
+//     sequence, else by the last CTA to finish a part of it (a ticket), from the histograms the parts added
+//     up in global memory. A CTA scores its two shared sequences first, so their selection overlaps the
+//     other CTAs' scoring.
+// Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys
+// (32 with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the threshold bin holds exactly what is
 // still needed) runs on them; one scan of per-thread counts places the result. Longer rows: the histogram
 // gives the bin of the k-th best key; one ordered pass over the scores keeps the keys at or above that bin
 // (in position order) in shared memory, where the remaining bits are refined; an ordered pass writes the
@@ -45,17 +46,33 @@ namespace {
 
 constexpr int kUnitTokens = 64;       // tokens per tile (one page of 64, or two of 32)
 constexpr int kFusedStages = 8;       // tiles in flight per CTA
-constexpr int kConsumerThreads = 256;  // two warpgroups
-constexpr int kFusedThreads = 128 + kConsumerThreads;
+constexpr int kProducerWarps = 4;     // the producer warpgroup's warps; each owns every 4th stage
+static_assert(kFusedStages % kProducerWarps == 0, "a stage is always refilled by the same warp");
 constexpr int kBins = kSelectBins;    // first-level histogram: the key's top 11 bits
 constexpr int kBinShift = 21;
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
 constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan kernel searches in shared memory
-constexpr int kRegItems = 32;       // keys per thread held in registers
-constexpr int kRegRowMax = kConsumerThreads * kRegItems;  // rows selected in registers: up to 8192 positions
+constexpr int kRegRowMax = 8192;    // rows selected with their keys in the consumers' registers
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
+
+// The CTA: one producer warpgroup and the consumer warpgroups. Four consumers while their
+// accumulators (32 per MTP row) fit the 104 registers setmaxnreg leaves each; two otherwise. setmaxnreg only
+// moves registers within what the CTA got at launch (640 x 96), so an increase beyond it would wait forever.
+template <int NN>
+struct FusedRoles {
+    static constexpr int kConsumerGroups = NN <= 2 ? 4 : 2;
+    static constexpr int kConsumers = 128 * kConsumerGroups;
+    static constexpr int kThreads = 128 + kConsumers;
+    static constexpr int kRegItems = kRegRowMax / kConsumers;  // keys per consumer thread in registers
+    static constexpr bool kShrinkProducer = kConsumerGroups == 4;
+    static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;  // what __launch_bounds__ lets ptxas use
+    static constexpr int kProducerRegisters = 64;
+    static constexpr int kConsumerRegisters = 104;
+    static_assert(!kShrinkProducer ||
+                  128 * kProducerRegisters + kConsumers * kConsumerRegisters <= kThreads * kLaunchRegisters);
+};
 
 enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
 
@@ -98,16 +115,20 @@ struct FusedSmem {
     TileMeta meta[kFusedStages];
     uint64_t full[kFusedStages];
     uint64_t empty[kFusedStages];
-    int warp_total[2][8];
+    int warp_total[2][FusedRoles<NN>::kConsumers / 32];
     int bcast[8];
     int seg_bad;
 };
 
 // ---- small device helpers ------------------------------------------------------------------------------
 
-__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+template <int Consumers>
+__device__ __forceinline__ void consumer_sync() {
+    asm volatile("bar.sync 1, %0;\n" ::"n"(Consumers) : "memory");
+}
+template <int Consumers>
 struct ConsumerSync {
-    __device__ void operator()() const { consumer_sync(); }
+    __device__ void operator()() const { consumer_sync<Consumers>(); }
 };
 
 __host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
@@ -211,13 +232,16 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     }
 }
 
-// ---- selection (the 256 consumer threads) ------------------------------------------------------------
+// ---- selection (the consumer threads) -------------------------------------------------------------------
 
 template <int H, int NN>
 struct Selector {
+    static constexpr int kConsumerThreads = FusedRoles<NN>::kConsumers;
+    static constexpr int kRegItems = FusedRoles<NN>::kRegItems;
     FusedSmem<H, NN>& sh;
-    int ct;  // consumer thread 0..255
-    GroupSelect<kConsumerThreads, ConsumerSync> group{ConsumerSync{}, ct, sh.warp_total, sh.bcast};
+    int ct;  // consumer thread
+    GroupSelect<kConsumerThreads, ConsumerSync<kConsumerThreads>> group{{}, ct, sh.warp_total, sh.bcast};
+    __device__ static void consumer_sync() { kernels::consumer_sync<kConsumerThreads>(); }
 
     __device__ int exclusive_scan(int v, int& total) { return group.exclusive_scan(v, total); }
     // The bin holding the need-th largest key of `hist` (nbins bins, need <= total), and the count above it.
@@ -444,9 +468,12 @@ struct Selector {
 // ---- the fused kernel ----------------------------------------------------------------------------------
 
 template <int H, int NN>
-__global__ void __launch_bounds__(kFusedThreads, 1)
+__global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     decode_fused_kernel(const __grid_constant__ CUtensorMap key_map, FusedParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using Roles = FusedRoles<NN>;
+    constexpr int kConsumerThreads = Roles::kConsumers;
+    constexpr int kGroups = Roles::kConsumerGroups;
     using Smem = FusedSmem<H, NN>;
     using Math = WgmmaTileMath<H>;
     extern __shared__ __align__(128) uint8_t fused_smem_raw[];
@@ -473,9 +500,12 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     if (c >= G) return;
 
     if (threadIdx.x < 128) {
-        // ---- producer warp ----
-        if (threadIdx.x >= 32) return;
-        const int lane = threadIdx.x;
+        // ---- producer warps ----
+        // Each walks every tile and issues those of its stages (tile i by warp i % 4, the stage count a
+        // multiple of 4): one warp alone spends ~1,200 cycles of dependent issue work per tile, 2.5x what the
+        // K stream allows.
+        if constexpr (Roles::kShrinkProducer) warpgroup_registers_shrink<Roles::kProducerRegisters>();
+        const int lane = threadIdx.x % 32, producer_warp = threadIdx.x / 32;
         const int b_first = plan0.z, b_last = plan0.w, end_a = plan1.x, start_b = plan1.y;
         const int pages_per_unit = kUnitTokens / P;
         int i = 0;  // tiles issued
@@ -526,6 +556,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
         };
         auto issue = [&](const Batch& t) {
             for (int x = 0; x < t.nb; ++x, ++i) {
+                if (i % kProducerWarps != producer_warp) continue;
                 const int b_x = __shfl_sync(0xffffffffu, t.b, x);
                 const int unit_x = __shfl_sync(0xffffffffu, t.unit, x);
                 const int e0 = __shfl_sync(0xffffffffu, t.e0, x);
@@ -572,6 +603,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     }
 
     // ---- consumer warpgroups ----
+    if constexpr (Roles::kShrinkProducer) warpgroup_registers_grow<Roles::kConsumerRegisters>();
     const int ct = threadIdx.x - 128;
     const int wg = ct / 128;
     const int warp_in_wg = (ct / 32) % 4, lane = ct % 32;
@@ -611,10 +643,10 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             if (ct == 0) sh.seg_bad = 0;
             cp_async_wait<0>();
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-            consumer_sync();
+            consumer_sync<kConsumerThreads>();
         }
         if (ct == 0 && (m.flags & kBadTile)) sh.seg_bad = 1;
-        if ((i & 1) == wg && !(m.flags & kBadTile)) {
+        if (i % kGroups == wg && !(m.flags & kBadTile)) {
             float d[NN][Math::kAcc];
 #pragma unroll
             for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
@@ -628,24 +660,31 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                     if (ks == 0) Math::template wgmma<0>(d[j], a, bq);
                     else Math::template wgmma<1>(d[j], a, bq);
                 }
-            Math::wgmma_commit_and_wait();
+            wgmma_commit();
+            const int r0 = warp_in_wg * 16 + quad_row;
+            const float sc0 = sh.scales[s][r0], sc1 = sh.scales[s][r0 + 8];  // read while the wgmma runs
+            wgmma_wait<0>();
 #pragma unroll
             for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
-            const int r0 = warp_in_wg * 16 + quad_row;
-            const float sc0 = sh.scales[s][r0], sc1 = sh.scales[s][r0 + 8];
             __syncwarp();
             if (lane == 0) mbar_arrive(&sh.empty[s]);
             const int64_t p0 = int64_t(m.unit) * kUnitTokens + r0;
             float* row_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
 #pragma unroll
             for (int j = 0; j < NN; ++j) {
-                float part[2] = {0.0f, 0.0f};
+                // Two independent chains per token, so the FMAs' latency overlaps.
+                float chain[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
 #pragma unroll
                 for (int x = 0; x < H / 8; ++x) {
+                    // Weights from shared memory: kept in registers, they made the accumulators spill.
                     const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad_col]);
-                    part[0] += w.x * relu_nan(d[j][x * 4 + 0]) + w.y * relu_nan(d[j][x * 4 + 1]);
-                    part[1] += w.x * relu_nan(d[j][x * 4 + 2]) + w.y * relu_nan(d[j][x * 4 + 3]);
+#pragma unroll
+                    for (int half = 0; half < 2; ++half) {
+                        float& c = chain[half][x & 1];
+                        c = fmaf(w.x, relu_nan(d[j][x * 4 + 2 * half]), fmaf(w.y, relu_nan(d[j][x * 4 + 2 * half + 1]), c));
+                    }
                 }
+                float part[2] = {chain[0][0] + chain[0][1], chain[1][0] + chain[1][1]};
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
                     part[half] += __shfl_xor_sync(0xffffffffu, part[half], 1);
@@ -670,7 +709,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
 
         if (!(m.flags & kLastOfSegment)) continue;
         // ---- the segment's tiles are all scored ----
-        consumer_sync();
+        consumer_sync<kConsumerThreads>();
         bool bad = sh.seg_bad != 0;
         if (seg_split) {
             const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
@@ -681,7 +720,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
             }
             // The barrier orders every thread's scores and histogram adds before thread 0's fence and
             // ticket (release); the last arrival's fence after its ticket orders its reads after them all.
-            consumer_sync();
+            consumer_sync<kConsumerThreads>();
             if (ct == 0) {
                 if (bad) atomicOr(p.bad_flags + seg_b, 1);
                 __threadfence();
@@ -689,13 +728,13 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
                 if (last) __threadfence();
                 sh.bcast[4] = last;
             }
-            consumer_sync();
+            consumer_sync<kConsumerThreads>();
             const bool last = sh.bcast[4] != 0;
-            consumer_sync();
+            consumer_sync<kConsumerThreads>();
             if (!last) continue;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
             bad = __ldcg(p.bad_flags + seg_b) != 0;
-            consumer_sync();
+            consumer_sync<kConsumerThreads>();
         }
         const float* seq_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
         const int32_t* table = pb.block_table + int64_t(seg_b) * pb.block_table_stride;
@@ -784,7 +823,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     }
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(unsigned(ctas));
-    config.blockDim = dim3(kFusedThreads);
+    config.blockDim = dim3(FusedRoles<NN>::kThreads);
     config.dynamicSmemBytes = smem;
     config.stream = stream;
     cudaLaunchAttribute attribute{};

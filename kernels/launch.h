@@ -21,15 +21,20 @@ struct DeviceTraits {
 
 enum class ScoreKernel {
     Auto,      // the fastest kernel this device runs (fp8 tensor cores on sm_89+, wgmma on sm_90a); on sm_90a
-               // the fused decode kernel for paged batches of kFusedMinRows rows or more, and the fused
-               // prefill kernel for every ragged call
+               // the fused decode kernel where paged_prefers_fused says so, and the fused prefill kernel for
+               // every ragged call
     Fused,     // the fused kernels (decode_fused.cu, prefill_fused.cu) wherever they run, whatever the batch
     Split,     // the score + select kernels, never the fused one
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
-// Rows from which Auto takes the fused paged kernel. Measured on an H200 (bench/NOTES.md, decode v4): it is
-// ahead from 256 rows and on a par at 128; smaller batches are faster on the split kernels for now.
-constexpr int64_t kFusedMinRows = 128;
+// Whether Auto takes the fused paged kernel (on sm_90a). Measured on an H200 (bench/NOTES.md, decode v4, run
+// 5 of session 5): with next_n 1 it is ahead or on a par from 4 sequences (a single long sequence is
+// selected faster by the split kernels' merge tree); with MTP rows, from 128 rows.
+constexpr int64_t kFusedMinSequences = 4;     // next_n 1
+constexpr int64_t kFusedMinMtpRows = 128;     // next_n > 1
+inline bool paged_prefers_fused(const PagedProblem& problem) {
+    return problem.shape.next_n == 1 ? problem.batch_size >= kFusedMinSequences : problem.rows() >= kFusedMinMtpRows;
+}
 
 // ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------
 size_t paged_workspace_bytes(const PagedProblem& problem);

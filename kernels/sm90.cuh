@@ -77,6 +77,21 @@ __device__ __forceinline__ uint64_t wgmma_descriptor(const void* smem) {
     return uint64_t((smem_address(smem) & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
            (uint64_t(1) << 62);
 }
+// Moves this warpgroup's registers per thread to N (a multiple of 8): producers give theirs up so that
+// consumers can take more than the launch's even share. Every warp of the warpgroup must execute it.
+template <int N>
+__device__ __forceinline__ void warpgroup_registers_shrink() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void warpgroup_registers_grow() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
 // wgmma.fence / commit_group / wait_group, present only in the sm_90a image.
 __device__ __forceinline__ void wgmma_fence() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
