@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# On a GPU machine, in one go: the working tree ("base") and a copy of it per patch ("variants") built side by
+# side (sm_90a), each gated by one small exact GPU test under a short timeout (a hung kernel costs 30 s, not
+# the whole call), optionally the GPU suite, then dsa_bench on each, back to back with the same arguments: a
+# kernel change measured against its base on one GPU in one run. Every table prints; $OUT (default
+# /tmp/dsa-gpu-ab) receives ab.txt (the same) and ab-logs.tgz.
+#   scripts/gpu-ab.sh PATCH... [-- dsa_bench arguments]   e.g. git diff main...my-branch > ab/x.patch, then
+#                                                          scripts/gpu-ab.sh ab/x.patch -- --only 256x8192
+#   DSA_AB_ENV="DSA_INDEXER_KERNEL=fused"   environment of the gate, the suite and the benchmark
+#   DSA_AB_SUITE="[gpu]"                    also run dsa_gpu_tests with this spec on every tree
+#   DSA_AB_GATE="test name"                 the gate (default: the small odd shapes case)
+# Patches apply with `patch -p1`; a patch that does not apply stops the run before anything is built.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/dsa-gpu-ab}
+logs=$(mktemp -d /tmp/gpu-ab-logs.XXXX)
+mkdir -p "$out"
+trap 'tar -czf "$out/ab-logs.tgz" -C "$logs" .' EXIT
+exec > >(tee "$out/ab.txt") 2>&1
+
+patches=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do patches+=("$1"); shift; done
+[ $# -gt 0 ] && shift
+bench_args=("$@")
+gate=${DSA_AB_GATE:-GPU small odd shapes equal the CPU backend exactly}
+read -r -a run_env <<<"${DSA_AB_ENV:-}"
+
+# Trees: base is this one; variant i is a copy with patch i applied.
+names=(base) dirs=("$PWD")
+for p in "${patches[@]}"; do
+  name=$(basename "$p" .patch) dir=/tmp/gpu-ab-$name
+  rm -rf "$dir" && mkdir -p "$dir"
+  tar -cf - --exclude='./build*' . | tar -xf - -C "$dir"
+  patch -d "$dir" -p1 --quiet <"$p" || { echo "$p does not apply"; exit 1; }
+  names+=("$name") dirs+=("$dir")
+done
+
+echo "== build (${names[*]})"
+jobs=$(($(nproc) / ${#dirs[@]}))
+for i in "${!dirs[@]}"; do
+  (cd "${dirs[$i]}" &&
+    cmake -S . -B build-ab -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSA_WITH_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES=90a-real >"$logs/configure_${names[$i]}.log" 2>&1 &&
+    cmake --build build-ab -j "$jobs" --target dsa_gpu_tests dsa_bench >"$logs/build_${names[$i]}.log" 2>&1) &
+done
+wait
+status=0
+ok=()
+for i in "${!dirs[@]}"; do
+  n=${names[$i]} d=${dirs[$i]}
+  if [ ! -x "$d/build-ab/bench/dsa_bench" ]; then
+    echo "== $n: build failed"; grep -E "error" "$logs/build_$n.log" | head -20; status=1; continue
+  fi
+  grep -E "ptxas info *: (Compiling|Used)|spill" "$logs/build_$n.log" | grep -B1 -E "sm_90a|spill" >"$logs/ptxas_$n.txt"
+  echo "== $n: gate"
+  if ! env "${run_env[@]}" timeout 30 "$d/build-ab/tests/dsa_gpu_tests" "$gate" >"$logs/gate_$n.log" 2>&1; then
+    tail -5 "$logs/gate_$n.log"; status=1; continue
+  fi
+  if [ -n "${DSA_AB_SUITE:-}" ]; then
+    echo "== $n: dsa_gpu_tests \"$DSA_AB_SUITE\""
+    env "${run_env[@]}" timeout 200 "$d/build-ab/tests/dsa_gpu_tests" "$DSA_AB_SUITE" >"$logs/suite_$n.log" 2>&1 || status=1
+    tail -3 "$logs/suite_$n.log"
+  fi
+  ok+=("$i")
+done
+for i in "${ok[@]}"; do
+  n=${names[$i]}
+  echo "== $n: dsa_bench ${bench_args[*]}"
+  env "${run_env[@]}" timeout 200 "${dirs[$i]}/build-ab/bench/dsa_bench" --json "$logs/bench_$n.json" "${bench_args[@]}" \
+    2>"$logs/bench_progress_$n.log" || status=1
+done
+exit $status
