@@ -37,13 +37,15 @@ done
 
 echo "== build (${names[*]})"
 jobs=$(($(nproc) / ${#dirs[@]}))
+builds=()
 for i in "${!dirs[@]}"; do
   (cd "${dirs[$i]}" &&
     cmake -S . -B build-ab -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSA_WITH_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real >"$logs/configure_${names[$i]}.log" 2>&1 &&
     cmake --build build-ab -j "$jobs" --target dsa_gpu_tests dsa_bench >"$logs/build_${names[$i]}.log" 2>&1) &
+  builds+=($!)
 done
-wait
+wait "${builds[@]}"  # not a bare wait: that would also wait for the tee above
 status=0
 ok=()
 for i in "${!dirs[@]}"; do
