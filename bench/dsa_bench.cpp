@@ -33,18 +33,18 @@ constexpr double kH200Fp8PeakTflops = 1421;
 
 void print_usage(FILE* to) {
     std::fprintf(to,
-        "usage: dsa_bench [--backend cpu|gpu] [--quick] [--json FILE] [--plot FILE] [--only NAME] [--iterations N]\n"
-        "                 [--shape BxL[,BxL...] [--next-n N] [--topk K] [--heads H] [--page-size P]]\n"
+        "usage: dsa_bench [--backend cpu|gpu] [--quick] [--json FILE] [--plot FILE] [--only NAME[,NAME...]]\n"
+        "                 [--iterations N] [--shape BxL[,BxL...] [--next-n N] [--topk K] [--heads H] [--page-size P]]\n"
         "  Runs named paged-decode workloads and prints latency, GB/s of K read, and on a GPU the %% of the\n"
         "  bandwidth floor (K bytes over the device copy bandwidth measured in the same run), on the CPU its\n"
         "  throughput (tokens and rows per second); PASS/FAIL by SPEC 5.\n"
         "  Default backend: gpu when the library has a usable GPU, else cpu (the first line says which, and why).\n"
-        "  --only NAME runs one named workload. --shape runs B sequences of L tokens per item instead of the named\n"
+        "  --only runs the named workloads. --shape runs B sequences of L tokens per item instead of the named\n"
         "  workloads, with next_n (default 1), k (2048), H heads (64) and page size P (64).\n"
         "  --json - writes JSON to stdout. --plot FILE writes an SVG: latency and %% of the floor against context\n"
         "  length, one line per batch size, for the workloads named BxL.\n"
-        "       dsa_bench --ragged [--backend cpu|gpu] [--quick] [--json FILE] [--only NAME] [--iterations N]\n"
-        "                 [--shape S[,S...]] [--topk K] [--heads H] [--fp8-peak TFLOPS]\n"
+        "       dsa_bench --ragged [--backend cpu|gpu] [--quick] [--json FILE] [--only NAME[,NAME...]]\n"
+        "                 [--iterations N] [--shape S[,S...]] [--topk K] [--heads H] [--fp8-peak TFLOPS]\n"
         "  Prefill (SPEC 2, dsa_topk_ragged): one causal sequence of S query rows over S keys (row r sees keys\n"
         "  [0, r + 1)) for S = 4096, 8192, 16384, 32768 and prefill_chunked_mix (4 sequences of 1000..12000 keys,\n"
         "  the last 100%%..25%% of each query rows) on a GPU; S = 1024..4096 and a quarter-size mix on the CPU;\n"
@@ -253,22 +253,30 @@ void describe_gpu([[maybe_unused]] RunInfo* info) {
 #endif
 }
 
-// Keeps the workload named `only` (all of them when it is empty); false, after listing the valid names, when
-// there is none of that name.
+// Keeps the workloads named in `only` (comma-separated, in the workloads' own order; all of them when it is
+// empty); false, after listing the valid names, when a name matches no workload.
 template <class W>
 bool keep_only(std::vector<W>* workloads, const std::string& only, const Options& o) {
     if (only.empty()) return true;
-    std::vector<W> picked;
+    std::vector<std::string> wanted;
+    for (size_t at = 0; at <= only.size();) {
+        const size_t comma = std::min(only.find(',', at), only.size());
+        wanted.push_back(only.substr(at, comma - at));
+        at = comma + 1;
+    }
     std::string names;
-    for (const W& w : *workloads) {
-        if (w.name == only) picked.push_back(w);
-        names += " " + w.name;
+    for (const W& w : *workloads) names += " " + w.name;
+    for (const std::string& name : wanted) {
+        auto named = [&](const W& w) { return w.name == name; };
+        if (std::none_of(workloads->begin(), workloads->end(), named)) {
+            std::fprintf(stderr, "dsa_bench: --only %s: no such workload on the %s backend%s; valid names:%s\n",
+                         name.c_str(), o.backend.c_str(), o.quick ? " with --quick" : "", names.c_str());
+            return false;
+        }
     }
-    if (picked.empty()) {
-        std::fprintf(stderr, "dsa_bench: --only %s: no such workload on the %s backend%s; valid names:%s\n",
-                     only.c_str(), o.backend.c_str(), o.quick ? " with --quick" : "", names.c_str());
-        return false;
-    }
+    std::vector<W> picked;
+    for (const W& w : *workloads)
+        if (std::find(wanted.begin(), wanted.end(), w.name) != wanted.end()) picked.push_back(w);
     *workloads = picked;
     return true;
 }

@@ -37,6 +37,9 @@ expect 2 "unknown option --frobnicate" --frobnicate 1
 expect 0 "2x512_next_n2_k64 .* PASS" --backend cpu --shape 2x512,1x300 --next-n 2 --topk 64 --iterations 1
 expect 0 "backend: cpu (requested)" --backend cpu --shape 1x256 --iterations 1
 expect 0 "backend: cpu (default without a usable GPU" --quick --only fib_4 --iterations 1
+# --only with a list: those workloads, in the workloads' order; one unknown name among them is an error.
+expect 0 "dsa_bench: 2 passed, 0 failed" --backend cpu --quick --only fib_4,4x2048 --iterations 1
+expect 2 "--only nosuch: no such workload" --backend cpu --quick --only fib_4,nosuch
 
 # Prefill (--ragged): the quick CPU run passes its sampled check; a --shape run with k below the window
 # lengths exercises the selection; mode and argument errors.
