@@ -9,7 +9,8 @@
 #   DSA_AB_ENV="DSA_INDEXER_KERNEL=fused"   environment of the gate, the suite and the benchmark
 #   DSA_AB_SUITE="[gpu]"                    also run dsa_gpu_tests with this spec on every tree
 #   DSA_AB_GATE="test name"                 the gate (default: the small odd shapes case)
-# Patches apply with `patch -p1`; a patch that does not apply stops the run before anything is built.
+# Patches apply with `patch -p1` (or `git apply` where patch is missing); a patch that does not apply stops
+# the run before anything is built.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/dsa-gpu-ab}
@@ -30,8 +31,10 @@ names=(base) dirs=("$PWD")
 for p in "${patches[@]}"; do
   name=$(basename "$p" .patch) dir=/tmp/gpu-ab-$name
   rm -rf "$dir" && mkdir -p "$dir"
-  tar -cf - --exclude='./build*' . | tar -xf - -C "$dir"
-  patch -d "$dir" -p1 --quiet <"$p" || { echo "$p does not apply"; exit 1; }
+  tar -cf - --exclude='./build*' --exclude='./.git' . | tar -xf - -C "$dir"
+  pabs=$(realpath "$p")
+  if command -v patch >/dev/null; then patch -d "$dir" -p1 --quiet <"$pabs"; else (cd "$dir" && git apply "$pabs"); fi ||
+    { echo "$p does not apply"; exit 1; }
   names+=("$name") dirs+=("$dir")
 done
 
@@ -51,7 +54,10 @@ ok=()
 for i in "${!dirs[@]}"; do
   n=${names[$i]} d=${dirs[$i]}
   if [ ! -x "$d/build-ab/bench/dsa_bench" ]; then
-    echo "== $n: build failed"; grep -E "error" "$logs/build_$n.log" | head -20; status=1; continue
+    echo "== $n: build failed"
+    cat "$logs/configure_$n.log" "$logs/build_$n.log" 2>/dev/null | grep -iE "error" | head -20
+    status=1
+    continue
   fi
   grep -E "ptxas info *: (Compiling|Used)|spill" "$logs/build_$n.log" | grep -B1 -E "sm_90a|spill" >"$logs/ptxas_$n.txt"
   echo "== $n: gate"
