@@ -14,11 +14,12 @@
 //     up in global memory. A CTA scores its two shared sequences first, so their selection overlaps the
 //     other CTAs' scoring.
 // Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys
-// (32 with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the threshold bin holds exactly what is
-// still needed) runs on them; one scan of per-thread counts places the result. Longer rows: the histogram
-// gives the bin of the k-th best key; one ordered pass over the scores keeps the keys at or above that bin
-// (in position order) in shared memory, where the remaining bits are refined; an ordered pass writes the
-// result. Ties go to the smaller position, so the output is a pure function of the inputs, as on the CPU.
+// (32 with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the
+// threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
+// result. Longer rows: the histogram gives the bin of the k-th best key; one ordered pass over the scores
+// keeps the keys at or above that bin (in position order) in shared memory, where the remaining bits are
+// refined; an ordered pass writes the result. Ties go to the smaller position, so the output is a pure
+// function of the inputs, as on the CPU.
 #include "kernels/decode_fused.h"
 
 #include <algorithm>

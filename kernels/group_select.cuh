@@ -1,5 +1,5 @@
 // The radix-selection steps of the fused kernels, run together by a group of Threads threads (the decode
-// kernel's 256 consumer threads, or one prefill warpgroup of 128) whose barrier is `sync`. Keys are the
+// kernel's 256 or 512 consumer threads, or one prefill warpgroup of 128) whose barrier is `sync`. Keys are the
 // 32-bit order keys of common/order_key.h (larger ranks first); each thread holds Items of them in
 // registers, items [i0, i0 + Items) of n. Ties go to the earlier item (the smaller position).
 #pragma once
