@@ -28,8 +28,9 @@ enum class ScoreKernel {
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
 // Whether Auto takes the fused paged kernel (on sm_90a). Measured on an H200 (bench/NOTES.md, decode v4, run
-// 5 of session 5): with next_n 1 it is ahead or on a par from 4 sequences (a single long sequence is
-// selected faster by the split kernels' merge tree); with MTP rows, from 128 rows.
+// 5 of session 5): with next_n 1 it is ahead or on a par on every batch of 4 sequences or more, and behind on
+// one 131072-token sequence (the split kernels' merge tree selects it faster; 2 and 3 were not measured);
+// with MTP rows it is behind below 128 rows.
 constexpr int64_t kFusedMinSequences = 4;     // next_n 1
 constexpr int64_t kFusedMinMtpRows = 128;     // next_n > 1
 inline bool paged_prefers_fused(const PagedProblem& problem) {
