@@ -23,7 +23,6 @@
 #include "kernels/decode_fused.h"
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -785,13 +784,8 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     const cuuint64_t dims[3] = {cuuint64_t(kHeadDim), cuuint64_t(pb.shape.page_size), cuuint64_t(pb.num_pages)};
     const cuuint64_t strides[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.page_stride_bytes)};
     const cuuint32_t box[3] = {cuuint32_t(kHeadDim), cuuint32_t(pb.shape.page_size), 1};
-    const cuuint32_t element_strides[3] = {1, 1, 1};
-    EncodeTiled encode = encode_tiled();
-    if (!encode) return cudaErrorNotSupported;
-    if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<uint8_t*>(pb.k_cache), dims, strides, box,
-               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-        return cudaErrorInvalidValue;
+    cudaError_t err = encode_rows_128b(&map, 3, pb.k_cache, dims, strides, box);
+    if (err != cudaSuccess) return err;
 
     FusedParams params;
     params.pb = pb;
@@ -806,22 +800,13 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
 
     const int ctas = std::max(1, std::min(sm_count, kMaxCtas));
     decode_plan_kernel<NN><<<ctas, kPlanThreads, 0, stream>>>(params, ctas);
-    cudaError_t err = cudaGetLastError();
+    err = cudaGetLastError();
     if (err != cudaSuccess) return err;
 
-    auto kernel = decode_fused_kernel<H, NN>;
+    constexpr auto kernel = decode_fused_kernel<H, NN>;
     constexpr int smem = int(sizeof(FusedSmem<H, NN>)) + 1024;
-    // Raised once per device (the attribute is per device); later calls pay nothing.
-    static std::atomic<uint64_t> raised{0};
-    int device = 0;
-    err = cudaGetDevice(&device);
+    err = allow_dynamic_smem<kernel>(smem);
     if (err != cudaSuccess) return err;
-    const uint64_t bit = uint64_t(1) << (device & 63);
-    if (!(raised.load(std::memory_order_acquire) & bit)) {
-        err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        if (err != cudaSuccess) return err;
-        raised.fetch_or(bit, std::memory_order_acq_rel);
-    }
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(unsigned(ctas));
     config.blockDim = dim3(FusedRoles<NN>::kThreads);

@@ -20,7 +20,6 @@
 #include "kernels/prefill_fused.h"
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -466,27 +465,19 @@ int grid_ctas(const RaggedProblem& pb, int sm_count) {
 template <int H>
 cudaError_t launch_prefill(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
                            cudaStream_t stream) {
-    EncodeTiled encode = encode_tiled();
-    if (!encode) return cudaErrorNotSupported;
-    const cuuint32_t element_strides[2] = {1, 1};
     CUtensorMap key_map, q_map;
+    const cuuint64_t row_stride[1] = {cuuint64_t(kHeadDim)};
     {
         const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_keys)};
-        const cuuint64_t strides[1] = {cuuint64_t(kHeadDim)};
         const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kPrefillTile)};
-        if (encode(&key_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<uint8_t*>(pb.k), dims, strides, box,
-                   element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-            return cudaErrorInvalidValue;
+        const cudaError_t err = encode_rows_128b(&key_map, 2, pb.k, dims, row_stride, box);
+        if (err != cudaSuccess) return err;
     }
     {
         const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_rows) * H};
-        const cuuint64_t strides[1] = {cuuint64_t(kHeadDim)};
         const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kJobRows * H)};
-        if (encode(&q_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<uint8_t*>(pb.q), dims, strides, box,
-                   element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-            return cudaErrorInvalidValue;
+        const cudaError_t err = encode_rows_128b(&q_map, 2, pb.q, dims, row_stride, box);
+        if (err != cudaSuccess) return err;
     }
     PrefillParams params;
     params.pb = pb;
@@ -494,19 +485,10 @@ cudaError_t launch_prefill(const RaggedProblem& pb, int sm_count, void* workspac
     params.num_jobs = int(job_count(pb));
     params.error_flag = error_flag;
 
-    auto kernel = prefill_fused_kernel<H>;
+    constexpr auto kernel = prefill_fused_kernel<H>;
     constexpr int smem = int(sizeof(PrefillSmem<H>)) + 1024;
-    // Raised once per device (the attribute is per device); later calls pay nothing.
-    static std::atomic<uint64_t> raised{0};
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
+    const cudaError_t err = allow_dynamic_smem<kernel>(smem);
     if (err != cudaSuccess) return err;
-    const uint64_t bit = uint64_t(1) << (device & 63);
-    if (!(raised.load(std::memory_order_acquire) & bit)) {
-        err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        if (err != cudaSuccess) return err;
-        raised.fetch_or(bit, std::memory_order_acq_rel);
-    }
     kernel<<<grid_ctas(pb, sm_count), kPrefillThreads, smem, stream>>>(key_map, q_map, params);
     return cudaGetLastError();
 }

@@ -3,6 +3,7 @@
 // the host's handle on cuTensorMapEncodeTiled. Each is one PTX instruction or a loop around one.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include <cuda.h>
@@ -178,6 +179,35 @@ inline EncodeTiled encode_tiled() {
         return reinterpret_cast<EncodeTiled>(f);
     }();
     return fn;
+}
+
+// A tensor map over rows of 128 fp8 bytes (dimension 0 is the row's bytes; rank 2 or 3, strides in bytes for
+// dimensions 1 and up), 128B-swizzled as wgmma reads its operands; `box` is what one load brings.
+inline cudaError_t encode_rows_128b(CUtensorMap* map, cuuint32_t rank, const void* base, const cuuint64_t* dims,
+                                    const cuuint64_t* strides, const cuuint32_t* box) {
+    const EncodeTiled encode = encode_tiled();
+    if (!encode) return cudaErrorNotSupported;
+    const cuuint32_t element_strides[3] = {1, 1, 1};
+    return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, rank, const_cast<void*>(base), dims, strides, box,
+                  element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
+               ? cudaSuccess
+               : cudaErrorInvalidValue;
+}
+
+// Lets Kernel (one fixed size) use `bytes` of dynamic shared memory on the current device. The attribute is
+// per device, so it is raised once per device; later calls pay nothing.
+template <auto Kernel>
+cudaError_t allow_dynamic_smem(int bytes) {
+    static std::atomic<uint64_t> raised{0};
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    const uint64_t bit = uint64_t(1) << (device & 63);
+    if (raised.load(std::memory_order_acquire) & bit) return cudaSuccess;
+    err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (err == cudaSuccess) raised.fetch_or(bit, std::memory_order_acq_rel);
+    return err;
 }
 
 }  // namespace dsa::kernels
