@@ -74,15 +74,6 @@ struct FusedRoles {
                   128 * kProducerRegisters + kConsumers * kConsumerRegisters <= kThreads * kLaunchRegisters);
 };
 
-enum TileFlags : int { kFirstOfSegment = 1, kLastOfSegment = 2, kBadTile = 4 };
-
-struct TileMeta {
-    int b;      // sequence
-    int unit;   // tile index within the sequence
-    int flags;
-    int pad;
-};
-
 // What a fused CTA needs to start, written by the plan kernel: one load instead of a chain of them.
 struct __align__(16) CtaPlan {
     int u0, u1;            // its units [u0, u1)
@@ -112,7 +103,7 @@ struct FusedSmem {
     int hist[NN][kBins];
     uint64_t list[kListCap];        // (key << 32) | position, in position order
     uint64_t picked[kMaxTopk];      // the selected candidate keys, by output slot
-    TileMeta meta[kFusedStages];
+    int tile_bad[kFusedStages];     // the stage's tile has a block-table entry out of range (no data loaded)
     uint64_t full[kFusedStages];
     uint64_t empty[kFusedStages];
     int warp_total[2][FusedRoles<NN>::kConsumers / 32];
@@ -485,7 +476,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     if (threadIdx.x == 0) {
         for (int s = 0; s < kFusedStages; ++s) {
             mbar_init(&sh.full[s], 1);
-            mbar_init(&sh.empty[s], kConsumerThreads / 32);  // one arrival per consumer warp
+            mbar_init(&sh.empty[s], 4);  // one arrival per warp of the tile's warpgroup
         }
         mbar_init_fence();
     }
@@ -521,9 +512,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             len_l = sb < B ? __ldcg(pb.seq_lens + sb) : 0;
         };
         struct Batch {
-            int nb, b, unit, flags, npages, e0, e1;
+            int nb, npages, e0, e1;
         };
-        auto plan_batch = [&](int base, int ua, int ub) {
+        auto plan_batch = [&](int base, int ub) {
             Batch t{};
             const int u = base + lane;
             int cnt;
@@ -536,19 +527,16 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 load_window(cur_b + 32);  // 32 sequences (empty ones) end before this tile
             }
             const int at = min(cnt, 31);
-            t.b = cur_b + at;
             const int seq_start = __shfl_sync(0xffffffffu, start_l, at);
-            const int seq_end = __shfl_sync(0xffffffffu, end_l, at);
             const int64_t tokens = __shfl_sync(0xffffffffu, len_l, at);
             if (lane < t.nb) {
-                t.unit = u - seq_start;
-                const int64_t left = tokens - int64_t(t.unit) * kUnitTokens;
+                const int unit = u - seq_start;
+                const int64_t left = tokens - int64_t(unit) * kUnitTokens;
                 t.npages = int(((left < kUnitTokens ? left : kUnitTokens) + P - 1) / P);
                 const int32_t* row =
-                    pb.block_table + int64_t(t.b) * pb.block_table_stride + int64_t(t.unit) * pages_per_unit;
+                    pb.block_table + int64_t(cur_b + at) * pb.block_table_stride + int64_t(unit) * pages_per_unit;
                 t.e0 = __ldg(row);
                 t.e1 = t.npages > 1 ? __ldg(row + 1) : 0;
-                t.flags = (u == ua || t.unit == 0 ? kFirstOfSegment : 0) | (u == ub - 1 || u == seq_end - 1 ? kLastOfSegment : 0);
             }
             const int last_at = __shfl_sync(0xffffffffu, at, t.nb - 1);
             if (last_at >= 16) load_window(cur_b + last_at);  // used by the next batch, not this one
@@ -557,17 +545,14 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         auto issue = [&](const Batch& t) {
             for (int x = 0; x < t.nb; ++x, ++i) {
                 if (i % kProducerWarps != producer_warp) continue;
-                const int b_x = __shfl_sync(0xffffffffu, t.b, x);
-                const int unit_x = __shfl_sync(0xffffffffu, t.unit, x);
                 const int e0 = __shfl_sync(0xffffffffu, t.e0, x);
                 const int e1 = __shfl_sync(0xffffffffu, t.e1, x);
                 const int np = __shfl_sync(0xffffffffu, t.npages, x);
                 const bool bad = !page_entry_in_range(e0, pb.num_pages) || (np > 1 && !page_entry_in_range(e1, pb.num_pages));
-                const int flags = __shfl_sync(0xffffffffu, t.flags, x) | (bad ? kBadTile : 0);
                 if (lane == 0) {
                     const int s = i % kFusedStages;
                     if (i >= kFusedStages) mbar_wait(&sh.empty[s], uint32_t((i / kFusedStages - 1) & 1));
-                    sh.meta[s] = TileMeta{b_x, unit_x, flags, 0};
+                    sh.tile_bad[s] = bad;
                     if (bad) {
                         mbar_arrive(&sh.full[s]);
                     } else {
@@ -586,11 +571,11 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         auto emit_interval = [&](int ua, int ub, int first_b) {
             if (ua >= ub) return;
             load_window(first_b);
-            Batch cur = plan_batch(ua, ua, ub);
+            Batch cur = plan_batch(ua, ub);
             for (int base = ua + cur.nb;; base += cur.nb) {
                 const bool more = base < ub;
                 Batch next{};
-                if (more) next = plan_batch(base, ua, ub);
+                if (more) next = plan_batch(base, ub);
                 issue(cur);
                 if (!more) break;
                 cur = next;
@@ -603,6 +588,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     }
 
     // ---- consumer warpgroups ----
+    // Warpgroup g scores the CTA's tiles i with i % kGroups == g and touches no other tile's barriers: the
+    // segments (this CTA's part of one sequence) follow from the plan in the producers' order, so only their
+    // starts and ends are CTA-wide steps.
     if constexpr (Roles::kShrinkProducer) warpgroup_registers_grow<Roles::kConsumerRegisters>();
     const int ct = threadIdx.x - 128;
     const int wg = ct / 128;
@@ -610,10 +598,6 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     const int quad_row = lane >> 2, quad_col = lane & 3;
     Selector<H, NN> sel{sh, ct};
 
-    // The current segment (this CTA's part of one sequence).
-    int seg_b = 0, seg_units = 0, seg_prefix = 0;
-    int64_t seg_tokens = 0;
-    bool seg_split = false, seg_hist = false;
     // A segment's query rows (fp8, 128B-swizzled for wgmma) by cp.async, and its weights.
     auto load_queries = [&](int b) {
         const uint8_t* q = pb.q + int64_t(b) * NN * H * kHeadDim;
@@ -625,28 +609,55 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         const float* w = pb.weights + int64_t(b) * NN * H;
         for (int idx = ct; idx < NN * H; idx += kConsumerThreads) sh.w[idx] = w[idx];
     };
-    load_queries(plan0.z);  // b_first: the first segment's sequence
-    const int n_tiles = u1 - u0;
-    for (int i = 0; i < n_tiles; ++i) {
-        const int s = i % kFusedStages;
-        mbar_wait(&sh.full[s], uint32_t((i / kFusedStages) & 1));
-        const TileMeta m = sh.meta[s];
-        if (m.flags & kFirstOfSegment) {
-            seg_b = m.b;
-            seg_prefix = __ldcg(p.unit_prefix + seg_b);
-            seg_units = __ldcg(p.unit_prefix + seg_b + 1) - seg_prefix;
-            seg_tokens = pb.seq_lens[seg_b];
-            seg_split = !(seg_prefix >= u0 && seg_prefix + seg_units <= u1);
-            seg_hist = seg_tokens > kRegRowMax;  // shorter rows are selected in registers, histogram included
-            if (i > 0) load_queries(seg_b);  // the first segment's were loaded before the first tile's wait
-            for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = 0;
-            if (ct == 0) sh.seg_bad = 0;
-            cp_async_wait<0>();
-            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-            consumer_sync<kConsumerThreads>();
+    const int b_first = plan0.z, b_last = plan0.w, end_a = plan1.x, start_b = plan1.y;
+    load_queries(b_first);  // before the first segment's setup: its latency overlaps the pipeline's start
+    int tile_base = 0;      // the CTA's tile index of the segment's first tile
+    // Operand descriptors of stage 0's keys and of the queries; the address field (bits 0-13, 16-byte units)
+    // of any other stage or k-step is an add away, with no carry out of it inside shared memory.
+    const uint64_t key_desc = Math::descriptor(sh.keys[0]), q_desc = Math::descriptor(sh.q);
+
+    // The segments in the producers' order: the shared first and last sequences, then the whole ones between.
+    // Segment k scores this CTA's units [ua, ub) of sequence b, then selects b's rows if they are complete.
+    const int middle_first = b_last != b_first ? 2 : 1;  // k of sequence b_first + 1
+    for (int k = 0;; ++k) {
+        int b, ua, ub, seg_prefix, seg_end;
+        if (k < middle_first) {
+            b = k == 0 ? b_first : b_last;
+            ua = k == 0 ? u0 : start_b;
+            ub = k == 0 ? end_a : u1;
+            seg_prefix = __ldcg(p.unit_prefix + b);
+            seg_end = __ldcg(p.unit_prefix + b + 1);
+        } else {
+            b = b_first + 1 + k - middle_first;
+            if (b >= b_last) break;
+            ua = seg_prefix = __ldcg(p.unit_prefix + b);
+            ub = seg_end = __ldcg(p.unit_prefix + b + 1);
+            if (ua >= ub) continue;  // an empty sequence
         }
-        if (ct == 0 && (m.flags & kBadTile)) sh.seg_bad = 1;
-        if (i % kGroups == wg && !(m.flags & kBadTile)) {
+        const int seg_units = seg_end - seg_prefix;
+        const int64_t seg_tokens = pb.seq_lens[b];
+        const bool seg_split = !(seg_prefix >= u0 && seg_prefix + seg_units <= u1);
+        const bool seg_hist = seg_tokens > kRegRowMax;  // shorter rows are selected in registers, histogram included
+        if (tile_base > 0) load_queries(b);
+        for (int idx = ct; idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = 0;
+        if (ct == 0) sh.seg_bad = 0;
+        cp_async_wait<0>();
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        consumer_sync<kConsumerThreads>();
+
+        float* seg_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
+        const int tiles = ub - ua;
+        const int r0 = warp_in_wg * 16 + quad_row;
+        for (int t = (wg - tile_base % kGroups + kGroups) % kGroups; t < tiles; t += kGroups) {
+            const int i = tile_base + t;
+            const int s = i % kFusedStages;
+            mbar_wait(&sh.full[s], uint32_t((i / kFusedStages) & 1));
+            if (sh.tile_bad[s]) {
+                if (ct % 128 == 0) sh.seg_bad = 1;
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&sh.empty[s]);
+                continue;
+            }
             float d[NN][Math::kAcc];
 #pragma unroll
             for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
@@ -655,21 +666,19 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             for (int j = 0; j < NN; ++j)
 #pragma unroll
                 for (int ks = 0; ks < 4; ++ks) {
-                    const uint64_t a = Math::descriptor(sh.keys[s] + ks * 32);
-                    const uint64_t bq = Math::descriptor(sh.q + j * H * kHeadDim + ks * 32);
+                    const uint64_t a = key_desc + uint64_t((s * int(sizeof(sh.keys[0])) + ks * 32) >> 4);
+                    const uint64_t bq = q_desc + uint64_t((j * H * kHeadDim + ks * 32) >> 4);
                     if (ks == 0) Math::template wgmma<0>(d[j], a, bq);
                     else Math::template wgmma<1>(d[j], a, bq);
                 }
             wgmma_commit();
-            const int r0 = warp_in_wg * 16 + quad_row;
             const float sc0 = sh.scales[s][r0], sc1 = sh.scales[s][r0 + 8];  // read while the wgmma runs
             wgmma_wait<0>();
 #pragma unroll
             for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
             __syncwarp();
             if (lane == 0) mbar_arrive(&sh.empty[s]);
-            const int64_t p0 = int64_t(m.unit) * kUnitTokens + r0;
-            float* row_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
+            const int64_t p0 = int64_t(ua + t - seg_prefix) * kUnitTokens + r0;
 #pragma unroll
             for (int j = 0; j < NN; ++j) {
                 // Two independent chains per token, so the FMAs' latency overlaps.
@@ -695,19 +704,16 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 const int64_t pos = p0 + (quad_col == 1 ? 8 : 0);
                 const float score = quad_col == 1 ? sc1 * part[1] : sc0 * part[0];
                 const bool valid = quad_col < 2 && pos < visible;
-                if (valid) row_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
+                if (valid) seg_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
                 if (seg_hist) {
                     const uint32_t bin = valid ? score_order_key(score) >> kBinShift : 0xffffffffu;
                     const unsigned same = __match_any_sync(0xffffffffu, bin);
                     if (valid && lane == __ffs(same) - 1) atomicAdd(&sh.hist[j][bin], __popc(same));
                 }
             }
-        } else {
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&sh.empty[s]);
         }
+        tile_base += tiles;
 
-        if (!(m.flags & kLastOfSegment)) continue;
         // ---- the segment's tiles are all scored ----
         consumer_sync<kConsumerThreads>();
         bool bad = sh.seg_bad != 0;
@@ -722,9 +728,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             // ticket (release); the last arrival's fence after its ticket orders its reads after them all.
             consumer_sync<kConsumerThreads>();
             if (ct == 0) {
-                if (bad) atomicOr(p.bad_flags + seg_b, 1);
+                if (bad) atomicOr(p.bad_flags + b, 1);
                 __threadfence();
-                const bool last = atomicAdd(p.tickets + seg_b, 1) == c_hi - c_lo;
+                const bool last = atomicAdd(p.tickets + b, 1) == c_hi - c_lo;
                 if (last) __threadfence();
                 sh.bcast[4] = last;
             }
@@ -733,17 +739,16 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             consumer_sync<kConsumerThreads>();
             if (!last) continue;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
-            bad = __ldcg(p.bad_flags + seg_b) != 0;
+            bad = __ldcg(p.bad_flags + b) != 0;
             consumer_sync<kConsumerThreads>();
         }
-        const float* seq_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
-        const int32_t* table = pb.block_table + int64_t(seg_b) * pb.block_table_stride;
+        const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
         auto index_of = [&](uint32_t pos) { return paged_index(pb, table, p.page_shift, pos); };
         for (int j = 0; j < NN; ++j) {
-            const int64_t r = int64_t(seg_b) * NN + j;
+            const int64_t r = int64_t(b) * NN + j;
             const int n = bad ? 0 : int(visible_positions(seg_tokens, NN, j));
             if (bad && ct == 0) *p.error_flag = 1;
-            sel.select_row(r, n, seq_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], index_of, pb);
+            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], index_of, pb);
         }
     }
 #else

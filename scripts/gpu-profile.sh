@@ -6,6 +6,7 @@
 #   DSA_PROFILE_RAGGED="prefill_4096"               prefill workloads (dsa_bench --ragged --only)
 #   DSA_PROFILE_SOURCE="ragged:prefill_16384"       one workload ("paged:NAME" or "ragged:NAME") profiled with
 #                                                   source counters; its summary prints, its CSV is kept
+#   DSA_BUILD_DIR=build-ab                          the build to profile (default build-gpu)
 # Everything lands in $OUT/profile.tgz (one file, whatever the number of logs) and the summaries print.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +15,14 @@ logs=$(mktemp -d /tmp/gpu-profile.XXXX)
 mkdir -p "$out"
 trap 'tar -czf "$out/profile.tgz" -C "$logs" .' EXIT
 kernels=${DSA_PROFILE_KERNELS:-regex:decode|score|select|prefill}
+build=${DSA_BUILD_DIR:-build-gpu}
 
 profile() {  # profile NAME dsa_bench-arguments...
   local name=$1
   shift
   timeout 180 ncu --clock-control none --kernel-name "$kernels" --launch-count "${DSA_PROFILE_LAUNCHES:-3}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    build-gpu/bench/dsa_bench "$@" --iterations 1 >"$logs/ncu_$name.txt" 2>&1
+    "$build"/bench/dsa_bench "$@" --iterations 1 >"$logs/ncu_$name.txt" 2>&1
   echo "== ncu $name"
   grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued" \
     "$logs/ncu_$name.txt" | head -40
@@ -32,7 +34,7 @@ if [ -n "${DSA_PROFILE_SOURCE:-}" ]; then
   mode=${DSA_PROFILE_SOURCE%%:*} name=${DSA_PROFILE_SOURCE#*:}
   extra=(); [ "$mode" = ragged ] && extra=(--ragged)
   timeout 300 ncu --clock-control none --kernel-name "$kernels" --launch-count 1 --section WarpStateStats \
-    --section SourceCounters -o "$logs/source_$name" build-gpu/bench/dsa_bench "${extra[@]}" --only "$name" \
+    --section SourceCounters -o "$logs/source_$name" "$build"/bench/dsa_bench "${extra[@]}" --only "$name" \
     --iterations 1 >"$logs/ncu_source_$name.log" 2>&1
   ncu --import "$logs/source_$name.ncu-rep" --page source --print-source sass --csv >"$logs/source_$name.csv" 2>&1
   echo "== source-level stalls, $name"
@@ -41,7 +43,7 @@ if [ -n "${DSA_PROFILE_SOURCE:-}" ]; then
 fi
 
 for src in topk_kernels decode_fused prefill_fused; do
-  obj=$(find build-gpu -name "$src.cu.o" | head -1)
+  obj=$(find "$build" -name "$src.cu.o" | head -1)
   [ -n "$obj" ] || continue
   cuobjdump -sass -arch sm_90a "$obj" >"$logs/sass_$src.txt" 2>&1
   echo "== SASS of $src (sm_90a): tensor ops, TMA, mbarriers, local memory"
