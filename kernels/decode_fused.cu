@@ -6,9 +6,10 @@
 //  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. Producer warps walk the CTA's
 //     tiles and load each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
 //     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Four consumer
-//     warpgroups (two for next_n > 2) take the tiles in turn: wgmma (64 tokens x H heads x 128 dims per
-//     row), then relu, weights, head sum and scale in registers; each score goes to the workspace and, for
-//     sequences longer than 8192 tokens, into a shared-memory histogram of its order key's top 11 bits.
+//     warpgroups (two for next_n > 2) take the tiles in turn, each waiting on and freeing only its own
+//     tiles' stages: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights, head sum and scale in
+//     registers; each score goes to the workspace and, for sequences longer than 8192 tokens, into a
+//     shared-memory histogram of its order key's top 11 bits.
 //     When a sequence's tiles are done, its rows are selected at once: by this CTA when it owns the whole
 //     sequence, else by the last CTA to finish a part of it (a ticket), from the histograms the parts added
 //     up in global memory. A CTA scores its two shared sequences first, so their selection overlaps the

@@ -27,12 +27,12 @@ enum class ScoreKernel {
     Split,     // the score + select kernels, never the fused one
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
-// Whether Auto takes the fused paged kernel (on sm_90a). Measured on an H200 (bench/NOTES.md, decode v4, run
-// 5 of session 5): with next_n 1 it is ahead or on a par on every batch of 4 sequences or more, and behind on
-// one 131072-token sequence (the split kernels' merge tree selects it faster; 2 and 3 were not measured);
-// with MTP rows it is behind below 128 rows.
+// Whether Auto takes the fused paged kernel (on sm_90a). Measured on an H200 (bench/NOTES.md, decode v4,
+// session 6): with next_n 1 it is ahead on every batch of 4 sequences or more, and behind on one 131072-token
+// sequence (59.5 vs 54.2 us: the split kernels' merge tree selects it faster; 2 and 3 were not measured); with
+// MTP rows it is ahead from 64 rows (32x8192 at next_n 2: 43.5 vs 47.8 us; fewer rows were not measured).
 constexpr int64_t kFusedMinSequences = 4;     // next_n 1
-constexpr int64_t kFusedMinMtpRows = 128;     // next_n > 1
+constexpr int64_t kFusedMinMtpRows = 64;      // next_n > 1
 inline bool paged_prefers_fused(const PagedProblem& problem) {
     return problem.shape.next_n == 1 ? problem.batch_size >= kFusedMinSequences : problem.rows() >= kFusedMinMtpRows;
 }
