@@ -9,6 +9,8 @@
 #   DSA_AB_ENV="DSA_INDEXER_KERNEL=fused"   environment of the gate, the suite and the benchmark
 #   DSA_AB_SUITE="[gpu]"                    also run dsa_gpu_tests with this spec on every tree
 #   DSA_AB_GATE="test name"                 the gate (default: the small odd shapes case)
+# A patch named timing-*.patch is a timing experiment that leaves a stage out, so its answers are wrong by
+# design: its gate may fail (it is still benchmarked), but not hang.
 # Patches apply with `patch -p1` (or `git apply` where patch is missing); a patch that does not apply stops
 # the run before anything is built.
 set -uo pipefail
@@ -61,8 +63,12 @@ for i in "${!dirs[@]}"; do
   fi
   grep -E "ptxas info *: (Compiling|Used)|spill" "$logs/build_$n.log" | grep -B1 -E "sm_90a|spill" >"$logs/ptxas_$n.txt"
   echo "== $n: gate"
-  if ! env "${run_env[@]}" timeout 30 "$d/build-ab/tests/dsa_gpu_tests" "$gate" >"$logs/gate_$n.log" 2>&1; then
-    tail -5 "$logs/gate_$n.log"; status=1; continue
+  env "${run_env[@]}" timeout 30 "$d/build-ab/tests/dsa_gpu_tests" "$gate" >"$logs/gate_$n.log" 2>&1
+  gate_rc=$?
+  if [ $gate_rc -ne 0 ]; then
+    tail -5 "$logs/gate_$n.log"
+    if [ $gate_rc -eq 124 ] || [[ $n != timing-* ]]; then status=1; continue; fi
+    echo "($n: a timing experiment, benchmarked anyway)"
   fi
   if [ -n "${DSA_AB_SUITE:-}" ]; then
     echo "== $n: dsa_gpu_tests \"$DSA_AB_SUITE\""
