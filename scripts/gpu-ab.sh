@@ -7,7 +7,8 @@
 #   scripts/gpu-ab.sh PATCH... [-- dsa_bench arguments]   e.g. git diff main...my-branch > ab/x.patch, then
 #                                                          scripts/gpu-ab.sh ab/x.patch -- --only 256x8192
 #   DSA_AB_ENV="DSA_INDEXER_KERNEL=fused"   environment of the gate, the suite and the benchmark
-#   DSA_AB_SUITE="[gpu]"                    also run dsa_gpu_tests with this spec on every tree
+#   DSA_AB_SUITE="[gpu]"                    also run dsa_gpu_tests with this spec on every tree ...
+#   DSA_AB_SUITE_TREES="base x"             ... or only on these (tree names: base, or a patch's name)
 #   DSA_AB_GATE="test name"                 the gate (default: the small odd shapes case)
 # A patch named timing-*.patch is a timing experiment that leaves a stage out, so its answers are wrong by
 # design: its gate may fail (it is still benchmarked), but not hang.
@@ -70,7 +71,7 @@ for i in "${!dirs[@]}"; do
     if [ $gate_rc -eq 124 ] || [[ $n != timing-* ]]; then status=1; continue; fi
     echo "($n: a timing experiment, benchmarked anyway)"
   fi
-  if [ -n "${DSA_AB_SUITE:-}" ]; then
+  if [ -n "${DSA_AB_SUITE:-}" ] && { [ -z "${DSA_AB_SUITE_TREES:-}" ] || [[ " $DSA_AB_SUITE_TREES " == *" $n "* ]]; }; then
     echo "== $n: dsa_gpu_tests \"$DSA_AB_SUITE\""
     env "${run_env[@]}" timeout 200 "$d/build-ab/tests/dsa_gpu_tests" "$DSA_AB_SUITE" >"$logs/suite_$n.log" 2>&1 || status=1
     tail -3 "$logs/suite_$n.log"
