@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,18 @@ namespace dsa_bench {
 
 // Bytes of one cached token (SPEC section 1): its fp8 key and its fp32 scale.
 constexpr double kTokenBytes = dsa_test::kHeadDim + 4;
+
+// Calls item(text) for each comma-separated item of `text` (empty items included, for the caller to reject)
+// until one returns false.
+inline bool for_each_item(const std::string& text, const std::function<bool(const std::string&)>& item) {
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t comma = std::min(text.find(',', start), text.size());
+        if (!item(text.substr(start, comma - start))) return false;
+        start = comma + 1;
+    }
+    return true;
+}
 
 inline double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());

@@ -259,11 +259,10 @@ template <class W>
 bool keep_only(std::vector<W>* workloads, const std::string& only, const Options& o) {
     if (only.empty()) return true;
     std::vector<std::string> wanted;
-    for (size_t at = 0; at <= only.size();) {
-        const size_t comma = std::min(only.find(',', at), only.size());
-        wanted.push_back(only.substr(at, comma - at));
-        at = comma + 1;
-    }
+    for_each_item(only, [&](const std::string& name) {
+        wanted.push_back(name);
+        return true;
+    });
     std::string names;
     for (const W& w : *workloads) names += " " + w.name;
     for (const std::string& name : wanted) {

@@ -424,16 +424,11 @@ void run_multi_replication(int batch, const std::vector<int>& counts, int warmup
 
 bool parse_device_counts(const std::string& text, std::vector<int>* counts) {
     counts->clear();
-    size_t at = 0;
-    while (at <= text.size()) {
-        const size_t comma = std::min(text.find(',', at), text.size());
-        const std::string item = text.substr(at, comma - at);
+    return for_each_item(text, [&](const std::string& item) {
         if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos || item.size() > 3) return false;
         counts->push_back(std::atoi(item.c_str()));
-        if (counts->back() < 1) return false;
-        at = comma + 1;
-    }
-    return !counts->empty();
+        return counts->back() >= 1;
+    });
 }
 
 int run_multi_gpu(std::vector<int> counts, const std::string& json_path, int iterations) {

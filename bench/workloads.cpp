@@ -134,18 +134,6 @@ int64_t positive(const std::string& text, int64_t limit) {
     return value <= limit ? value : 0;
 }
 
-// Calls item(text) for each comma-separated item of `text` (empty items included, for the caller to reject)
-// until one returns false.
-bool for_each_item(const std::string& text, const std::function<bool(const std::string&)>& item) {
-    size_t start = 0;
-    while (start <= text.size()) {
-        const size_t comma = std::min(text.find(',', start), text.size());
-        if (!item(text.substr(start, comma - start))) return false;
-        start = comma + 1;
-    }
-    return true;
-}
-
 }  // namespace
 
 bool parse_shapes(const std::string& text, const Workload& parameters, std::vector<Workload>* out, std::string* error) {
