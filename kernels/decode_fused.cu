@@ -19,8 +19,11 @@
 // threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
 // result. Longer rows: the histogram gives the bin of the k-th best key; one ordered pass over the scores
 // keeps the keys at or above that bin (in position order) in shared memory, where the remaining bits are
-// refined; an ordered pass writes the result. Ties go to the smaller position, so the output is a pure
-// function of the inputs, as on the CPU.
+// refined; an ordered pass writes the result. A long row split over CTAs is not read whole by its last
+// arrival: each part, before its ticket, puts into a candidate pool the keys of its part at or above a lower
+// bound of that bin (from the counts added so far), and the last arrival's ordered pass reads the pool (a few
+// k entries per part) instead of the row. Ties go to the smaller position, so the output is a pure function
+// of the inputs, as on the CPU.
 #include "kernels/decode_fused.h"
 
 #include <algorithm>
@@ -57,6 +60,8 @@ constexpr int kPlanThreads = 1024;
 constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan kernel searches in shared memory
 constexpr int kRegRowMax = 8192;    // rows selected with their keys in the consumers' registers
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
+constexpr int64_t kPoolMaxEntries = int64_t(1) << 22;  // candidate pool of long split rows: 32 MB at most
+constexpr int kPoolItems = 8;       // pool entries per thread per gather step
 
 // The CTA: one producer warpgroup and the consumer warpgroups. Four consumers while their
 // accumulators (32 per MTP row) fit the 104 registers setmaxnreg leaves each; two otherwise. setmaxnreg only
@@ -92,6 +97,13 @@ struct FusedParams {
     int* bad_flags;    // [B]
     int* hist_slots;   // [kMaxCtas][next_n][kBins]: split sequence b adds into the slot of its first CTA
     float* scores;     // sequence b, row j: at unit_prefix[b] * 64 * next_n + j * units_b * 64
+    // Candidate pool of split rows longer than kRegRowMax (null when no row can be that long): each part's
+    // entries ((key << 32) | position, position order) at pool_parts[(c_lo * next_n + j) * kMaxCtas + part]
+    // = {offset, count}; count = pool_capacity + 1 marks a part that did not fit.
+    uint64_t* pool;
+    unsigned long long* pool_used;
+    int2* pool_parts;
+    int pool_capacity;
     int* error_flag;
 };
 
@@ -110,6 +122,9 @@ struct FusedSmem {
     int warp_total[2][FusedRoles<NN>::kConsumers / 32];
     int bcast[8];
     int seg_bad;
+    int pool_offset;                // a part's reservation in the pool, broadcast
+    int part_at[kMaxCtas];          // the last arrival's view of a pooled row: each part's pool offset ...
+    int part_first[kMaxCtas];       // ... and the row's index of its first entry (an exclusive prefix)
 };
 
 // ---- small device helpers ------------------------------------------------------------------------------
@@ -147,6 +162,7 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
         int4* slot = reinterpret_cast<int4*>(p.hist_slots + int64_t(blockIdx.x) * NN * kBins);
         for (int i = threadIdx.x; i < NN * kBins / 4; i += blockDim.x) slot[i] = make_int4(0, 0, 0, 0);
     }
+    if (blockIdx.x == 0 && threadIdx.x == 0 && p.pool_used) *p.pool_used = 0;
     for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) {
         p.tickets[b] = 0;
         p.bad_flags[b] = 0;
@@ -349,6 +365,95 @@ struct Selector {
         pbits += width;
     }
 
+    // ---- long split rows: the candidate pool ----
+    // A part of a long split row (this CTA's positions [lo, hi) of a row with scores s) puts into the pool every
+    // key whose level-1 bin is at or above `floor_bin`: the bin of the k-th best key among the counts the
+    // row's parts have added to `slot` so far. Those counts never exceed the row's, so floor_bin never exceeds
+    // the bin of the row's k-th best key, whatever the order of the parts or how much of their adds this read
+    // sees: the pool always holds every key the row's selection can keep, in position order part by part, and
+    // the last arrival selects from it instead of reading the whole row. Parts that arrive early filter
+    // little, late ones about k keys each. own_hist: this part's level-1 histogram; scratch: kBins ints.
+    __device__ void pool_part(const float* s, int lo, int hi, int k, const int* slot, const int* own_hist,
+                              int* scratch, const FusedParams& p, int2* record) {
+        constexpr int kPer = kBins / kConsumerThreads;
+        int seen = 0;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+            const int v = __ldcg(slot + ct * kPer + e);
+            scratch[ct * kPer + e] = v;
+            seen += v;
+        }
+        int total;
+        exclusive_scan(seen, total);  // its barrier also publishes scratch
+        int floor_bin = 0, above;
+        if (total >= k) find_bin(scratch, kBins, k, floor_bin, above);
+        int kept = 0;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) kept += ct * kPer + e >= floor_bin ? own_hist[ct * kPer + e] : 0;
+        int count;
+        exclusive_scan(kept, count);
+        if (ct == 0) {
+            const unsigned long long at = atomicAdd(p.pool_used, (unsigned long long)count);
+            const bool fits = at + count <= (unsigned long long)p.pool_capacity;
+            sh.pool_offset = fits ? int(at) : -1;
+            *record = make_int2(fits ? int(at) : 0, fits ? count : p.pool_capacity + 1);
+        }
+        consumer_sync();
+        const int offset = sh.pool_offset;
+        if (offset < 0 || count == 0) return;
+        uint64_t* out = p.pool + offset;
+        ordered_pass<kGlobalItems>(GlobalSource{s + lo}, hi - lo, kBinShift, uint32_t(floor_bin), INT_MAX,
+                                   [&](int slot_, uint32_t key, uint32_t pos) {
+                                       out[slot_] = (uint64_t(key) << 32) | uint32_t(lo + int(pos));
+                                   });
+    }
+
+    // The last arrival of a pooled row reads its parts' records into sh.part_at / sh.part_first; returns the
+    // number of pool entries, or -1 when a part did not fit (the row is then read from its scores).
+    __device__ int load_pool_parts(const int2* records, int parts, int pool_capacity) {
+        int2 r = make_int2(0, 0);
+        if (ct < parts) r = __ldcg(records + ct);
+        int total;
+        const int first = exclusive_scan(r.y, total);  // counts <= capacity + 1 each: no overflow for 256 parts
+        if (ct < parts) {
+            sh.part_at[ct] = r.x;
+            sh.part_first[ct] = first;
+        }
+        consumer_sync();
+        return total <= pool_capacity ? total : -1;
+    }
+
+    // Appends to list, in order, the pool entries (parts in order, `total` in all) whose key bits above
+    // `shift` are at least thr.
+    __device__ void gather_pool(const uint64_t* pool, int parts, int total, int shift, uint32_t thr, uint64_t* list) {
+        int base = 0;
+        for (int step = 0; step < total; step += kConsumerThreads * kPoolItems) {
+            const int i0 = step + ct * kPoolItems;
+            int part = 0;  // the last part whose entries start at or before i0 (empty parts start where the next does)
+            for (int lo = 0, hi = parts - 1; lo < hi;) {
+                const int mid = (lo + hi + 1) / 2;
+                if (sh.part_first[mid] <= i0) lo = part = mid;
+                else hi = mid - 1;
+            }
+            uint64_t e[kPoolItems];
+            int kept = 0;
+#pragma unroll
+            for (int x = 0; x < kPoolItems; ++x) {
+                const int i = i0 + x;
+                while (part + 1 < parts && sh.part_first[part + 1] <= i) ++part;
+                e[x] = i < total ? __ldcg(pool + sh.part_at[part] + (i - sh.part_first[part])) : 0;
+            }
+#pragma unroll
+            for (int x = 0; x < kPoolItems; ++x) kept += i0 + x < total && (uint32_t(e[x] >> 32) >> shift) >= thr;
+            int stepped;
+            int at = base + exclusive_scan(kept, stepped);
+#pragma unroll
+            for (int x = 0; x < kPoolItems; ++x)
+                if (i0 + x < total && (uint32_t(e[x] >> 32) >> shift) >= thr) list[at++] = e[x];
+            base += stepped;
+        }
+    }
+
     // Rows of at most kRegRowMax positions: thread ct holds the keys of positions
     // [ct * kRegItems, (ct + 1) * kRegItems) in registers through every refinement step, so the row's scores
     // are read once, and the emitted slots follow from one scan of per-thread counts.
@@ -389,9 +494,12 @@ struct Selector {
     }
 
     // Selects row r: n visible positions, scores s; hist holds the level-1 histogram (its keys' top 11 bits)
-    // for rows longer than kRegRowMax, and is scratch for shorter ones, which build their own.
+    // for rows longer than kRegRowMax, and is scratch for shorter ones, which build their own. A long split
+    // row's keys at or above its level-1 threshold bin are also in `pool` (pool_total entries, parts in
+    // sh.part_at / part_first) unless pool is null.
     template <class IndexOf>
-    __device__ void select_row(int64_t r, int n, const float* s, int* hist, IndexOf index_of, const PagedProblem& pb) {
+    __device__ void select_row(int64_t r, int n, const float* s, int* hist, IndexOf index_of, const PagedProblem& pb,
+                               const uint64_t* pool = nullptr, int pool_parts = 0, int pool_total = 0) {
         const int k = pb.shape.topk;
         const bool sorted = pb.shape.sorted;
         int32_t* out_idx = pb.out.indices + r * k;
@@ -412,9 +520,13 @@ struct Selector {
             if (above + ties <= kListCap) {
                 const int m = above + ties;
                 uint64_t* list = sh.list;
-                ordered_pass<kGlobalItems>(global, n, 32 - pbits, prefix, INT_MAX, [&](int slot, uint32_t key, uint32_t pos) {
-                    list[slot] = (uint64_t(key) << 32) | pos;
-                });
+                if (pool) {
+                    gather_pool(pool, pool_parts, pool_total, 32 - pbits, prefix, list);
+                } else {
+                    ordered_pass<kGlobalItems>(global, n, 32 - pbits, prefix, INT_MAX, [&](int slot, uint32_t key, uint32_t pos) {
+                        list[slot] = (uint64_t(key) << 32) | pos;
+                    });
+                }
                 consumer_sync();
                 const ListSource local{list};
                 // Once the threshold bin holds exactly the items still needed, all of them are taken.
@@ -725,6 +837,23 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 const int v = (&sh.hist[0][0])[idx];
                 if (v) atomicAdd(slot + idx, v);
             }
+            if (seg_hist && p.pool && !bad) {
+                __threadfence();  // this part's own counts in what pool_part reads back: a tighter filter, not correctness
+                consumer_sync<kConsumerThreads>();
+                for (int j = 0; j < NN; ++j) {
+                    const int64_t visible = visible_positions(seg_tokens, NN, j);
+                    if (visible <= kRegRowMax) continue;  // selected from its scores in registers
+                    const int lo = (ua - seg_prefix) * kUnitTokens;
+                    const int hi = int(min(visible, int64_t(ub - seg_prefix) * kUnitTokens));
+                    int2* record = p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas + (int(blockIdx.x) - c_lo);
+                    if (hi <= lo) {  // the part holds none of this row's positions (an MTP row's last tokens)
+                        if (ct == 0) *record = make_int2(0, 0);
+                        continue;
+                    }
+                    sel.pool_part(seg_scores + int64_t(j) * seg_units * kUnitTokens, lo, hi, pb.shape.topk,
+                                  slot + j * kBins, sh.hist[j], reinterpret_cast<int*>(sh.list), p, record);
+                }
+            }
             // The barrier orders every thread's scores and histogram adds before thread 0's fence and
             // ticket (release); the last arrival's fence after its ticket orders its reads after them all.
             consumer_sync<kConsumerThreads>();
@@ -749,7 +878,16 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             const int64_t r = int64_t(b) * NN + j;
             const int n = bad ? 0 : int(visible_positions(seg_tokens, NN, j));
             if (bad && ct == 0) *p.error_flag = 1;
-            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], index_of, pb);
+            const uint64_t* pool = nullptr;
+            int parts = 0, pool_total = 0;
+            if (seg_split && n > kRegRowMax && p.pool) {
+                const int c_lo = cta_of(seg_prefix, U, G);
+                parts = cta_of(seg_prefix + seg_units - 1, U, G) - c_lo + 1;
+                pool_total = sel.load_pool_parts(p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas, parts, p.pool_capacity);
+                if (pool_total >= 0) pool = p.pool;
+            }
+            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], index_of, pb, pool,
+                           parts, pool_total);
         }
     }
 #else
@@ -760,7 +898,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
 // ---- host side -----------------------------------------------------------------------------------------
 
 struct FusedLayout {
-    size_t prefix = 0, cta_plan = 0, tickets = 0, bad = 0, hist = 0, scores = 0, total = 0;
+    size_t prefix = 0, cta_plan = 0, tickets = 0, bad = 0, hist = 0, scores = 0, pool = 0, pool_used = 0,
+           pool_parts = 0, total = 0;
+    int64_t pool_capacity = 0;  // 0: no row can be longer than kRegRowMax, no pool
 };
 
 FusedLayout fused_layout(const PagedProblem& pb) {
@@ -779,6 +919,13 @@ FusedLayout fused_layout(const PagedProblem& pb) {
     l.bad = take(size_t(B) * 4);
     l.hist = take(size_t(kMaxCtas) * NN * kBins * 4);
     l.scores = take(size_t(B) * units_max * kUnitTokens * NN * 4);
+    if (units_max * kUnitTokens > kRegRowMax) {
+        // Every entry of the pool is a position of a long split row: no more than the positions there are.
+        l.pool_capacity = std::min(kPoolMaxEntries, B * units_max * kUnitTokens * NN);
+        l.pool = take(size_t(l.pool_capacity) * 8);
+        l.pool_used = take(8);
+        l.pool_parts = take(size_t(kMaxCtas) * NN * kMaxCtas * sizeof(int2));
+    }
     l.total = at;
     return l;
 }
@@ -802,6 +949,10 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     params.bad_flags = reinterpret_cast<int*>(ws + l.bad);
     params.hist_slots = reinterpret_cast<int*>(ws + l.hist);
     params.scores = reinterpret_cast<float*>(ws + l.scores);
+    params.pool = l.pool_capacity ? reinterpret_cast<uint64_t*>(ws + l.pool) : nullptr;
+    params.pool_used = l.pool_capacity ? reinterpret_cast<unsigned long long*>(ws + l.pool_used) : nullptr;
+    params.pool_parts = l.pool_capacity ? reinterpret_cast<int2*>(ws + l.pool_parts) : nullptr;
+    params.pool_capacity = int(l.pool_capacity);
     params.error_flag = error_flag;
 
     const int ctas = std::max(1, std::min(sm_count, kMaxCtas));
