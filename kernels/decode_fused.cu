@@ -60,6 +60,10 @@ constexpr int kPlanThreads = 1024;
 constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan kernel searches in shared memory
 constexpr int kRegRowMax = 8192;    // rows selected with their keys in the consumers' registers
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
+// Split rows longer than this go through the candidate pool: below it, the last arrival's one pass over the
+// row costs less than the pass every part makes for the pool (measured on H200: bench/NOTES.md, session 7).
+constexpr int kPoolRowMin = 32768;
+static_assert(kPoolRowMin >= kRegRowMax, "rows selected in registers read their scores whole");
 constexpr int64_t kPoolMaxEntries = int64_t(1) << 22;  // candidate pool of long split rows: 32 MB at most
 constexpr int kPoolItems = 8;       // pool entries per thread per gather step
 
@@ -97,7 +101,7 @@ struct FusedParams {
     int* bad_flags;    // [B]
     int* hist_slots;   // [kMaxCtas][next_n][kBins]: split sequence b adds into the slot of its first CTA
     float* scores;     // sequence b, row j: at unit_prefix[b] * 64 * next_n + j * units_b * 64
-    // Candidate pool of split rows longer than kRegRowMax (null when no row can be that long): each part's
+    // Candidate pool of split rows longer than kPoolRowMin (null when no row can be that long): each part's
     // entries ((key << 32) | position, position order) at pool_parts[(c_lo * next_n + j) * kMaxCtas + part]
     // = {offset, count}; count = pool_capacity + 1 marks a part that did not fit.
     uint64_t* pool;
@@ -367,19 +371,20 @@ struct Selector {
 
     // ---- long split rows: the candidate pool ----
     // A part of a long split row (this CTA's positions [lo, hi) of a row with scores s) puts into the pool every
-    // key whose level-1 bin is at or above `floor_bin`: the bin of the k-th best key among the counts the
-    // row's parts have added to `slot` so far. Those counts never exceed the row's, so floor_bin never exceeds
-    // the bin of the row's k-th best key, whatever the order of the parts or how much of their adds this read
-    // sees: the pool always holds every key the row's selection can keep, in position order part by part, and
-    // the last arrival selects from it instead of reading the whole row. Parts that arrive early filter
-    // little, late ones about k keys each. own_hist: this part's level-1 histogram; scratch: kBins ints.
+    // key whose level-1 bin is at or above `floor_bin`: the bin of the k-th best key of a histogram that is
+    // nowhere above the row's, bin by bin (the larger of this part's own count and what the row's parts have
+    // added to `slot` so far). So floor_bin never exceeds the bin of the row's k-th best key, whatever the
+    // order of the parts or how much of their adds this read sees: the pool always holds every key the row's
+    // selection can keep, in position order part by part, and the last arrival selects from it instead of
+    // reading the whole row. Parts of fewer than k positions that arrive early keep all of them; others keep
+    // about k. own_hist: this part's level-1 histogram; scratch: kBins ints.
     __device__ void pool_part(const float* s, int lo, int hi, int k, const int* slot, const int* own_hist,
                               int* scratch, const FusedParams& p, int2* record) {
         constexpr int kPer = kBins / kConsumerThreads;
         int seen = 0;
 #pragma unroll
         for (int e = 0; e < kPer; ++e) {
-            const int v = __ldcg(slot + ct * kPer + e);
+            const int v = max(__ldcg(slot + ct * kPer + e), own_hist[ct * kPer + e]);
             scratch[ct * kPer + e] = v;
             seen += v;
         }
@@ -837,12 +842,10 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 const int v = (&sh.hist[0][0])[idx];
                 if (v) atomicAdd(slot + idx, v);
             }
-            if (seg_hist && p.pool && !bad) {
-                __threadfence();  // this part's own counts in what pool_part reads back: a tighter filter, not correctness
-                consumer_sync<kConsumerThreads>();
+            if (seg_tokens > kPoolRowMin && p.pool && !bad) {
                 for (int j = 0; j < NN; ++j) {
                     const int64_t visible = visible_positions(seg_tokens, NN, j);
-                    if (visible <= kRegRowMax) continue;  // selected from its scores in registers
+                    if (visible <= kPoolRowMin) continue;
                     const int lo = (ua - seg_prefix) * kUnitTokens;
                     const int hi = int(min(visible, int64_t(ub - seg_prefix) * kUnitTokens));
                     int2* record = p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas + (int(blockIdx.x) - c_lo);
@@ -880,7 +883,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             if (bad && ct == 0) *p.error_flag = 1;
             const uint64_t* pool = nullptr;
             int parts = 0, pool_total = 0;
-            if (seg_split && n > kRegRowMax && p.pool) {
+            if (seg_split && n > kPoolRowMin && p.pool) {
                 const int c_lo = cta_of(seg_prefix, U, G);
                 parts = cta_of(seg_prefix + seg_units - 1, U, G) - c_lo + 1;
                 pool_total = sel.load_pool_parts(p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas, parts, p.pool_capacity);
@@ -900,7 +903,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
 struct FusedLayout {
     size_t prefix = 0, cta_plan = 0, tickets = 0, bad = 0, hist = 0, scores = 0, pool = 0, pool_used = 0,
            pool_parts = 0, total = 0;
-    int64_t pool_capacity = 0;  // 0: no row can be longer than kRegRowMax, no pool
+    int64_t pool_capacity = 0;  // 0: no row can be longer than kPoolRowMin, no pool
 };
 
 FusedLayout fused_layout(const PagedProblem& pb) {
@@ -919,7 +922,7 @@ FusedLayout fused_layout(const PagedProblem& pb) {
     l.bad = take(size_t(B) * 4);
     l.hist = take(size_t(kMaxCtas) * NN * kBins * 4);
     l.scores = take(size_t(B) * units_max * kUnitTokens * NN * 4);
-    if (units_max * kUnitTokens > kRegRowMax) {
+    if (units_max * kUnitTokens > kPoolRowMin) {
         // Every entry of the pool is a position of a long split row: no more than the positions there are.
         l.pool_capacity = std::min(kPoolMaxEntries, B * units_max * kUnitTokens * NN);
         l.pool = take(size_t(l.pool_capacity) * 8);
