@@ -8,8 +8,9 @@
 //     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Four consumer
 //     warpgroups (two for next_n > 2) take the tiles in turn, each waiting on and freeing only its own
 //     tiles' stages: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights, head sum and scale in
-//     registers; each score goes to the workspace and, for sequences longer than 8192 tokens, into a
-//     shared-memory histogram of its order key's top 11 bits.
+//     registers; each score goes to the workspace. For sequences longer than 8192 tokens, once the CTA's
+//     part is scored, one pass over its scores (still in L2) builds a shared-memory histogram of their order
+//     keys' top 11 bits.
 //     When a sequence's tiles are done, its rows are selected at once: by this CTA when it owns the whole
 //     sequence, else by the last CTA to finish a part of it (a ticket), from the histograms the parts added
 //     up in global memory. A CTA scores its two shared sequences first, so their selection overlaps the
@@ -19,11 +20,11 @@
 // threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
 // result. Longer rows: the histogram gives the bin of the k-th best key; one ordered pass over the scores
 // keeps the keys at or above that bin (in position order) in shared memory, where the remaining bits are
-// refined; an ordered pass writes the result. A long row split over CTAs is not read whole by its last
-// arrival: each part, before its ticket, puts into a candidate pool the keys of its part at or above a lower
-// bound of that bin (from the counts added so far), and the last arrival's ordered pass reads the pool (a few
-// k entries per part) instead of the row. Ties go to the smaller position, so the output is a pure function
-// of the inputs, as on the CPU.
+// refined; an ordered pass writes the result. A row longer than 32768 split over CTAs is not read whole by
+// its last arrival: each part, before its ticket, puts into a candidate pool the keys of its part at or above
+// a lower bound of that bin (from the counts added so far), and the last arrival's ordered pass reads the
+// pool (a few k entries per part) instead of the row. Ties go to the smaller position, so the output is a
+// pure function of the inputs, as on the CPU.
 #include "kernels/decode_fused.h"
 
 #include <algorithm>
@@ -66,6 +67,7 @@ constexpr int kPoolRowMin = 32768;
 static_assert(kPoolRowMin >= kRegRowMax, "rows selected in registers read their scores whole");
 constexpr int64_t kPoolMaxEntries = int64_t(1) << 22;  // candidate pool of long split rows: 32 MB at most
 constexpr int kPoolItems = 8;       // pool entries per thread per gather step
+constexpr int kHistLoads = 4;       // float4 loads per thread in flight in a part's histogram pass
 
 // The CTA: one producer warpgroup and the consumer warpgroups. Four consumers while their
 // accumulators (32 per MTP row) fit the 104 registers setmaxnreg leaves each; two otherwise. setmaxnreg only
@@ -141,6 +143,33 @@ template <int Consumers>
 struct ConsumerSync {
     __device__ void operator()() const { consumer_sync<Consumers>(); }
 };
+
+// Adds the level-1 bins of the scores s[0, n) (16-byte aligned) into the shared histogram, by Threads threads
+// (t: this one's index). Each step issues all of a thread's kHistLoads loads before its atomics, so it costs
+// one L2 round trip; the last n % 4 scores, past the whole float4s, come after.
+template <int Threads>
+__device__ __forceinline__ void add_to_histogram(const float* s, int n, int t, int* hist) {
+    const float4* s4 = reinterpret_cast<const float4*>(s);
+    const int whole = n / 4;
+    for (int base = 0; base < whole; base += Threads * kHistLoads) {
+        float4 f[kHistLoads];
+#pragma unroll
+        for (int q = 0; q < kHistLoads; ++q) {
+            const int i = base + q * Threads + t;
+            f[q] = i < whole ? __ldcg(s4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int q = 0; q < kHistLoads; ++q) {
+            if (base + q * Threads + t < whole) {
+                atomicAdd(&hist[score_order_key(f[q].x) >> kBinShift], 1);
+                atomicAdd(&hist[score_order_key(f[q].y) >> kBinShift], 1);
+                atomicAdd(&hist[score_order_key(f[q].z) >> kBinShift], 1);
+                atomicAdd(&hist[score_order_key(f[q].w) >> kBinShift], 1);
+            }
+        }
+    }
+    if (t < n % 4) atomicAdd(&hist[score_order_key(__ldcg(s + 4 * whole + t)) >> kBinShift], 1);
+}
 
 __host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
     return int64_t(c) * units / ctas;
@@ -481,7 +510,7 @@ struct Selector {
                 if (i0 + e < n) emit(i0 + e, key[e], uint32_t(i0 + e));
             return;
         }
-        // Level 1 from the keys in hand (the scoring epilogue keeps no histogram for rows this short).
+        // Level 1 from the keys in hand (no histogram is built while scoring rows this short).
         for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
         consumer_sync();
 #pragma unroll
@@ -821,13 +850,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 const int64_t visible = visible_positions(seg_tokens, NN, j);
                 const int64_t pos = p0 + (quad_col == 1 ? 8 : 0);
                 const float score = quad_col == 1 ? sc1 * part[1] : sc0 * part[0];
-                const bool valid = quad_col < 2 && pos < visible;
-                if (valid) seg_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
-                if (seg_hist) {
-                    const uint32_t bin = valid ? score_order_key(score) >> kBinShift : 0xffffffffu;
-                    const unsigned same = __match_any_sync(0xffffffffu, bin);
-                    if (valid && lane == __ffs(same) - 1) atomicAdd(&sh.hist[j][bin], __popc(same));
-                }
+                if (quad_col < 2 && pos < visible) seg_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
             }
         }
         tile_base += tiles;
@@ -835,6 +858,21 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         // ---- the segment's tiles are all scored ----
         consumer_sync<kConsumerThreads>();
         bool bad = sh.seg_bad != 0;
+        if (seg_hist && !bad) {  // a bad sequence selects nothing, so its histogram is never read
+            // The level-1 histogram of the part, in one pass over its scores: built per tile in the epilogue,
+            // its match_any and shared atomics cost as much as the rest of the epilogue or more. The barrier
+            // above orders every consumer's score stores before these loads (bar.sync orders memory like
+            // membar.cta), and they read L2 (ld.cg). The part starts at a unit, so each row's part is
+            // 16-byte aligned.
+            const int part_begin = (ua - seg_prefix) * kUnitTokens, part_end = (ub - seg_prefix) * kUnitTokens;
+            for (int j = 0; j < NN; ++j) {
+                const int end = int(min(int64_t(part_end), visible_positions(seg_tokens, NN, j)));
+                if (end > part_begin)
+                    add_to_histogram<kConsumerThreads>(seg_scores + int64_t(j) * seg_units * kUnitTokens + part_begin,
+                                                       end - part_begin, ct, sh.hist[j]);
+            }
+            consumer_sync<kConsumerThreads>();
+        }
         if (seg_split) {
             const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
             int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
