@@ -102,13 +102,17 @@ struct FusedSmem {
     float scales[kFusedStages][kUnitTokens];
     float w[NN * H];
     int hist[NN][kBins];
-    uint64_t list[kListCap];        // (key << 32) | position, in position order
+    union {
+        uint64_t list[kListCap];  // (key << 32) | position, in position order
+        int hist_next[kBins];     // select_in_registers' second refinement histogram (no list then)
+    };
     uint64_t picked[kMaxTopk];      // the selected candidate keys, by output slot
     int tile_bad[kFusedStages];     // the stage's tile has a block-table entry out of range (no data loaded)
     uint64_t full[kFusedStages];
     uint64_t empty[kFusedStages];
     int warp_total[2][FusedRoles<NN>::kConsumers / 32];
-    int bcast[8];
+    int bcast[kSelectBcast];
+    int ticket_last;  // this CTA took a split sequence's last ticket
     int seg_bad;
 };
 
@@ -122,6 +126,15 @@ template <int Consumers>
 struct ConsumerSync {
     __device__ void operator()() const { consumer_sync<Consumers>(); }
 };
+
+// Adds v to *p at gpu scope and returns the old value; acquire-release: what happened before it (this thread's
+// writes, and those a CTA barrier ordered before it) is visible to whoever acquires a later value, and what
+// follows it sees what earlier releasers wrote.
+__device__ __forceinline__ int fetch_add_acq_rel_gpu(int* p, int v) {
+    int old;
+    asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
 
 __host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
     return int64_t(c) * units / ctas;
@@ -236,9 +249,10 @@ struct Selector {
     __device__ static void consumer_sync() { kernels::consumer_sync<kConsumerThreads>(); }
 
     __device__ int exclusive_scan(int v, int& total) { return group.exclusive_scan(v, total); }
-    // The bin holding the need-th largest key of `hist` (nbins bins, need <= total), and the count above it.
-    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above) {
-        group.find_bin(hist, nbins, need, bin, above);
+    // The bin holding the need-th largest key of `hist` (nbins bins, need <= total), the count above it, and
+    // its own count; hist may be rewritten once this returns.
+    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above, int& count) {
+        group.find_bin(hist, nbins, need, bin, above, count);
     }
 
     // Order keys of V consecutive items starting at i0, and the position item i stands for.
@@ -340,58 +354,53 @@ struct Selector {
         const int bshift = 32 - pbits - width;
         hist_pass<V>(src, n, 32 - pbits, prefix, bshift, (1u << width) - 1u, hist);
         int bin, up;
-        find_bin(hist, 1 << (width == 11 ? 11 : 10), need, bin, up);
+        find_bin(hist, 1 << (width == 11 ? 11 : 10), need, bin, up, ties);
         above += up;
         need -= up;
-        ties = hist[bin];
-        consumer_sync();
         prefix = (prefix << width) | uint32_t(bin);
         pbits += width;
     }
 
     // Rows of at most kRegRowMax positions: thread ct holds the keys of positions
     // [ct * kRegItems, (ct + 1) * kRegItems) in registers through every refinement step, so the row's scores
-    // are read once, and the emitted slots follow from one scan of per-thread counts.
+    // are read once, and the emitted slots follow from one scan of per-thread counts. Positions past n hold
+    // key 0 (GroupSelect's padding). hist and sh.hist_next take the refinement levels in turn, level 1
+    // included; hist is zero on entry unless hist_filled.
     template <class Emit>
-    __device__ void select_in_registers(int n, int k, const float* s, int* hist, Emit emit) {
+    __device__ void select_in_registers(int n, int k, const float* s, int* hist, bool hist_filled, Emit emit) {
         const int i0 = ct * kRegItems;
         uint32_t key[kRegItems];
 #pragma unroll
         for (int q = 0; q < kRegItems / 4; ++q) {
             const float4 f =
                 i0 + 4 * q < n ? __ldcg(reinterpret_cast<const float4*>(s + i0) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
-            key[4 * q + 0] = score_order_key(f.x);
-            key[4 * q + 1] = score_order_key(f.y);
-            key[4 * q + 2] = score_order_key(f.z);
-            key[4 * q + 3] = score_order_key(f.w);
+            const float x[4] = {f.x, f.y, f.z, f.w};
+#pragma unroll
+            for (int c = 0; c < 4; ++c) key[4 * q + c] = i0 + 4 * q + c < n ? score_order_key(x[c]) : 0u;
         }
-        if (n <= k) {  // every position is taken, in position order
+        if (n <= k) {  // every position is taken, in position order, and no padding (so no GroupSelect)
 #pragma unroll
             for (int e = 0; e < kRegItems; ++e)
                 if (i0 + e < n) emit(i0 + e, key[e], uint32_t(i0 + e));
             return;
         }
-        // Level 1 from the keys in hand (the scoring epilogue keeps no histogram for rows this short).
-        for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
-        consumer_sync();
-#pragma unroll
-        for (int e = 0; e < kRegItems; ++e)
-            if (i0 + e < n) atomicAdd(&hist[key[e] >> kBinShift], 1);
-        consumer_sync();
-        int bin, above;
-        find_bin(hist, kBins, k, bin, above);
-        int need = k - above, ties = hist[bin], shift = kBinShift;
-        uint32_t prefix = uint32_t(bin);
-        consumer_sync();
-        group.refine(key, i0, n, prefix, shift, need, above, ties, hist);
-        group.keep_in_order(key, i0, n, prefix, shift, need,
-                            [&](int slot, int e) { emit(slot, key[e], uint32_t(i0 + e)); });
+        if (hist_filled) {  // the segment's level-1 histogram of this row, not needed here
+            for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
+            consumer_sync();
+        }
+        // Level 1 from the keys in hand: every item, padding included, has the empty prefix (shift 32).
+        uint32_t prefix = 0;
+        int shift = 32, need = k, above = 0, ties = kConsumerThreads * kRegItems;
+        group.refine(key, prefix, shift, need, above, ties, hist, sh.hist_next);
+        group.keep_in_order(key, prefix, shift, need, [&](int slot, int e) { emit(slot, key[e], uint32_t(i0 + e)); });
     }
 
-    // Selects row r: n visible positions, scores s; hist holds the level-1 histogram (its keys' top 11 bits)
-    // for rows longer than kRegRowMax, and is scratch for shorter ones, which build their own.
+    // Selects row r: n visible positions, scores s; hist holds the level-1 histogram of the row's keys (their
+    // top 11 bits) when the segment kept one (hist_filled; always for rows longer than kRegRowMax), else
+    // zeros; shorter rows build their own in it.
     template <class IndexOf>
-    __device__ void select_row(int64_t r, int n, const float* s, int* hist, IndexOf index_of, const PagedProblem& pb) {
+    __device__ void select_row(int64_t r, int n, const float* s, int* hist, bool hist_filled, IndexOf index_of,
+                               const PagedProblem& pb) {
         const int k = pb.shape.topk;
         const bool sorted = pb.shape.sorted;
         int32_t* out_idx = pb.out.indices + r * k;
@@ -400,14 +409,13 @@ struct Selector {
         auto emit = [&](int slot, uint32_t key, uint32_t pos) { sh.picked[slot] = (uint64_t(key) << 32) | uint64_t(~pos); };
         int taken = n < k ? n : k;
         if (n <= kRegRowMax) {
-            select_in_registers(n, k, s, hist, emit);
+            select_in_registers(n, k, s, hist, hist_filled, emit);
         } else {
             const GlobalSource global{s};
-            int bin, above;
-            find_bin(hist, kBins, k, bin, above);
-            int need = k - above, ties = hist[bin], pbits = 11;
+            int bin, above, ties;
+            find_bin(hist, kBins, k, bin, above, ties);
+            int need = k - above, pbits = 11;
             uint32_t prefix = uint32_t(bin);
-            consumer_sync();  // hist is rewritten by refine
             while (above + ties > kListCap && pbits < 32) refine<kGlobalItems>(global, n, prefix, pbits, need, above, ties, hist);
             if (above + ties <= kListCap) {
                 const int m = above + ties;
@@ -725,20 +733,17 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 const int v = (&sh.hist[0][0])[idx];
                 if (v) atomicAdd(slot + idx, v);
             }
-            // The barrier orders every thread's scores and histogram adds before thread 0's fence and
-            // ticket (release); the last arrival's fence after its ticket orders its reads after them all.
+            // The barrier orders every thread's scores and histogram adds before thread 0's ticket, whose
+            // release publishes them; for the last arrival its acquire orders the reads below (behind the
+            // next barrier) after every part's. ticket_last is rewritten only at the next split segment's
+            // end, behind barriers every thread reaches after reading it.
             consumer_sync<kConsumerThreads>();
             if (ct == 0) {
                 if (bad) atomicOr(p.bad_flags + b, 1);
-                __threadfence();
-                const bool last = atomicAdd(p.tickets + b, 1) == c_hi - c_lo;
-                if (last) __threadfence();
-                sh.bcast[4] = last;
+                sh.ticket_last = fetch_add_acq_rel_gpu(p.tickets + b, 1) == c_hi - c_lo;
             }
             consumer_sync<kConsumerThreads>();
-            const bool last = sh.bcast[4] != 0;
-            consumer_sync<kConsumerThreads>();
-            if (!last) continue;
+            if (!sh.ticket_last) continue;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
             bad = __ldcg(p.bad_flags + b) != 0;
             consumer_sync<kConsumerThreads>();
@@ -749,7 +754,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             const int64_t r = int64_t(b) * NN + j;
             const int n = bad ? 0 : int(visible_positions(seg_tokens, NN, j));
             if (bad && ct == 0) *p.error_flag = 1;
-            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], index_of, pb);
+            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], seg_hist, index_of, pb);
         }
     }
 #else
