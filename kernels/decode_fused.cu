@@ -120,13 +120,17 @@ struct FusedSmem {
     float scales[kFusedStages][kUnitTokens];
     float w[NN * H];
     int hist[NN][kBins];
-    uint64_t list[kListCap];        // (key << 32) | position, in position order
+    union {
+        uint64_t list[kListCap];  // (key << 32) | position, in position order
+        int hist_next[kBins];     // select_in_registers' second refinement histogram (no list then)
+    };
     uint64_t picked[kMaxTopk];      // the selected candidate keys, by output slot
     int tile_bad[kFusedStages];     // the stage's tile has a block-table entry out of range (no data loaded)
     uint64_t full[kFusedStages];
     uint64_t empty[kFusedStages];
     int warp_total[2][FusedRoles<NN>::kConsumers / 32];
-    int bcast[8];
+    int bcast[kSelectBcast];
+    int ticket_last;  // this CTA took a split sequence's last ticket
     int seg_bad;
     int pool_offset;                // a part's reservation in the pool, broadcast
     int part_at[kMaxCtas];          // the last arrival's view of a pooled row: each part's pool offset ...
@@ -169,6 +173,15 @@ __device__ __forceinline__ void add_to_histogram(const float* s, int n, int t, i
         }
     }
     if (t < n % 4) atomicAdd(&hist[score_order_key(__ldcg(s + 4 * whole + t)) >> kBinShift], 1);
+}
+
+// Adds v to *p at gpu scope and returns the old value; acquire-release: what happened before it (this thread's
+// writes, and those a CTA barrier ordered before it) is visible to whoever acquires a later value, and what
+// follows it sees what earlier releasers wrote.
+__device__ __forceinline__ int fetch_add_acq_rel_gpu(int* p, int v) {
+    int old;
+    asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
 }
 
 __host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
@@ -285,9 +298,10 @@ struct Selector {
     __device__ static void consumer_sync() { kernels::consumer_sync<kConsumerThreads>(); }
 
     __device__ int exclusive_scan(int v, int& total) { return group.exclusive_scan(v, total); }
-    // The bin holding the need-th largest key of `hist` (nbins bins, need <= total), and the count above it.
-    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above) {
-        group.find_bin(hist, nbins, need, bin, above);
+    // The bin holding the need-th largest key of `hist` (nbins bins, need <= total), the count above it, and
+    // its own count; hist may be rewritten once this returns.
+    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above, int& count) {
+        group.find_bin(hist, nbins, need, bin, above, count);
     }
 
     // Order keys of V consecutive items starting at i0, and the position item i stands for.
@@ -389,11 +403,9 @@ struct Selector {
         const int bshift = 32 - pbits - width;
         hist_pass<V>(src, n, 32 - pbits, prefix, bshift, (1u << width) - 1u, hist);
         int bin, up;
-        find_bin(hist, 1 << (width == 11 ? 11 : 10), need, bin, up);
+        find_bin(hist, 1 << (width == 11 ? 11 : 10), need, bin, up, ties);
         above += up;
         need -= up;
-        ties = hist[bin];
-        consumer_sync();
         prefix = (prefix << width) | uint32_t(bin);
         pbits += width;
     }
@@ -419,8 +431,8 @@ struct Selector {
         }
         int total;
         exclusive_scan(seen, total);  // its barrier also publishes scratch
-        int floor_bin = 0, above;
-        if (total >= k) find_bin(scratch, kBins, k, floor_bin, above);
+        int floor_bin = 0, above, ties;
+        if (total >= k) find_bin(scratch, kBins, k, floor_bin, above, ties);
         int kept = 0;
 #pragma unroll
         for (int e = 0; e < kPer; ++e) kept += ct * kPer + e >= floor_bin ? own_hist[ct * kPer + e] : 0;
@@ -490,50 +502,46 @@ struct Selector {
 
     // Rows of at most kRegRowMax positions: thread ct holds the keys of positions
     // [ct * kRegItems, (ct + 1) * kRegItems) in registers through every refinement step, so the row's scores
-    // are read once, and the emitted slots follow from one scan of per-thread counts.
+    // are read once, and the emitted slots follow from one scan of per-thread counts. Positions past n hold
+    // key 0 (GroupSelect's padding). hist and sh.hist_next take the refinement levels in turn, level 1
+    // included; hist is zero on entry unless hist_filled.
     template <class Emit>
-    __device__ void select_in_registers(int n, int k, const float* s, int* hist, Emit emit) {
+    __device__ void select_in_registers(int n, int k, const float* s, int* hist, bool hist_filled, Emit emit) {
         const int i0 = ct * kRegItems;
         uint32_t key[kRegItems];
 #pragma unroll
         for (int q = 0; q < kRegItems / 4; ++q) {
             const float4 f =
                 i0 + 4 * q < n ? __ldcg(reinterpret_cast<const float4*>(s + i0) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
-            key[4 * q + 0] = score_order_key(f.x);
-            key[4 * q + 1] = score_order_key(f.y);
-            key[4 * q + 2] = score_order_key(f.z);
-            key[4 * q + 3] = score_order_key(f.w);
+            const float x[4] = {f.x, f.y, f.z, f.w};
+#pragma unroll
+            for (int c = 0; c < 4; ++c) key[4 * q + c] = i0 + 4 * q + c < n ? score_order_key(x[c]) : 0u;
         }
-        if (n <= k) {  // every position is taken, in position order
+        if (n <= k) {  // every position is taken, in position order, and no padding (so no GroupSelect)
 #pragma unroll
             for (int e = 0; e < kRegItems; ++e)
                 if (i0 + e < n) emit(i0 + e, key[e], uint32_t(i0 + e));
             return;
         }
-        // Level 1 from the keys in hand (no histogram is built while scoring rows this short).
-        for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
-        consumer_sync();
-#pragma unroll
-        for (int e = 0; e < kRegItems; ++e)
-            if (i0 + e < n) atomicAdd(&hist[key[e] >> kBinShift], 1);
-        consumer_sync();
-        int bin, above;
-        find_bin(hist, kBins, k, bin, above);
-        int need = k - above, ties = hist[bin], shift = kBinShift;
-        uint32_t prefix = uint32_t(bin);
-        consumer_sync();
-        group.refine(key, i0, n, prefix, shift, need, above, ties, hist);
-        group.keep_in_order(key, i0, n, prefix, shift, need,
-                            [&](int slot, int e) { emit(slot, key[e], uint32_t(i0 + e)); });
+        if (hist_filled) {  // the segment's level-1 histogram of this row, not needed here
+            for (int i = ct; i < kBins; i += kConsumerThreads) hist[i] = 0;
+            consumer_sync();
+        }
+        // Level 1 from the keys in hand: every item, padding included, has the empty prefix (shift 32).
+        uint32_t prefix = 0;
+        int shift = 32, need = k, above = 0, ties = kConsumerThreads * kRegItems;
+        group.refine(key, prefix, shift, need, above, ties, hist, sh.hist_next);
+        group.keep_in_order(key, prefix, shift, need, [&](int slot, int e) { emit(slot, key[e], uint32_t(i0 + e)); });
     }
 
-    // Selects row r: n visible positions, scores s; hist holds the level-1 histogram (its keys' top 11 bits)
-    // for rows longer than kRegRowMax, and is scratch for shorter ones, which build their own. A long split
-    // row's keys at or above its level-1 threshold bin are also in `pool` (pool_total entries, parts in
-    // sh.part_at / part_first) unless pool is null.
+    // Selects row r: n visible positions, scores s; hist holds the level-1 histogram of the row's keys (their
+    // top 11 bits) when the segment kept one (hist_filled; always for rows longer than kRegRowMax), else
+    // zeros; shorter rows build their own in it. A long split row's keys at or above its level-1 threshold
+    // bin are also in `pool` (pool_total entries, parts in sh.part_at / part_first) unless pool is null.
     template <class IndexOf>
-    __device__ void select_row(int64_t r, int n, const float* s, int* hist, IndexOf index_of, const PagedProblem& pb,
-                               const uint64_t* pool = nullptr, int pool_parts = 0, int pool_total = 0) {
+    __device__ void select_row(int64_t r, int n, const float* s, int* hist, bool hist_filled, IndexOf index_of,
+                               const PagedProblem& pb, const uint64_t* pool = nullptr, int pool_parts = 0,
+                               int pool_total = 0) {
         const int k = pb.shape.topk;
         const bool sorted = pb.shape.sorted;
         int32_t* out_idx = pb.out.indices + r * k;
@@ -542,14 +550,13 @@ struct Selector {
         auto emit = [&](int slot, uint32_t key, uint32_t pos) { sh.picked[slot] = (uint64_t(key) << 32) | uint64_t(~pos); };
         int taken = n < k ? n : k;
         if (n <= kRegRowMax) {
-            select_in_registers(n, k, s, hist, emit);
+            select_in_registers(n, k, s, hist, hist_filled, emit);
         } else {
             const GlobalSource global{s};
-            int bin, above;
-            find_bin(hist, kBins, k, bin, above);
-            int need = k - above, ties = hist[bin], pbits = 11;
+            int bin, above, ties;
+            find_bin(hist, kBins, k, bin, above, ties);
+            int need = k - above, pbits = 11;
             uint32_t prefix = uint32_t(bin);
-            consumer_sync();  // hist is rewritten by refine
             while (above + ties > kListCap && pbits < 32) refine<kGlobalItems>(global, n, prefix, pbits, need, above, ties, hist);
             if (above + ties <= kListCap) {
                 const int m = above + ties;
@@ -895,20 +902,17 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                                   slot + j * kBins, sh.hist[j], reinterpret_cast<int*>(sh.list), p, record);
                 }
             }
-            // The barrier orders every thread's scores and histogram adds before thread 0's fence and
-            // ticket (release); the last arrival's fence after its ticket orders its reads after them all.
+            // The barrier orders every thread's scores and histogram adds before thread 0's ticket, whose
+            // release publishes them; for the last arrival its acquire orders the reads below (behind the
+            // next barrier) after every part's. ticket_last is rewritten only at the next split segment's
+            // end, behind barriers every thread reaches after reading it.
             consumer_sync<kConsumerThreads>();
             if (ct == 0) {
                 if (bad) atomicOr(p.bad_flags + b, 1);
-                __threadfence();
-                const bool last = atomicAdd(p.tickets + b, 1) == c_hi - c_lo;
-                if (last) __threadfence();
-                sh.bcast[4] = last;
+                sh.ticket_last = fetch_add_acq_rel_gpu(p.tickets + b, 1) == c_hi - c_lo;
             }
             consumer_sync<kConsumerThreads>();
-            const bool last = sh.bcast[4] != 0;
-            consumer_sync<kConsumerThreads>();
-            if (!last) continue;
+            if (!sh.ticket_last) continue;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
             bad = __ldcg(p.bad_flags + b) != 0;
             consumer_sync<kConsumerThreads>();
@@ -927,8 +931,8 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 pool_total = sel.load_pool_parts(p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas, parts, p.pool_capacity);
                 if (pool_total >= 0) pool = p.pool;
             }
-            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], index_of, pb, pool,
-                           parts, pool_total);
+            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], seg_hist, index_of,
+                           pb, pool, parts, pool_total);
         }
     }
 #else

@@ -1,7 +1,17 @@
 // The radix-selection steps of the fused kernels, run together by a group of Threads threads (the decode
 // kernel's 256 or 512 consumer threads, or one prefill warpgroup of 128) whose barrier is `sync`. Keys are the
 // 32-bit order keys of common/order_key.h (larger ranks first); each thread holds Items of them in
-// registers, items [i0, i0 + Items) of n. Ties go to the earlier item (the smaller position).
+// registers, thread t items [t * Items, (t + 1) * Items). Ties go to the earlier item (the smaller position).
+//
+// Padding: a group with fewer real items (n) than Threads * Items gives the rest key 0, so that no pass
+// tests bounds per item. Key 0 is NaN's, below every other score's key, and the padding comes after every
+// real item, so in the selection's order (larger key, then earlier item) the padding is last: with n > k
+// none of it is among the first k, and an exact selection over all items keeps what it keeps over the real
+// ones. Counts may include the padding or not (prefill's level 1 counts real items only): the threshold
+// bin and the count above it are the same either way (the k-th item is real; nothing is below key 0), only
+// a bin's count (ties) can be larger, which only postpones refine's stop; keep_in_order keeps the first
+// `need` equal items in item order, and need never exceeds the real ones equal to the threshold, which come
+// before any padding. A row with n <= k keeps every real item and must keep no padding: not selected here.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +19,7 @@
 namespace dsa::kernels {
 
 constexpr int kSelectBins = 2048;  // a refinement level: up to 11 bits of the key
+constexpr int kSelectBcast = 3;    // ints of find_bin's result broadcast: bin, count above, bin's count
 
 template <int Threads, class Sync>
 struct GroupSelect {
@@ -17,7 +28,7 @@ struct GroupSelect {
     Sync sync;
     int t;                      // thread in the group
     int (*warp_total)[kWarps];  // [2][kWarps] shared: a scan's warp sums, by call parity
-    int* bcast;                 // [2] shared
+    int* bcast;                 // [kSelectBcast] shared
     int parity = 0;
 
     // Exclusive prefix sum of v in thread order, and the total. One barrier: consecutive calls use the two
@@ -46,8 +57,11 @@ struct GroupSelect {
     }
 
     // The bin of hist (nbins bins, larger keys in higher bins) holding the need-th largest key
-    // (need <= the total), and the count in the bins above it.
-    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above) {
+    // (need <= the total), the count in the bins above it, and the bin's own count. Two barriers, and none
+    // after the read of bcast: the next call writes bcast only after its scan's barrier, which every thread
+    // reaches after reading this call's result. Every read of hist is before the second barrier, so hist
+    // may be rewritten once this returns.
+    __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above, int& count) {
         const int per = nbins / Threads;
         const int lo = (Threads - 1 - t) * per;
         int local = 0;
@@ -61,6 +75,7 @@ struct GroupSelect {
                 if (acc + h >= need) {
                     bcast[0] = lo + i;
                     bcast[1] = acc;
+                    bcast[2] = h;
                     break;
                 }
                 acc += h;
@@ -69,57 +84,69 @@ struct GroupSelect {
         sync();
         bin = bcast[0];
         above = bcast[1];
-        sync();
+        count = bcast[2];
     }
 
-    // Narrows the threshold prefix (the key's bits above `shift`) 11 bits at a time over the keys in
-    // registers, until the threshold bin holds exactly the `need` items still needed or every bit is known.
-    // `above` counts the items above the threshold; hist (kSelectBins ints) is scratch.
+    // The keys whose bits above `shift` (0..32) equal prefix: [lowest, lowest + span].
+    struct PrefixRange {
+        uint32_t lowest, span;
+        __device__ PrefixRange(uint32_t prefix, int shift)
+            : lowest(uint32_t(uint64_t(prefix) << shift)), span(uint32_t((uint64_t(1) << shift) - 1u)) {}
+    };
+
+    // Narrows the threshold prefix (the key's bits above `shift`; shift 32 is the empty prefix) 11 bits at
+    // a time over the keys in registers, until the threshold bin holds exactly the `need` items still
+    // needed or every bit is known. `above` counts the items above the threshold, `ties` those equal to it.
+    // hist and hist_next (kSelectBins ints each) take the levels in turn, hist first; each level clears the
+    // next level's histogram while it counts into its own, so a level costs three barriers. On entry hist
+    // must be zero, and every earlier access to either must be behind a barrier every thread has passed.
     template <int Items>
-    __device__ void refine(const uint32_t (&key)[Items], int i0, int n, uint32_t& prefix, int& shift, int& need,
-                           int& above, int& ties, int* hist) {
-        while (ties > need && shift > 0) {
+    __device__ void refine(const uint32_t (&key)[Items], uint32_t& prefix, int& shift, int& need, int& above,
+                           int& ties, int* hist, int* hist_next) {
+        for (int level = 0; ties > need && shift > 0; ++level) {
+            // Chosen by parity, not swapped: swapped pointers cost the decode consumers registers (spills).
+            int* const level_hist = level & 1 ? hist_next : hist;
+            // Last read by find_bin two levels ago, before that call's second barrier.
+            int* const next_hist = level & 1 ? hist : hist_next;
             const int width = shift < 11 ? shift : 11, bshift = shift - width;
-            for (int i = t; i < kSelectBins; i += Threads) hist[i] = 0;
-            sync();
+            for (int i = t; i < kSelectBins; i += Threads) next_hist[i] = 0;
+            const PrefixRange range(prefix, shift);
 #pragma unroll
-            for (int e = 0; e < Items; ++e)
-                if (i0 + e < n && (key[e] >> shift) == prefix) atomicAdd(&hist[(key[e] >> bshift) & ((1u << width) - 1u)], 1);
+            for (int e = 0; e < Items; ++e) {
+                const uint32_t low = key[e] - range.lowest;  // the bits below shift when the prefix matches
+                if (low <= range.span) atomicAdd(&level_hist[low >> bshift], 1);
+            }
             sync();
             int bin, up;
-            find_bin(hist, 1 << width, need, bin, up);
+            find_bin(level_hist, 1 << width, need, bin, up, ties);
             above += up;
             need -= up;
-            ties = hist[bin];
-            sync();
             prefix = (prefix << width) | uint32_t(bin);
             shift = bshift;
         }
     }
 
     // The items kept by the threshold (key >> shift above prefix, or equal and among the first `need` equal
-    // ones), in item order: keep(slot, e) for item i0 + e, slot = its rank among the kept.
+    // ones), in item order: keep(slot, e) for item e of this thread, slot = its rank among the kept.
     template <int Items, class Keep>
-    __device__ void keep_in_order(const uint32_t (&key)[Items], int i0, int n, uint32_t prefix, int shift, int need,
-                                  Keep keep) {
+    __device__ void keep_in_order(const uint32_t (&key)[Items], uint32_t prefix, int shift, int need, Keep keep) {
+        const PrefixRange range(prefix, shift);
+        const uint32_t highest = range.lowest + range.span;
         int gt = 0, eq = 0;
 #pragma unroll
         for (int e = 0; e < Items; ++e) {
-            const bool in = i0 + e < n;
-            gt += in && (key[e] >> shift) > prefix;
-            eq += in && (key[e] >> shift) == prefix;
+            gt += key[e] > highest;
+            eq += key[e] - range.lowest <= range.span;
         }
         int total;
         const int before = exclusive_scan(gt | (eq << 16), total);
         int gt_before = before & 0xffff, eq_before = before >> 16;
 #pragma unroll
         for (int e = 0; e < Items; ++e) {
-            if (i0 + e >= n) break;
-            const uint32_t top = key[e] >> shift;
-            if (top > prefix) {
+            if (key[e] > highest) {
                 keep(gt_before + min(eq_before, need), e);
                 ++gt_before;
-            } else if (top == prefix) {
+            } else if (key[e] - range.lowest <= range.span) {
                 if (eq_before < need) keep(gt_before + eq_before, e);
                 ++eq_before;
             }

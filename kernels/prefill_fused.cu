@@ -63,7 +63,7 @@ struct alignas(1024) WarpgroupSmem {
     uint8_t keys[kPrefillStages][kPrefillTile * kHeadDim];  // 1024-byte aligned: wgmma's swizzle atoms
     uint8_t q[kJobRows * H * kHeadDim];
     union {
-        int hist[kSelectBins];
+        int hist[2][kSelectBins];  // the refinement levels' histograms, in turn
         uint64_t sort[kMaxTopk];
     } scratch;
     float w[kJobRows * H];
@@ -73,7 +73,7 @@ struct alignas(1024) WarpgroupSmem {
     uint64_t q_full;
     int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
     int warp_total[2][kWgThreads / 32];  // GroupSelect's scan carries
-    int bcast[2];
+    int bcast[kSelectBcast];
 };
 
 template <int H>
@@ -124,18 +124,20 @@ struct Warpgroup {
             if (i0 + e < n) v = __ldcg(reinterpret_cast<const uint4*>(buf + i0 + e));
             key[e] = v.x;
             pos[e] = v.y;
-            key[e + 1] = v.z;
+            key[e + 1] = i0 + e + 1 < n ? v.z : 0u;  // an odd n's last pair: entry n is stale, padded as the rest
             pos[e + 1] = v.w;
         }
-        int bin, above;
-        group.find_bin(row_hist, kRowBins, k, bin, above);
+        // refine's first histogram starts at zero: scratch's last use (a row's sort, or the previous compaction)
+        // ended behind a barrier, and find_bin's barriers order this clear before refine's counts.
+        for (int i = t; i < kSelectBins; i += kWgThreads) sh.scratch.hist[0][i] = 0;
+        int bin, above, ties;
+        group.find_bin(row_hist, kRowBins, k, bin, above, ties);
         const int bin1 = bin, above1 = above;
-        int need = k - above, ties = row_hist[bin], shift = kRowBinShift;
+        int need = k - above, shift = kRowBinShift;
         uint32_t prefix = uint32_t(bin);
-        group.refine(key, i0, n, prefix, shift, need, above, ties, sh.scratch.hist);
+        group.refine(key, prefix, shift, need, above, ties, sh.scratch.hist[0], sh.scratch.hist[1]);
         // Every read of buf is behind the barriers above, so the kept items move down in place.
-        group.keep_in_order(key, i0, n, prefix, shift, need,
-                            [&](int slot, int e) { buf[slot] = make_uint2(key[e], pos[e]); });
+        group.keep_in_order(key, prefix, shift, need, [&](int slot, int e) { buf[slot] = make_uint2(key[e], pos[e]); });
         // What stays: every bin above bin1 whole, k - above1 of bin1, nothing below.
         for (int i = t; i < kRowBins; i += kWgThreads)
             if (i <= bin1) row_hist[i] = i == bin1 ? k - above1 : 0;
