@@ -15,6 +15,11 @@
 //     sequence, else by the last CTA to finish a part of it (a ticket), from the histograms the parts added
 //     up in global memory. A CTA scores its two shared sequences first, so their selection overlaps the
 //     other CTAs' scoring.
+//  Batches of up to kSelfPlanMax sequences are self-planned: every fused CTA scans the batch's unit counts
+//  into shared memory and derives its own plan (plan_of_cta, as the plan kernel does) before waiting on
+//  anything, so its first tiles load while the plan kernel still runs; that kernel then only clears and pads.
+//  The fused CTA waits for it (griddepcontrol.wait) before its first ticket or histogram-slot atomic, which
+//  the clears must precede, and before it exits, so the call ends after the padding writes.
 // Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys
 // (32 with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the
 // threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
@@ -59,6 +64,8 @@ constexpr int kListCap = 8192;        // candidates one CTA refines in shared me
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
 constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan kernel searches in shared memory
+constexpr int kSelfPlanMax = 1024;      // largest batch whose unit prefix every fused CTA computes itself
+constexpr int kMaxSmemPerBlock = 227 * 1024;  // sm_90's opt-in limit of shared memory per block
 constexpr int kRegRowMax = 8192;    // rows selected with their keys in the consumers' registers
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
 // Split rows longer than this go through the candidate pool: below it, the last arrival's one pass over the
@@ -86,7 +93,8 @@ struct FusedRoles {
                   128 * kProducerRegisters + kConsumers * kConsumerRegisters <= kThreads * kLaunchRegisters);
 };
 
-// What a fused CTA needs to start, written by the plan kernel: one load instead of a chain of them.
+// What a fused CTA needs to start, written by the plan kernel (one load instead of a chain of them) or, for a
+// self-planned batch, by the CTA itself.
 struct __align__(16) CtaPlan {
     int u0, u1;            // its units [u0, u1)
     int b_first, b_last;   // the sequences of units u0 and u1 - 1
@@ -97,6 +105,7 @@ struct __align__(16) CtaPlan {
 struct FusedParams {
     PagedProblem pb;
     int page_shift;
+    bool self_planned;  // B <= kSelfPlanMax: the fused CTAs plan themselves; unit_prefix and cta_plan are unused
     int* unit_prefix;  // [B + 1]
     CtaPlan* cta_plan;  // [kMaxCtas]
     int* tickets;      // [B]
@@ -123,7 +132,10 @@ struct FusedSmem {
     union {
         uint64_t list[kListCap];  // (key << 32) | position, in position order
         int hist_next[kBins];     // select_in_registers' second refinement histogram (no list then)
+        typename cub::BlockScan<int, FusedRoles<NN>::kThreads>::TempStorage plan_scan;  // self-planning, at start
     };
+    int unit_prefix[kSelfPlanMax + 1];  // self-planned: unit_prefix[0 .. B]
+    CtaPlan plan;                       // this CTA's
     uint64_t picked[kMaxTopk];      // the selected candidate keys, by output slot
     int tile_bad[kFusedStages];     // the stage's tile has a block-table entry out of range (no data loaded)
     uint64_t full[kFusedStages];
@@ -138,6 +150,12 @@ struct FusedSmem {
 };
 
 // ---- small device helpers ------------------------------------------------------------------------------
+
+__device__ __forceinline__ CtaPlan load_plan(const CtaPlan* at) {
+    const int4* words = reinterpret_cast<const int4*>(at);
+    const int4 a = __ldcg(words), b = __ldcg(words + 1);  // written by the plan kernel during this grid
+    return {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+}
 
 template <int Consumers>
 __device__ __forceinline__ void consumer_sync() {
@@ -198,6 +216,53 @@ __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b
 
 // ---- planning ------------------------------------------------------------------------------------------
 
+// Units (64-token tiles) of sequence b: none for an empty sequence or a bad length.
+__device__ __forceinline__ int sequence_units(const PagedProblem& pb, int b) {
+    const int64_t tokens = sequence_tokens(pb, b);
+    return tokens > 0 ? int((tokens + kUnitTokens - 1) / kUnitTokens) : 0;
+}
+
+// The exclusive prefix of the units of sequences [first, first + Threads * Items), Items consecutive ones per
+// thread (none past the batch), into `before`; returns their total.
+template <int Threads, int Items>
+__device__ int scan_units(const PagedProblem& pb, int first, typename cub::BlockScan<int, Threads>::TempStorage& storage,
+                          int (&before)[Items]) {
+    int units[Items];
+#pragma unroll
+    for (int t = 0; t < Items; ++t) {
+        const int b = first + int(threadIdx.x) * Items + t;
+        units[t] = b < pb.batch_size ? sequence_units(pb, b) : 0;
+    }
+    int total = 0;
+    cub::BlockScan<int, Threads>(storage).ExclusiveSum(units, before, total);
+    return total;
+}
+
+// CTA c's plan among G CTAs sharing U units of B sequences, from the unit prefix (prefix_at(b), b in [0, B]).
+template <class PrefixAt>
+__device__ CtaPlan plan_of_cta(int c, int B, int U, int G, PrefixAt prefix_at) {
+    // The sequence holding unit u: the last b with prefix_at(b) <= u (empty sequences come before it).
+    auto sequence_of = [&](int u) {
+        int lo = 0, hi = B;
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (prefix_at(mid) <= u) lo = mid + 1;
+            else hi = mid;
+        }
+        return lo - 1;
+    };
+    CtaPlan cp{0, 0, 0, 0, 0, 0, U, G};
+    if (c < G) {
+        cp.u0 = int(unit_begin(c, U, G));
+        cp.u1 = int(unit_begin(c + 1, U, G));
+        cp.b_first = sequence_of(cp.u0);
+        cp.b_last = sequence_of(cp.u1 - 1);
+        cp.end_a = min(cp.u1, prefix_at(cp.b_first + 1));
+        cp.start_b = cp.b_last != cp.b_first ? prefix_at(cp.b_last) : cp.end_a;
+    }
+    return cp;
+}
+
 template <int NN>
 __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p, int grid_ctas) {
     grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
@@ -227,24 +292,16 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
             }
         }
     }
-    if (blockIdx.x != 0) return;
+    if (blockIdx.x != 0 || p.self_planned) return;
 
     // CTA 0: unit prefix, then the first and last sequence of every fused CTA.
-    using Scan = cub::BlockScan<int, kPlanThreads>;
-    __shared__ typename Scan::TempStorage scan;
+    __shared__ typename cub::BlockScan<int, kPlanThreads>::TempStorage scan;
     __shared__ int prefix_cache[kPlanPrefixCache + 1];  // unit_prefix[0 .. kPlanPrefixCache], for the searches
     constexpr int kItems = 4;
     int carry = 0;
     for (int first = 0; first < B; first += kPlanThreads * kItems) {
-        int units[kItems], before[kItems];
-#pragma unroll
-        for (int t = 0; t < kItems; ++t) {
-            const int b = first + threadIdx.x * kItems + t;
-            const int64_t tokens = b < B ? sequence_tokens(pb, b) : 0;
-            units[t] = tokens > 0 ? int((tokens + kUnitTokens - 1) / kUnitTokens) : 0;
-        }
-        int total = 0;
-        Scan(scan).ExclusiveSum(units, before, total);
+        int before[kItems];
+        const int total = scan_units<kPlanThreads>(pb, first, scan, before);
 #pragma unroll
         for (int t = 0; t < kItems; ++t) {
             const int b = first + threadIdx.x * kItems + t;
@@ -261,29 +318,8 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     __syncthreads();
     const int U = carry;
     const int G = min(grid_ctas, U);
-    // The sequence holding unit u: the last b with unit_prefix[b] <= u (empty sequences come before it).
     auto prefix_at = [&](int b) { return b <= kPlanPrefixCache ? prefix_cache[b] : p.unit_prefix[b]; };
-    auto sequence_of = [&](int u) {
-        int lo = 0, hi = B;
-        while (lo < hi) {
-            const int mid = (lo + hi) / 2;
-            if (prefix_at(mid) <= u) lo = mid + 1;
-            else hi = mid;
-        }
-        return lo - 1;
-    };
-    for (int c = threadIdx.x; c < grid_ctas; c += blockDim.x) {
-        CtaPlan cp{0, 0, 0, 0, 0, 0, U, G};
-        if (c < G) {
-            cp.u0 = int(unit_begin(c, U, G));
-            cp.u1 = int(unit_begin(c + 1, U, G));
-            cp.b_first = sequence_of(cp.u0);
-            cp.b_last = sequence_of(cp.u1 - 1);
-            cp.end_a = min(cp.u1, prefix_at(cp.b_first + 1));
-            cp.start_b = cp.b_last != cp.b_first ? prefix_at(cp.b_last) : cp.end_a;
-        }
-        p.cta_plan[c] = cp;
-    }
+    for (int c = threadIdx.x; c < grid_ctas; c += blockDim.x) p.cta_plan[c] = plan_of_cta(c, B, U, G, prefix_at);
 }
 
 // ---- selection (the consumer threads) -------------------------------------------------------------------
@@ -635,14 +671,39 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         mbar_init_fence();
     }
     if (threadIdx.x == 32) tensormap_prefetch(&key_map);
+    // Self-planned, the unit prefix is this CTA's own scan, so its plan waits on nothing of the plan kernel.
+    int self_units = 0;
+    if (p.self_planned) {
+        constexpr int kItems = kSelfPlanMax / Roles::kThreads + 1;  // covers sequences 0 .. kSelfPlanMax
+        int before[kItems];
+        self_units = scan_units<Roles::kThreads>(pb, 0, sh.plan_scan, before);
+#pragma unroll
+        for (int t = 0; t < kItems; ++t) {
+            const int b = int(threadIdx.x) * kItems + t;
+            if (b <= B) sh.unit_prefix[b] = before[t];  // b == B: the total (no units past the batch)
+        }
+    }
     __syncthreads();
-    grid_dependency_wait();  // the plan kernel's outputs
-
+    // The unit prefix, for every role: unit_prefix[b] is sequence b's first unit, [B] the batch's total.
+    // (The search below takes the shared one directly: through the select, the consumers' tile loop lost
+    // ptxas's proof of convergence and checked it before every shuffle.)
+    auto own_prefix_at = [&](int b) { return sh.unit_prefix[b]; };
+    auto prefix_at = [&](int b) { return p.self_planned ? own_prefix_at(b) : __ldcg(p.unit_prefix + b); };
     const int c = blockIdx.x;
-    const int4* plan_words = reinterpret_cast<const int4*>(p.cta_plan + c);
-    const int4 plan0 = __ldcg(plan_words), plan1 = __ldcg(plan_words + 1);
-    const int u0 = plan0.x, u1 = plan0.y, U = plan1.z, G = plan1.w;
-    if (c >= G) return;
+    if (!p.self_planned) grid_dependency_wait();  // the plan kernel's outputs
+    if (threadIdx.x == 0)
+        sh.plan = p.self_planned ? plan_of_cta(c, B, self_units, min(int(gridDim.x), self_units), own_prefix_at)
+                                 : load_plan(p.cta_plan + c);
+    __syncthreads();
+    // The plan's fields are read from shared memory where they are used: kept in registers, they made the
+    // producers spill.
+    const CtaPlan& plan = sh.plan;
+    const int &u0 = plan.u0, &u1 = plan.u1, &U = plan.units, &G = plan.ctas;
+    // Every thread waits for the plan kernel before it exits, so the call ends after that kernel's padding.
+    if (c >= G) {
+        grid_dependency_wait();
+        return;
+    }
 
     if (threadIdx.x < 128) {
         // ---- producer warps ----
@@ -651,7 +712,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         // K stream allows.
         if constexpr (Roles::kShrinkProducer) warpgroup_registers_shrink<Roles::kProducerRegisters>();
         const int lane = threadIdx.x % 32, producer_warp = threadIdx.x / 32;
-        const int b_first = plan0.z, b_last = plan0.w, end_a = plan1.x, start_b = plan1.y;
+        const int &b_first = plan.b_first, &b_last = plan.b_last, &end_a = plan.end_a, &start_b = plan.start_b;
         const int pages_per_unit = kUnitTokens / P;
         int i = 0;  // tiles issued
         // Lanes hold a window of 32 sequences (cur_b + lane): unit range and length, so a batch of 32 tiles
@@ -661,8 +722,8 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         auto load_window = [&](int first) {
             cur_b = first;
             const int sb = first + lane;
-            start_l = sb < B ? __ldcg(p.unit_prefix + sb) : INT_MAX;
-            end_l = sb < B ? __ldcg(p.unit_prefix + sb + 1) : INT_MAX;
+            start_l = sb < B ? prefix_at(sb) : INT_MAX;
+            end_l = sb < B ? prefix_at(sb + 1) : INT_MAX;
             len_l = sb < B ? __ldcg(pb.seq_lens + sb) : 0;
         };
         struct Batch {
@@ -738,6 +799,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         emit_interval(u0, end_a, b_first);
         if (b_last != b_first) emit_interval(start_b, u1, b_last);
         emit_interval(end_a, start_b, b_first + 1);
+        grid_dependency_wait();
         return;
     }
 
@@ -763,7 +825,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         const float* w = pb.weights + int64_t(b) * NN * H;
         for (int idx = ct; idx < NN * H; idx += kConsumerThreads) sh.w[idx] = w[idx];
     };
-    const int b_first = plan0.z, b_last = plan0.w, end_a = plan1.x, start_b = plan1.y;
+    const int &b_first = plan.b_first, &b_last = plan.b_last, &end_a = plan.end_a, &start_b = plan.start_b;
     load_queries(b_first);  // before the first segment's setup: its latency overlaps the pipeline's start
     int tile_base = 0;      // the CTA's tile index of the segment's first tile
     // Operand descriptors of stage 0's keys and of the queries; the address field (bits 0-13, 16-byte units)
@@ -779,13 +841,13 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             b = k == 0 ? b_first : b_last;
             ua = k == 0 ? u0 : start_b;
             ub = k == 0 ? end_a : u1;
-            seg_prefix = __ldcg(p.unit_prefix + b);
-            seg_end = __ldcg(p.unit_prefix + b + 1);
+            seg_prefix = prefix_at(b);
+            seg_end = prefix_at(b + 1);
         } else {
             b = b_first + 1 + k - middle_first;
             if (b >= b_last) break;
-            ua = seg_prefix = __ldcg(p.unit_prefix + b);
-            ub = seg_end = __ldcg(p.unit_prefix + b + 1);
+            ua = seg_prefix = prefix_at(b);
+            ub = seg_end = prefix_at(b + 1);
             if (ua >= ub) continue;  // an empty sequence
         }
         const int seg_units = seg_end - seg_prefix;
@@ -800,10 +862,10 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         consumer_sync<kConsumerThreads>();
 
         float* seg_scores = p.scores + int64_t(seg_prefix) * kUnitTokens * NN;
-        const int tiles = ub - ua;
+        const int tile_end = tile_base + ub - ua;
+        const int64_t unit_of_tile = ua - seg_prefix - tile_base;  // tile i scores unit unit_of_tile + i of b
         const int r0 = warp_in_wg * 16 + quad_row;
-        for (int t = (wg - tile_base % kGroups + kGroups) % kGroups; t < tiles; t += kGroups) {
-            const int i = tile_base + t;
+        for (int i = tile_base + (wg - tile_base % kGroups + kGroups) % kGroups; i < tile_end; i += kGroups) {
             const int s = i % kFusedStages;
             mbar_wait(&sh.full[s], uint32_t((i / kFusedStages) & 1));
             if (sh.tile_bad[s]) {
@@ -832,7 +894,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             for (int j = 0; j < NN; ++j) Math::fence_accumulators(d[j]);
             __syncwarp();
             if (lane == 0) mbar_arrive(&sh.empty[s]);
-            const int64_t p0 = int64_t(ua + t - seg_prefix) * kUnitTokens + r0;
+            const int64_t p0 = (unit_of_tile + i) * kUnitTokens + r0;
 #pragma unroll
             for (int j = 0; j < NN; ++j) {
                 // Two independent chains per token, so the FMAs' latency overlaps.
@@ -860,7 +922,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 if (quad_col < 2 && pos < visible) seg_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
             }
         }
-        tile_base += tiles;
+        tile_base = tile_end;
 
         // ---- the segment's tiles are all scored ----
         consumer_sync<kConsumerThreads>();
@@ -881,6 +943,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             consumer_sync<kConsumerThreads>();
         }
         if (seg_split) {
+            grid_dependency_wait();  // self-planned, the first wait: the plan kernel clears tickets, flags and slots
             const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
             int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) {
@@ -935,6 +998,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                            pb, pool, parts, pool_total);
         }
     }
+    grid_dependency_wait();
 #else
     __trap();  // launched only when the sm_90a image is present (decode_fused_available)
 #endif
@@ -988,6 +1052,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     FusedParams params;
     params.pb = pb;
     params.page_shift = log2_of(pb.shape.page_size);
+    params.self_planned = pb.batch_size <= kSelfPlanMax;
     params.unit_prefix = reinterpret_cast<int*>(ws + l.prefix);
     params.cta_plan = reinterpret_cast<CtaPlan*>(ws + l.cta_plan);
     params.tickets = reinterpret_cast<int*>(ws + l.tickets);
@@ -1007,6 +1072,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
 
     constexpr auto kernel = decode_fused_kernel<H, NN>;
     constexpr int smem = int(sizeof(FusedSmem<H, NN>)) + 1024;
+    static_assert(smem <= kMaxSmemPerBlock);
     err = allow_dynamic_smem<kernel>(smem);
     if (err != cudaSuccess) return err;
     cudaLaunchConfig_t config{};
