@@ -114,7 +114,8 @@ struct FusedParams {
     float* scores;     // sequence b, row j: at unit_prefix[b] * 64 * next_n + j * units_b * 64
     // Candidate pool of split rows longer than kPoolRowMin (null when no row can be that long): each part's
     // entries ((key << 32) | position, position order) at pool_parts[(c_lo * next_n + j) * kMaxCtas + part]
-    // = {offset, count}; count = pool_capacity + 1 marks a part that did not fit.
+    // = {offset, count}; count = pool_capacity + 1 marks a part that did not fit. A bad part writes no record:
+    // its row is then bad (bad_flags) and selects nothing.
     uint64_t* pool;
     unsigned long long* pool_used;
     int2* pool_parts;
@@ -131,7 +132,7 @@ struct FusedSmem {
     int hist[NN][kBins];
     union {
         uint64_t list[kListCap];  // (key << 32) | position, in position order
-        int hist_next[kBins];     // select_in_registers' second refinement histogram (no list then)
+        int hist_next[kBins];     // select_in_registers' second refinement histogram, pool_part's scratch
         typename cub::BlockScan<int, FusedRoles<NN>::kThreads>::TempStorage plan_scan;  // self-planning, at start
     };
     int unit_prefix[kSelfPlanMax + 1];  // self-planned: unit_prefix[0 .. B]
@@ -191,6 +192,13 @@ __device__ __forceinline__ void add_to_histogram(const float* s, int n, int t, i
         }
     }
     if (t < n % 4) atomicAdd(&hist[score_order_key(__ldcg(s + 4 * whole + t)) >> kBinShift], 1);
+}
+
+// A plain load of a value other CTAs may be adding to at the same time (gpu scope, no ordering).
+__device__ __forceinline__ int load_relaxed_gpu(const int* p) {
+    int v;
+    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
 }
 
 // Adds v to *p at gpu scope and returns the old value; acquire-release: what happened before it (this thread's
@@ -461,7 +469,7 @@ struct Selector {
         int seen = 0;
 #pragma unroll
         for (int e = 0; e < kPer; ++e) {
-            const int v = max(__ldcg(slot + ct * kPer + e), own_hist[ct * kPer + e]);
+            const int v = max(load_relaxed_gpu(slot + ct * kPer + e), own_hist[ct * kPer + e]);
             scratch[ct * kPer + e] = v;
             seen += v;
         }
@@ -476,7 +484,7 @@ struct Selector {
         exclusive_scan(kept, count);
         if (ct == 0) {
             const unsigned long long at = atomicAdd(p.pool_used, (unsigned long long)count);
-            const bool fits = at + count <= (unsigned long long)p.pool_capacity;
+            const bool fits = count == 0 || at + count <= (unsigned long long)p.pool_capacity;
             sh.pool_offset = fits ? int(at) : -1;
             *record = make_int2(fits ? int(at) : 0, fits ? count : p.pool_capacity + 1);
         }
@@ -506,7 +514,8 @@ struct Selector {
     }
 
     // Appends to list, in order, the pool entries (parts in order, `total` in all) whose key bits above
-    // `shift` are at least thr.
+    // `shift` are at least thr: exactly the above + ties keys select_row counted, since the pool holds every
+    // key of the row at or above the level-1 threshold bin, so the list's bound holds.
     __device__ void gather_pool(const uint64_t* pool, int parts, int total, int shift, uint32_t thr, uint64_t* list) {
         int base = 0;
         for (int step = 0; step < total; step += kConsumerThreads * kPoolItems) {
@@ -962,7 +971,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                         continue;
                     }
                     sel.pool_part(seg_scores + int64_t(j) * seg_units * kUnitTokens, lo, hi, pb.shape.topk,
-                                  slot + j * kBins, sh.hist[j], reinterpret_cast<int*>(sh.list), p, record);
+                                  slot + j * kBins, sh.hist[j], sh.hist_next, p, record);
                 }
             }
             // The barrier orders every thread's scores and histogram adds before thread 0's ticket, whose

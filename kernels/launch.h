@@ -28,13 +28,12 @@ enum class ScoreKernel {
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
 // Whether Auto takes the fused paged kernel (on sm_90a). Measured on an H200 (bench/NOTES.md, decode v4,
-// session 6): with next_n 1 it is ahead on every batch of 4 sequences or more, and behind on one 131072-token
-// sequence (59.5 vs 54.2 us: the split kernels' merge tree selects it faster; 2 and 3 were not measured); with
-// MTP rows it is ahead from 64 rows (32x8192 at next_n 2: 43.5 vs 47.8 us; fewer rows were not measured).
-constexpr int64_t kFusedMinSequences = 4;     // next_n 1
-constexpr int64_t kFusedMinMtpRows = 64;      // next_n > 1
+// session 7): with next_n 1 it is ahead on every batch, one sequence included (1x8192 18.0 vs 22.0 us,
+// 1x131072 35.1 vs 54-55, 1x1048576 80.4 vs 133.6); with MTP rows it is ahead from 64 rows (32x8192 at
+// next_n 2: 43.5 vs 47.8 us in session 6; fewer rows were not measured).
+constexpr int64_t kFusedMinMtpRows = 64;  // next_n > 1
 inline bool paged_prefers_fused(const PagedProblem& problem) {
-    return problem.shape.next_n == 1 ? problem.batch_size >= kFusedMinSequences : problem.rows() >= kFusedMinMtpRows;
+    return problem.shape.next_n == 1 || problem.rows() >= kFusedMinMtpRows;
 }
 
 // ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------

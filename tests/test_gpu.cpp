@@ -476,7 +476,7 @@ TEST_CASE("GPU ragged prefill: SPEC section 5 and exact equality with the CPU ba
 // below, at and above 2048, 4096 and 6144 keys and up to 36,000 (many compactions), and score orders that
 // make the compaction and the threshold work hardest. Integer inputs are compared with the CPU backend bit
 // for bit; random (SPEC section 6) inputs go through the SPEC section 5 checker. Every case runs under
-// gpu_tests and gpu_tests_fused (ctest).
+// gpu_tests (the fused kernel on sm_90a) and gpu_tests_split (the score + select kernels) (ctest).
 
 namespace {
 
