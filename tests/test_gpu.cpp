@@ -406,6 +406,27 @@ TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and Na
     }
 }
 
+// Rows longer than 32768 tokens split over many CTAs end through the fused kernel's candidate pool (each part
+// keeps its keys at or above a lower bound of the threshold bin); small enough for compute-sanitizer.
+TEST_CASE("GPU decode: long rows split over many CTAs select from their parts' candidates", "[gpu][paged][exact][sanitize]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    for (int next_n : {1, 2}) {
+        INFO("next_n " << next_n);
+        PagedCase c(layout_of(64, 64, next_n), {40000, 33000, 100}, 16201 + next_n);
+        Rng rng(16211 + next_n);
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        const DevicePaged d(c);
+        for_each_variant({1, 2048}, {0u, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
+        });
+    }
+}
+
 TEST_CASE("GPU decode: a sequence's rows are the same alone, first, last and inside a batch of 256", "[gpu][determinism]") {
     Context gpu(&kDevice, 1);
     Stream stream;
