@@ -20,21 +20,14 @@ struct DeviceTraits {
 };
 
 enum class ScoreKernel {
-    Auto,      // the fastest kernel this device runs (fp8 tensor cores on sm_89+, wgmma on sm_90a); on sm_90a
-               // the fused decode kernel where paged_prefers_fused says so, and the fused prefill kernel for
-               // every ragged call
-    Fused,     // the fused kernels (decode_fused.cu, prefill_fused.cu) wherever they run, whatever the batch
+    Auto,      // the fastest kernels this device runs (fp8 tensor cores on sm_89+, wgmma on sm_90a); on sm_90a
+               // the fused kernels for every call they run. One kernel whatever the batch: the kernels round
+               // scores differently, and a row's result may not depend on its batch (SPEC section 1). The
+               // fused decode kernel is also the fastest on every batch measured (bench/NOTES.md, decode v4,
+               // session 7: 1x8192 18.0 us against the split kernels' 22.0, 1x131072 35.1 against 54-55)
     Split,     // the score + select kernels, never the fused one
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
-// Whether Auto takes the fused paged kernel (on sm_90a). Measured on an H200 (bench/NOTES.md, decode v4,
-// session 7): with next_n 1 it is ahead on every batch, one sequence included (1x8192 18.0 vs 22.0 us,
-// 1x131072 35.1 vs 54-55, 1x1048576 80.4 vs 133.6); with MTP rows it is ahead from 64 rows (32x8192 at
-// next_n 2: 43.5 vs 47.8 us in session 6; fewer rows were not measured).
-constexpr int64_t kFusedMinMtpRows = 64;  // next_n > 1
-inline bool paged_prefers_fused(const PagedProblem& problem) {
-    return problem.shape.next_n == 1 || problem.rows() >= kFusedMinMtpRows;
-}
 
 // ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------
 size_t paged_workspace_bytes(const PagedProblem& problem);

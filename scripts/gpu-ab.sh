@@ -6,7 +6,7 @@
 # /tmp/dsa-gpu-ab) receives ab.txt (the same) and ab-logs.tgz.
 #   scripts/gpu-ab.sh PATCH... [-- dsa_bench arguments]   e.g. git diff main...my-branch > ab/x.patch, then
 #                                                          scripts/gpu-ab.sh ab/x.patch -- --only 256x8192
-#   DSA_AB_ENV="DSA_INDEXER_KERNEL=fused"   environment of the gate, the suite and the benchmark
+#   DSA_AB_ENV="DSA_INDEXER_KERNEL=split"   environment of the gate, the suite and the benchmark
 #   DSA_AB_SUITE="[gpu]"                    also run dsa_gpu_tests with this spec on every tree ...
 #   DSA_AB_SUITE_TREES="base x"             ... or only on these (tree names: base, or a patch's name)
 #   DSA_AB_GATE="test name"                 the gate (default: the small odd shapes case)
