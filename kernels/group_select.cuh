@@ -106,7 +106,7 @@ struct GroupSelect {
         for (int level = 0; ties > need && shift > 0; ++level) {
             // Chosen by parity, not swapped: swapped pointers cost the decode consumers registers (spills).
             int* const level_hist = level & 1 ? hist_next : hist;
-            // Last read by find_bin two levels ago, before that call's second barrier.
+            // Last read by the previous level's find_bin, before that call's second barrier.
             int* const next_hist = level & 1 ? hist : hist_next;
             const int width = shift < 11 ? shift : 11, bshift = shift - width;
             for (int i = t; i < kSelectBins; i += Threads) next_hist[i] = 0;
