@@ -1,8 +1,9 @@
 // Fused paged decode (sm_90a). Two launches per call:
 //  1. decode_plan_kernel: per sequence its count of 64-token tiles ("units") and their exclusive prefix over
 //     the batch; the units are split evenly over the CTAs of step 2 (CTA c owns [c*U/G, (c+1)*U/G)), so the
-//     split follows seq_lens, never the block table's width. It also clears the tickets and histograms step 2
-//     accumulates into, and pads the rows of sequences with no tile.
+//     split follows seq_lens, never the block table's width (batches of more than kSelfPlanMax sequences;
+//     smaller ones are planned by every CTA of step 2, below). It also clears the tickets, histogram slots
+//     and pool counter step 2 accumulates into, and pads the rows of sequences with no tile.
 //  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. Producer warps walk the CTA's
 //     tiles and load each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
 //     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Four consumer
@@ -937,8 +938,8 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         consumer_sync<kConsumerThreads>();
         bool bad = sh.seg_bad != 0;
         if (seg_hist && !bad) {  // a bad sequence selects nothing, so its histogram is never read
-            // The level-1 histogram of the part, in one pass over its scores: built per tile in the epilogue,
-            // its match_any and shared atomics cost as much as the rest of the epilogue or more. The barrier
+            // The level-1 histogram of the part, in one pass over its scores (built per tile in the epilogue
+            // before, its match_any and shared atomics cost as much as the rest of the epilogue or more). The barrier
             // above orders every consumer's score stores before these loads (bar.sync orders memory like
             // membar.cta), and they read L2 (ld.cg). The part starts at a unit, so each row's part is
             // 16-byte aligned.
