@@ -937,24 +937,28 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         // ---- the segment's tiles are all scored ----
         consumer_sync<kConsumerThreads>();
         bool bad = sh.seg_bad != 0;
+        // Row j's scores, this CTA's part of them ([part_begin, part_end(j)): the part starts at a unit, so it
+        // is 16-byte aligned), the CTAs holding parts of the sequence, and row j's pool records.
+        auto row_scores = [&](int j) { return seg_scores + int64_t(j) * seg_units * kUnitTokens; };
+        const int part_begin = (ua - seg_prefix) * kUnitTokens;
+        auto part_end = [&](int j) {
+            return int(min(int64_t(ub - seg_prefix) * kUnitTokens, visible_positions(seg_tokens, NN, j)));
+        };
+        const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
+        auto pool_records = [&](int j) { return p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas; };
         if (seg_hist && !bad) {  // a bad sequence selects nothing, so its histogram is never read
             // The level-1 histogram of the part, in one pass over its scores (built per tile in the epilogue
-            // before, its match_any and shared atomics cost as much as the rest of the epilogue or more). The barrier
-            // above orders every consumer's score stores before these loads (bar.sync orders memory like
-            // membar.cta), and they read L2 (ld.cg). The part starts at a unit, so each row's part is
-            // 16-byte aligned.
-            const int part_begin = (ua - seg_prefix) * kUnitTokens, part_end = (ub - seg_prefix) * kUnitTokens;
-            for (int j = 0; j < NN; ++j) {
-                const int end = int(min(int64_t(part_end), visible_positions(seg_tokens, NN, j)));
-                if (end > part_begin)
-                    add_to_histogram<kConsumerThreads>(seg_scores + int64_t(j) * seg_units * kUnitTokens + part_begin,
-                                                       end - part_begin, ct, sh.hist[j]);
-            }
+            // before, its match_any and shared atomics cost as much as the rest of the epilogue or more).
+            // The barrier above orders every consumer's score stores before these loads (bar.sync orders
+            // memory like membar.cta), and they read L2 (ld.cg).
+            for (int j = 0; j < NN; ++j)
+                if (part_end(j) > part_begin)
+                    add_to_histogram<kConsumerThreads>(row_scores(j) + part_begin, part_end(j) - part_begin, ct,
+                                                       sh.hist[j]);
             consumer_sync<kConsumerThreads>();
         }
         if (seg_split) {
             grid_dependency_wait();  // self-planned, the first wait: the plan kernel clears tickets, flags and slots
-            const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
             int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) {
                 const int v = (&sh.hist[0][0])[idx];
@@ -962,17 +966,14 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             }
             if (seg_tokens > kPoolRowMin && p.pool && !bad) {
                 for (int j = 0; j < NN; ++j) {
-                    const int64_t visible = visible_positions(seg_tokens, NN, j);
-                    if (visible <= kPoolRowMin) continue;
-                    const int lo = (ua - seg_prefix) * kUnitTokens;
-                    const int hi = int(min(visible, int64_t(ub - seg_prefix) * kUnitTokens));
-                    int2* record = p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas + (int(blockIdx.x) - c_lo);
-                    if (hi <= lo) {  // the part holds none of this row's positions (an MTP row's last tokens)
-                        if (ct == 0) *record = make_int2(0, 0);
+                    if (visible_positions(seg_tokens, NN, j) <= kPoolRowMin) continue;
+                    int2* record = pool_records(j) + (int(blockIdx.x) - c_lo);
+                    if (part_end(j) <= part_begin) {  // the part holds none of this row's positions (an MTP
+                        if (ct == 0) *record = make_int2(0, 0);  // row's last tokens)
                         continue;
                     }
-                    sel.pool_part(seg_scores + int64_t(j) * seg_units * kUnitTokens, lo, hi, pb.shape.topk,
-                                  slot + j * kBins, sh.hist[j], sh.hist_next, p, record);
+                    sel.pool_part(row_scores(j), part_begin, part_end(j), pb.shape.topk, slot + j * kBins, sh.hist[j],
+                                  sh.hist_next, p, record);
                 }
             }
             // The barrier orders every thread's scores and histogram adds before thread 0's ticket, whose
@@ -999,13 +1000,11 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             const uint64_t* pool = nullptr;
             int parts = 0, pool_total = 0;
             if (seg_split && n > kPoolRowMin && p.pool) {
-                const int c_lo = cta_of(seg_prefix, U, G);
-                parts = cta_of(seg_prefix + seg_units - 1, U, G) - c_lo + 1;
-                pool_total = sel.load_pool_parts(p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas, parts, p.pool_capacity);
+                parts = c_hi - c_lo + 1;
+                pool_total = sel.load_pool_parts(pool_records(j), parts, p.pool_capacity);
                 if (pool_total >= 0) pool = p.pool;
             }
-            sel.select_row(r, n, seg_scores + int64_t(j) * seg_units * kUnitTokens, sh.hist[j], seg_hist, index_of,
-                           pb, pool, parts, pool_total);
+            sel.select_row(r, n, row_scores(j), sh.hist[j], seg_hist, index_of, pb, pool, parts, pool_total);
         }
     }
     grid_dependency_wait();
