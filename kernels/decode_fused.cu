@@ -1,9 +1,10 @@
 // Fused paged decode (sm_90a). Two launches per call:
-//  1. decode_plan_kernel: per sequence its count of 64-token tiles ("units") and their exclusive prefix over
-//     the batch; the units are split evenly over the CTAs of step 2 (CTA c owns [c*U/G, (c+1)*U/G)), so the
-//     split follows seq_lens, never the block table's width (batches of more than kSelfPlanMax sequences;
-//     smaller ones are planned by every CTA of step 2, below). It also clears the tickets, histogram slots
-//     and pool counter step 2 accumulates into, and pads the rows of sequences with no tile.
+//  1. decode_plan_kernel (batches of more than kSelfPlanMax sequences): per sequence its count of 64-token
+//     tiles ("units") and their exclusive prefix over the batch; the units are split evenly over the CTAs of
+//     step 2 (CTA c owns [c*U/G, (c+1)*U/G)), so the split follows seq_lens, never the block table's width.
+//     Smaller batches are planned by every CTA of step 2 (below) and launch decode_clear_kernel instead. Both
+//     clear the tickets, histogram slots and pool counter step 2 accumulates into, and pad the rows of
+//     sequences with no tile (clear_and_pad).
 //  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. Producer warps walk the CTA's
 //     tiles and load each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
 //     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Four consumer
@@ -18,9 +19,11 @@
 //     other CTAs' scoring.
 //  Batches of up to kSelfPlanMax sequences are self-planned: every fused CTA scans the batch's unit counts
 //  into shared memory and derives its own plan (plan_of_cta, as the plan kernel does) before waiting on
-//  anything, so its first tiles load while the plan kernel still runs; that kernel then only clears and pads.
-//  The fused CTA waits for it (griddepcontrol.wait) before its first ticket or histogram-slot atomic, which
-//  the clears must precede, and before it exits, so the call ends after the padding writes.
+//  anything, so its first tiles load while decode_clear_kernel still runs: that kernel's CTAs hold no shared
+//  memory and few registers, so a fused CTA fits on the SM beside one (a plan CTA, 1024 threads and static
+//  shared memory, keeps it off until it exits). The fused CTA waits for the first kernel
+//  (griddepcontrol.wait) before its first ticket or histogram-slot atomic, which the clears must precede, and
+//  before it exits, so the call ends after the padding writes.
 // Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys
 // (32 with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the
 // threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
@@ -64,6 +67,8 @@ constexpr int kBinShift = 21;
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kPlanThreads = 1024;
+constexpr int kSmRegisters = 65536;   // sm_90's register file per SM
+constexpr int kClearRegisters = 32;   // per thread of decode_clear_kernel
 constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan kernel searches in shared memory
 constexpr int kSelfPlanMax = 1024;      // largest batch whose unit prefix every fused CTA computes itself
 constexpr int kMaxSmemPerBlock = 227 * 1024;  // sm_90's opt-in limit of shared memory per block
@@ -87,7 +92,10 @@ struct FusedRoles {
     static constexpr int kThreads = 128 + kConsumers;
     static constexpr int kRegItems = kRegRowMax / kConsumers;  // keys per consumer thread in registers
     static constexpr bool kShrinkProducer = kConsumerGroups == 4;
-    static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;  // what __launch_bounds__ lets ptxas use
+    static constexpr int kLaunchRegisters = kSmRegisters / kThreads / 8 * 8;  // what __launch_bounds__ lets ptxas use
+    // decode_clear_kernel's CTA: what this CTA leaves of its SM's registers, so the two fit side by side.
+    static constexpr int kClearThreads = (kSmRegisters - kThreads * kLaunchRegisters) / kClearRegisters;
+    static_assert(kClearThreads >= 32 && kClearThreads % 32 == 0);
     static constexpr int kProducerRegisters = 64;
     static constexpr int kConsumerRegisters = 104;
     static_assert(!kShrinkProducer ||
@@ -272,12 +280,12 @@ __device__ CtaPlan plan_of_cta(int c, int B, int U, int G, PrefixAt prefix_at) {
     return cp;
 }
 
+// What the fused kernel's atomics start from, and the rows it never writes; each CTA of the kernel before it
+// (plan or clear): its histogram slot, a share of tickets and flags, and the rows of sequences with no tile.
 template <int NN>
-__global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p, int grid_ctas) {
-    grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
+__device__ void clear_and_pad(const FusedParams& p, int grid_ctas) {
     const PagedProblem& pb = p.pb;
     const int B = pb.batch_size, k = pb.shape.topk;
-    // Every CTA: its histogram slot, a share of tickets and flags, and the rows of sequences with no tile.
     if (blockIdx.x < unsigned(grid_ctas)) {
         int4* slot = reinterpret_cast<int4*>(p.hist_slots + int64_t(blockIdx.x) * NN * kBins);
         for (int i = threadIdx.x; i < NN * kBins / 4; i += blockDim.x) slot[i] = make_int4(0, 0, 0, 0);
@@ -301,9 +309,18 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
             }
         }
     }
-    if (blockIdx.x != 0 || p.self_planned) return;
+}
+
+// Batches of more than kSelfPlanMax sequences.
+template <int NN>
+__global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p, int grid_ctas) {
+    grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
+    clear_and_pad<NN>(p, grid_ctas);
+    if (blockIdx.x != 0) return;
 
     // CTA 0: unit prefix, then the first and last sequence of every fused CTA.
+    const PagedProblem& pb = p.pb;
+    const int B = pb.batch_size;
     __shared__ typename cub::BlockScan<int, kPlanThreads>::TempStorage scan;
     __shared__ int prefix_cache[kPlanPrefixCache + 1];  // unit_prefix[0 .. kPlanPrefixCache], for the searches
     constexpr int kItems = 4;
@@ -329,6 +346,15 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     const int G = min(grid_ctas, U);
     auto prefix_at = [&](int b) { return b <= kPlanPrefixCache ? prefix_cache[b] : p.unit_prefix[b]; };
     for (int c = threadIdx.x; c < grid_ctas; c += blockDim.x) p.cta_plan[c] = plan_of_cta(c, B, U, G, prefix_at);
+}
+
+// Self-planned batches: the fused CTAs need no plan, only the clears and the padding. No shared memory and
+// at most kClearRegisters registers a thread, so a fused CTA starts on the SM beside this one (__maxnreg__:
+// __launch_bounds__ cannot ask for 32 registers at 32 threads a CTA).
+template <int NN>
+__global__ void __maxnreg__(kClearRegisters) decode_clear_kernel(FusedParams p, int grid_ctas) {
+    grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
+    clear_and_pad<NN>(p, grid_ctas);
 }
 
 // ---- selection (the consumer threads) -------------------------------------------------------------------
@@ -681,7 +707,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         mbar_init_fence();
     }
     if (threadIdx.x == 32) tensormap_prefetch(&key_map);
-    // Self-planned, the unit prefix is this CTA's own scan, so its plan waits on nothing of the plan kernel.
+    // Self-planned, the unit prefix is this CTA's own scan, so its plan waits on nothing of the clear kernel.
     int self_units = 0;
     if (p.self_planned) {
         constexpr int kItems = kSelfPlanMax / Roles::kThreads + 1;  // covers sequences 0 .. kSelfPlanMax
@@ -709,7 +735,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     // producers spill.
     const CtaPlan& plan = sh.plan;
     const int &u0 = plan.u0, &u1 = plan.u1, &U = plan.units, &G = plan.ctas;
-    // Every thread waits for the plan kernel before it exits, so the call ends after that kernel's padding.
+    // Every thread waits for the first kernel before it exits, so the call ends after that kernel's padding.
     if (c >= G) {
         grid_dependency_wait();
         return;
@@ -958,7 +984,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             consumer_sync<kConsumerThreads>();
         }
         if (seg_split) {
-            grid_dependency_wait();  // self-planned, the first wait: the plan kernel clears tickets, flags and slots
+            grid_dependency_wait();  // self-planned, the first wait: the clear kernel clears tickets, flags and slots
             int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) {
                 const int v = (&sh.hist[0][0])[idx];
@@ -1075,7 +1101,16 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     params.error_flag = error_flag;
 
     const int ctas = std::max(1, std::min(sm_count, kMaxCtas));
-    decode_plan_kernel<NN><<<ctas, kPlanThreads, 0, stream>>>(params, ctas);
+    if (params.self_planned) {
+        // The SM's shared memory is split off L1 when its first CTA starts: the clear CTAs (none of their
+        // own) ask for the most, so a fused CTA fits beside them.
+        constexpr auto clear = decode_clear_kernel<NN>;
+        err = set_attribute_once<clear, cudaFuncAttributePreferredSharedMemoryCarveout>(cudaSharedmemCarveoutMaxShared);
+        if (err != cudaSuccess) return err;
+        clear<<<ctas, FusedRoles<NN>::kClearThreads, 0, stream>>>(params, ctas);
+    } else {
+        decode_plan_kernel<NN><<<ctas, kPlanThreads, 0, stream>>>(params, ctas);
+    }
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
 

@@ -195,19 +195,25 @@ inline cudaError_t encode_rows_128b(CUtensorMap* map, cuuint32_t rank, const voi
                : cudaErrorInvalidValue;
 }
 
-// Lets Kernel (one fixed size) use `bytes` of dynamic shared memory on the current device. The attribute is
-// per device, so it is raised once per device; later calls pay nothing.
-template <auto Kernel>
-cudaError_t allow_dynamic_smem(int bytes) {
-    static std::atomic<uint64_t> raised{0};
+// Sets Kernel's attribute Attr (one fixed value per Kernel) on the current device. Attributes are per device,
+// so each is set once per device; later calls pay nothing.
+template <auto Kernel, cudaFuncAttribute Attr>
+cudaError_t set_attribute_once(int value) {
+    static std::atomic<uint64_t> set{0};
     int device = 0;
     cudaError_t err = cudaGetDevice(&device);
     if (err != cudaSuccess) return err;
     const uint64_t bit = uint64_t(1) << (device & 63);
-    if (raised.load(std::memory_order_acquire) & bit) return cudaSuccess;
-    err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (err == cudaSuccess) raised.fetch_or(bit, std::memory_order_acq_rel);
+    if (set.load(std::memory_order_acquire) & bit) return cudaSuccess;
+    err = cudaFuncSetAttribute(Kernel, Attr, value);
+    if (err == cudaSuccess) set.fetch_or(bit, std::memory_order_acq_rel);
     return err;
+}
+
+// Lets Kernel (one fixed size) use `bytes` of dynamic shared memory on the current device.
+template <auto Kernel>
+cudaError_t allow_dynamic_smem(int bytes) {
+    return set_attribute_once<Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize>(bytes);
 }
 
 }  // namespace dsa::kernels
