@@ -51,7 +51,7 @@ if wanted sanitizer && command -v compute-sanitizer >/dev/null; then
   for check in memcheck:auto racecheck:split synccheck:auto; do
     tool=${check%%:*} kernel=${check#*:}
     step "compute-sanitizer $tool ($kernel kernels)"
-    DSA_INDEXER_KERNEL=$kernel timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    DSA_INDEXER_KERNEL=$kernel timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 \
       "$build/tests/dsa_gpu_tests" "[sanitize]" >"$logs/sanitizer_$tool.log" 2>&1 || status=1
     tail -3 "$logs/sanitizer_$tool.log"
   done
