@@ -34,17 +34,20 @@ constexpr double kH200Fp8PeakTflops = 1421;
 void print_usage(FILE* to) {
     std::fprintf(to,
         "usage: dsa_bench [--backend cpu|gpu] [--quick] [--json FILE] [--plot FILE] [--only NAME[,NAME...]]\n"
-        "                 [--iterations N] [--shape BxL[,BxL...] [--next-n N] [--topk K] [--heads H] [--page-size P]]\n"
+        "                 [--iterations N] [--scores]\n"
+        "                 [--shape BxL[,BxL...] [--next-n N] [--topk K] [--heads H] [--page-size P]]\n"
         "  Runs named paged-decode workloads and prints latency, GB/s of K read, and on a GPU the %% of the\n"
         "  bandwidth floor (K bytes over the device copy bandwidth measured in the same run), on the CPU its\n"
         "  throughput (tokens and rows per second); PASS/FAIL by SPEC 5.\n"
+        "  Timed calls return indices only, as engines call the operator; --scores asks for the scores too\n"
+        "  (then rows that see at most k positions are scored; without it they need no scores).\n"
         "  Default backend: gpu when the library has a usable GPU, else cpu (the first line says which, and why).\n"
         "  --only runs the named workloads. --shape runs B sequences of L tokens per item instead of the named\n"
         "  workloads, with next_n (default 1), k (2048), H heads (64) and page size P (64).\n"
         "  --json - writes JSON to stdout. --plot FILE writes an SVG: latency and %% of the floor against context\n"
         "  length, one line per batch size, for the workloads named BxL.\n"
         "       dsa_bench --ragged [--backend cpu|gpu] [--quick] [--json FILE] [--only NAME[,NAME...]]\n"
-        "                 [--iterations N] [--shape S[,S...]] [--topk K] [--heads H] [--fp8-peak TFLOPS]\n"
+        "                 [--iterations N] [--scores] [--shape S[,S...]] [--topk K] [--heads H] [--fp8-peak TFLOPS]\n"
         "  Prefill (SPEC 2, dsa_topk_ragged): one causal sequence of S query rows over S keys (row r sees keys\n"
         "  [0, r + 1)) for S = 4096, 8192, 16384, 32768 and prefill_chunked_mix (4 sequences of 1000..12000 keys,\n"
         "  the last 100%%..25%% of each query rows) on a GPU; S = 1024..4096 and a quarter-size mix on the CPU;\n"
@@ -71,6 +74,7 @@ struct Options {
     std::string backend, json_path, plot_path, only, devices, shapes;
     bool quick = false;
     bool ragged = false;
+    bool with_scores = false;
     int iterations = 0;
     Workload paged_parameters;         // --next-n, --topk, --heads, --page-size
     RaggedWorkload ragged_parameters;  // --topk, --heads
@@ -104,8 +108,8 @@ int parse_options(int argc, char** argv, Options* o) {
             print_usage(stdout);
             return 0;
         }
-        if (arg == "--quick" || arg == "--ragged") {
-            (arg == "--quick" ? o->quick : o->ragged) = true;
+        if (arg == "--quick" || arg == "--ragged" || arg == "--scores") {
+            (arg == "--quick" ? o->quick : arg == "--ragged" ? o->ragged : o->with_scores) = true;
             continue;
         }
         if (arg.rfind("--", 0) != 0) return usage_error("unexpected argument \"" + arg + "\"");
@@ -235,6 +239,7 @@ struct RunInfo {
     size_t l2_bytes = 0;        // GPU only
     double fp8_peak_tflops = 0;
     int iterations = 0;
+    bool with_scores = false;   // --scores
 };
 
 // The GPU's name, L2 and copy bandwidth, printed (nothing on the CPU).
@@ -307,9 +312,9 @@ Result run_paged_workload(const Workload& w, size_t index, const RunInfo& info) 
     dsa_test::fill_spec6(c, rng);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
-        if (info.gpu) return run_gpu(w, c, info.iterations, info.l2_bytes);
+        if (info.gpu) return run_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);
 #endif
-        return run_cpu(w, c, info.iterations);
+        return run_cpu(w, c, info.iterations, info.with_scores);
     });
     r.name = w.name;
     r.rows = c.rows();
@@ -325,9 +330,9 @@ Result run_ragged_workload(const RaggedWorkload& w, size_t index, const RunInfo&
     dsa_test::fill_spec6(c, rng);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
-        if (info.gpu) return run_ragged_gpu(w, c, info.iterations, info.l2_bytes);
+        if (info.gpu) return run_ragged_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);
 #endif
-        return run_ragged_cpu(w, c, info.iterations);
+        return run_ragged_cpu(w, c, info.iterations, info.with_scores);
     });
     r.name = w.name;
     r.rows = c.rows();
@@ -398,6 +403,9 @@ std::string timing_of(const RunInfo& info) {
            (info.ragged ? "inputs rotated (copies past 3x the L2, one when a copy is past it)" : "K cache rotated");
 }
 
+// What each timed call asks for.
+const char* outputs_of(const RunInfo& info) { return info.with_scores ? "indices and scores" : "indices"; }
+
 // One result's JSON fields after the common ones.
 std::string mode_fields(const Result& r, const RunInfo& info) {
     char text[512];
@@ -423,6 +431,7 @@ bool write_json(const std::string& path, const std::vector<Result>& results, con
     if (info.ragged)
         std::fprintf(f, "  \"fp8_peak_tflops\": %.1f,\n  \"check\": \"SPEC 5 on sampled rows (checked_rows of S)\",\n",
                      info.fp8_peak_tflops);
+    std::fprintf(f, "  \"outputs\": \"%s\",\n", outputs_of(info));
     std::fprintf(f, "  \"timing\": \"%s\",\n  \"results\": [\n", timing_of(info).c_str());
     for (size_t i = 0; i < results.size(); ++i) {
         const Result& r = results[i];
@@ -484,8 +493,10 @@ int run(int argc, char** argv) {
     info.gpu = o.backend == "gpu";
     info.ragged = o.ragged;
     info.fp8_peak_tflops = o.fp8_peak_tflops;
+    info.with_scores = o.with_scores;
     info.iterations = o.iterations > 0 ? o.iterations : info.gpu ? 50 : (o.quick ? 3 : 5);
     if (info.gpu) describe_gpu(&info);
+    std::printf("timed calls return: %s\n", outputs_of(info));
     if (o.ragged) {
         std::printf("FP8 peak: %g TFLOP/s (%s); check: SPEC 5 on sampled rows, not every row\n", info.fp8_peak_tflops,
                     o.fp8_peak_given ? "--fp8-peak" : "default: the H200's dense FP8 wgmma rate, issue 13");

@@ -181,18 +181,22 @@ double ragged_flops(const RaggedCase& c) {
 
 namespace {
 
-// A call's outputs in host memory, poisoned first so that a slot no call wrote fails the check.
+// A call's outputs in host memory, poisoned first so that a slot no call wrote fails the check; scores only
+// when the call asks for them.
 struct HostOutputs {
-    HostOutputs(int64_t rows, int topk) : indices(size_t(rows) * size_t(topk)), scores(indices.size()) {
+    HostOutputs(int64_t rows, int topk, bool with_scores)
+        : indices(size_t(rows) * size_t(topk)), scores(with_scores ? indices.size() : 0) {
         std::memset(indices.data(), dsa_test::kPoisonByte, indices.size() * 4);
         std::memset(scores.data(), dsa_test::kPoisonByte, scores.size() * 4);
     }
     dsa_topk_outputs_t outputs() {
         dsa_topk_outputs_t out = DSA_TOPK_OUTPUTS_INIT;
         out.indices = indices.data();
-        out.scores = scores.data();
+        out.scores = scores_or_null();
         return out;
     }
+    float* scores_or_null() { return scores.empty() ? nullptr : scores.data(); }
+    const float* scores_or_null() const { return scores.empty() ? nullptr : scores.data(); }
     std::vector<int32_t> indices;
     std::vector<float> scores;
 };
@@ -211,7 +215,7 @@ double median_wall_us(int iterations, const std::function<void()>& call) {
 
 std::string verify(const PagedCase& c, int topk, const HostOutputs& out) {
     const dsa_test::Oracle oracle = dsa_test::compute_oracle(c);
-    return dsa_test::check_spec5(c, oracle, topk, 0, out.indices.data(), out.scores.data());
+    return dsa_test::check_spec5(c, oracle, topk, 0, out.indices.data(), out.scores_or_null());
 }
 
 // Some rows of a case as a case of its own, so that the float64 oracle and the SPEC 5 checker of
@@ -281,20 +285,22 @@ std::string verify_sample(const RaggedCase& c, int topk, const HostOutputs& out,
     for (int64_t i = 0; i < sample.rows(); ++i) {
         const size_t first = size_t(sample.row_in_call(i)) * size_t(topk);
         indices.insert(indices.end(), out.indices.begin() + first, out.indices.begin() + first + topk);
-        scores.insert(scores.end(), out.scores.begin() + first, out.scores.begin() + first + topk);
+        if (!out.scores.empty())
+            scores.insert(scores.end(), out.scores.begin() + first, out.scores.begin() + first + topk);
     }
     *checked_rows = sample.rows();
     const dsa_test::Oracle oracle = dsa_test::compute_oracle(sample);
-    return with_call_row(dsa_test::check_spec5(sample, oracle, topk, 0, indices.data(), scores.data()), sample);
+    const float* sampled_scores = scores.empty() ? nullptr : scores.data();
+    return with_call_row(dsa_test::check_spec5(sample, oracle, topk, 0, indices.data(), sampled_scores), sample);
 }
 
 }  // namespace
 
-Result run_cpu(const Workload& w, const PagedCase& c, int iterations) {
+Result run_cpu(const Workload& w, const PagedCase& c, int iterations, bool with_scores) {
     dsa_test::Context ctx;
     const dsa_topk_params_t params = c.params(w.topk, 0);
     const dsa_paged_inputs_t inputs = c.inputs();
-    HostOutputs out(c.rows(), w.topk);
+    HostOutputs out(c.rows(), w.topk, with_scores);
     const dsa_topk_outputs_t outputs = out.outputs();
     Result r;
     r.backend = "cpu";
@@ -305,11 +311,11 @@ Result run_cpu(const Workload& w, const PagedCase& c, int iterations) {
     return r;
 }
 
-Result run_ragged_cpu(const RaggedWorkload& w, const RaggedCase& c, int iterations) {
+Result run_ragged_cpu(const RaggedWorkload& w, const RaggedCase& c, int iterations, bool with_scores) {
     dsa_test::Context ctx;
     const dsa_topk_params_t params = c.params(w.topk, 0);
     const dsa_ragged_inputs_t inputs = c.inputs();
-    HostOutputs out(c.rows(), w.topk);
+    HostOutputs out(c.rows(), w.topk, with_scores);
     const dsa_topk_outputs_t outputs = out.outputs();
     Result r;
     r.backend = "cpu";
@@ -370,30 +376,33 @@ int rotation_copies(size_t input_bytes, size_t l2_bytes) {
 // A call's outputs in device memory, poisoned like HostOutputs.
 class DeviceOutputs {
 public:
-    DeviceOutputs(int64_t rows, int topk)
-        : rows_(rows), topk_(topk), bytes_(size_t(rows) * size_t(topk) * 4), indices_(bytes_), scores_(bytes_) {
+    DeviceOutputs(int64_t rows, int topk, bool with_scores)
+        : rows_(rows), topk_(topk), with_scores_(with_scores), bytes_(size_t(rows) * size_t(topk) * 4),
+          indices_(bytes_), scores_(with_scores ? bytes_ : 0) {
         cuda_ok(cudaMemset(indices_.ptr, dsa_test::kPoisonByte, bytes_), "cudaMemset");
-        cuda_ok(cudaMemset(scores_.ptr, dsa_test::kPoisonByte, bytes_), "cudaMemset");
+        if (with_scores_) cuda_ok(cudaMemset(scores_.ptr, dsa_test::kPoisonByte, bytes_), "cudaMemset");
         cuda_ok(cudaDeviceSynchronize(), "poison outputs");  // before any work on a non-blocking stream
     }
     dsa_topk_outputs_t outputs() const {
         dsa_topk_outputs_t out = DSA_TOPK_OUTPUTS_INIT;
         out.indices = indices_.as<int32_t>();
-        out.scores = scores_.as<float>();
+        out.scores = with_scores_ ? scores_.as<float>() : nullptr;
         return out;
     }
     // Once the context reports no error found on the device: the outputs, copied to the host.
     HostOutputs download(dsa_context_t ctx) const {
         require_ok(dsa_context_synchronize(ctx), "dsa_context_synchronize");
-        HostOutputs host(rows_, topk_);
+        HostOutputs host(rows_, topk_, with_scores_);
         cuda_ok(cudaMemcpy(host.indices.data(), indices_.ptr, bytes_, cudaMemcpyDeviceToHost), "download");
-        cuda_ok(cudaMemcpy(host.scores.data(), scores_.ptr, bytes_, cudaMemcpyDeviceToHost), "download");
+        if (with_scores_)
+            cuda_ok(cudaMemcpy(host.scores.data(), scores_.ptr, bytes_, cudaMemcpyDeviceToHost), "download");
         return host;
     }
 
 private:
     int64_t rows_;
     int topk_;
+    bool with_scores_;
     size_t bytes_;  // of each output
     DeviceMemory indices_, scores_;
 };
@@ -473,7 +482,7 @@ struct DeviceRaggedInputs {
 
 }  // namespace
 
-Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_bytes) {
+Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_bytes, bool with_scores) {
     const int32_t device = 0;
     dsa_test::Context ctx(&device, 1);
     Stream stream;
@@ -487,7 +496,7 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
     size_t workspace_bytes = 0;
     require_ok(dsa_topk_paged_workspace_size(ctx.get(), &params, &inputs, &workspace_bytes), "workspace size");
     DeviceMemory workspace(workspace_bytes);
-    const DeviceOutputs out(c.rows(), w.topk);
+    const DeviceOutputs out(c.rows(), w.topk, with_scores);
     const dsa_topk_outputs_t outputs = out.outputs();
 
     // The K cache is what a decode call reads: it rotates; q, weights and the table are small.
@@ -506,7 +515,8 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
     return r;
 }
 
-Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iterations, size_t l2_bytes) {
+Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iterations, size_t l2_bytes,
+                      bool with_scores) {
     const int32_t device = 0;
     dsa_test::Context ctx(&device, 1);
     Stream stream;
@@ -515,7 +525,7 @@ Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iteratio
     size_t workspace_bytes = 0;
     require_ok(dsa_topk_ragged_workspace_size(ctx.get(), &params, &sizes, &workspace_bytes), "workspace size");
     DeviceMemory workspace(workspace_bytes);
-    const DeviceOutputs out(c.rows(), w.topk);
+    const DeviceOutputs out(c.rows(), w.topk, with_scores);
     const dsa_topk_outputs_t outputs = out.outputs();
 
     // Every input rotates; q ([S, H, 128] fp8) is most of the bytes. On an H200 (50 MB of L2) that is 5 copies

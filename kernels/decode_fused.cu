@@ -3,8 +3,9 @@
 //     tiles ("units") and their exclusive prefix over the batch; the units are split evenly over the CTAs of
 //     step 2 (CTA c owns [c*U/G, (c+1)*U/G)), so the split follows seq_lens, never the block table's width.
 //     Smaller batches are planned by every CTA of step 2 (below) and launch decode_clear_kernel instead. Both
-//     clear the tickets, histogram slots and pool counter step 2 accumulates into, and pad the rows of
-//     sequences with no tile (clear_and_pad).
+//     clear the tickets, histogram slots and pool counter step 2 accumulates into, and write the rows of
+//     sequences with no tile (clear_and_pad): padding, or, when no row of the sequence sees more than k
+//     positions and neither scores nor sorted output are asked for, all its positions, unscored.
 //  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. Producer warps walk the CTA's
 //     tiles and load each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
 //     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Four consumer
@@ -233,10 +234,12 @@ __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b
 
 // ---- planning ------------------------------------------------------------------------------------------
 
-// Units (64-token tiles) of sequence b: none for an empty sequence or a bad length.
+// Units (64-token tiles) of sequence b: none for an empty sequence, a bad length, or rows that need no
+// scores (the last row sees every token; clear_and_pad writes them).
 __device__ __forceinline__ int sequence_units(const PagedProblem& pb, int b) {
     const int64_t tokens = sequence_tokens(pb, b);
-    return tokens > 0 ? int((tokens + kUnitTokens - 1) / kUnitTokens) : 0;
+    return tokens > 0 && !row_needs_no_scores(pb.shape, pb.out, tokens) ? int((tokens + kUnitTokens - 1) / kUnitTokens)
+                                                                         : 0;
 }
 
 // The exclusive prefix of the units of sequences [first, first + Threads * Items), Items consecutive ones per
@@ -281,7 +284,9 @@ __device__ CtaPlan plan_of_cta(int c, int B, int U, int G, PrefixAt prefix_at) {
 }
 
 // What the fused kernel's atomics start from, and the rows it never writes; each CTA of the kernel before it
-// (plan or clear): its histogram slot, a share of tickets and flags, and the rows of sequences with no tile.
+// (plan or clear): its histogram slot, a share of tickets and flags, and the rows of sequences with no tile:
+// padding, or every visible position when the rows need no scores (a block-table entry out of range makes
+// the sequence bad, as in the fused kernel: padding and the error flag).
 template <int NN>
 __device__ void clear_and_pad(const FusedParams& p, int grid_ctas) {
     const PagedProblem& pb = p.pb;
@@ -298,13 +303,25 @@ __device__ void clear_and_pad(const FusedParams& p, int grid_ctas) {
     const int lane = threadIdx.x % 32;
     const int warps = gridDim.x * (blockDim.x / 32);
     for (int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
+        if (sequence_units(pb, b) > 0) continue;
         const int64_t tokens = sequence_tokens(pb, b);
-        if (tokens > 0) continue;
-        if (tokens < 0 && lane == 0) *p.error_flag = 1;
+        const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
+        bool bad = tokens < 0;
+        for (int64_t i = lane; i < pages_holding(tokens, pb.shape.page_size); i += 32)
+            bad |= !page_entry_in_range(table[i], pb.num_pages);
+        bad = __any_sync(0xffffffffu, bad);
+        if (bad && lane == 0) *p.error_flag = 1;
+        // Loops kept rolled: unrolled, they spill in decode_clear_kernel's 32 registers.
+#pragma unroll 1
         for (int j = 0; j < NN; ++j) {
             const int64_t r = int64_t(b) * NN + j;
-            for (int i = lane; i < k; i += 32) {
-                pb.out.indices[r * k + i] = -1;
+            const int n = bad ? 0 : int(visible_positions(tokens, NN, j));
+            int32_t* const out_idx = pb.out.indices + r * k;
+#pragma unroll 1
+            for (int i = lane; i < n; i += 32) out_idx[i] = paged_index(pb, table, p.page_shift, uint32_t(i));
+#pragma unroll 1
+            for (int i = n + lane; i < k; i += 32) {
+                out_idx[i] = -1;
                 if (pb.out.scores) pb.out.scores[r * k + i] = -__int_as_float(0x7f800000);
             }
         }

@@ -12,6 +12,8 @@
 //    its best k in place (level 1 from the histogram, then radix refinement of the order key, ties to the
 //    smaller position) and raises the threshold to what the k-th best needs, so most tiles of long windows
 //    store nothing. At the job's end each row is selected exactly from its buffer and written out.
+// A row that needs no scores (its window holds at most k keys, and neither scores nor sorted output are
+// asked for) is written as its whole window and takes no part in its job's tiles.
 // Every row is computed by one warpgroup alone, in position order, so the result is a pure function of the
 // inputs, bit-identical to the CPU backend on tie-free inputs. Jobs are dealt out longest first (the last
 // rows of a causal sequence have the longest windows) in a snake order over the warpgroups, which balances
@@ -146,6 +148,14 @@ struct Warpgroup {
         return shift == 0 ? prefix + 1u : prefix << shift;  // the largest key is +inf's, so no overflow
     }
 
+    // Writes row r as every position of its window [start, end) (no more than k), in order, then padding. No
+    // scores: only rows that need none come here.
+    __device__ void write_window(const RaggedProblem& pb, int64_t r, int start, int end, int32_t base) const {
+        const int k = pb.shape.topk;
+        int32_t* out_idx = pb.out.indices + r * k;
+        for (int i = t; i < k; i += kWgThreads) out_idx[i] = start + i < end ? start + i - base : -1;
+    }
+
     // Writes row r: the `taken` candidates of buf (position order), then padding. Indices are key numbers
     // less `base` (the row's start for relative indices, 0 for absolute ones).
     __device__ void write_row(const RaggedProblem& pb, int64_t r, const uint2* buf, int taken, int32_t base) {
@@ -197,11 +207,12 @@ struct Warpgroup {
     }
 };
 
-// A job: rows [r0, r0 + rows) and the union [lo, lo + 64 * tiles) of their windows.
+// A job: rows [r0, r0 + rows) and the union [lo, lo + 64 * tiles) of the windows of its scored rows.
 struct Job {
     int r0, rows;
     int start[kJobRows], end[kJobRows];  // empty for a row past the end or with a bad window
     int ok;                              // bit j: row j's window obeys the data rule
+    int unscored;                        // bit j: row j returns its whole window without scores
     int lo, tiles;
 };
 
@@ -257,7 +268,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         if (dealt >= p.num_jobs) return false;
         job.r0 = (p.num_jobs - 1 - int(dealt)) * kJobRows;  // longest first
         job.rows = min(kJobRows, S - job.r0);
-        job.ok = 0;
+        job.ok = job.unscored = 0;
         int lo = INT_MAX, hi = 0;
 #pragma unroll
         for (int j = 0; j < kJobRows; ++j) {
@@ -271,6 +282,10 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             job.ok |= 1 << j;
             job.start[j] = s;
             job.end[j] = e;
+            if (row_needs_no_scores(pb.shape, pb.out, e - s)) {
+                job.unscored |= 1 << j;
+                continue;
+            }
             if (e > s) {
                 lo = min(lo, s);
                 hi = max(hi, e);
@@ -293,8 +308,10 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
     for (int round = 1; have; ++round) {
         g.sync();  // sh.w of this job
         // After the transpose-reduce lane q holds row q: its window, buffer, count and threshold.
+        // A row written without scores takes no candidates: an empty window here.
         const int my_start = quad == 0 ? job.start[0] : quad == 1 ? job.start[1] : quad == 2 ? job.start[2] : job.start[3];
-        const int my_end = quad == 0 ? job.end[0] : quad == 1 ? job.end[1] : quad == 2 ? job.end[2] : job.end[3];
+        const int my_end = (job.unscored >> quad) & 1 ? my_start
+                           : quad == 0 ? job.end[0] : quad == 1 ? job.end[1] : quad == 2 ? job.end[2] : job.end[3];
         uint2* const my_buf = candidates + quad * kCandidateCap;
         int* const my_hist = sh.row_hist[quad];
         for (int i = t; i < kJobRows * kRowBins; i += kWgThreads) (&sh.row_hist[0][0])[i] = 0;
@@ -442,13 +459,17 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             const int n = __shfl_sync(0xffffffffu, count, j);
             const int64_t r = int64_t(done.r0) + j;
             uint2* buf = candidates + j * kCandidateCap;
+            const int32_t base = pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j];
             if (!((done.ok >> j) & 1)) {
                 g.write_row(pb, r, buf, 0, 0);
                 continue;
             }
+            if ((done.unscored >> j) & 1) {
+                g.write_window(pb, r, done.start[j], done.end[j], base);
+                continue;
+            }
             if (n > k) g.keep_best(buf, n, k, sh.row_hist[j]);
-            g.write_row(pb, r, buf, min(n, k),
-                        pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j]);
+            g.write_row(pb, r, buf, min(n, k), base);
         }
     }
 #else

@@ -36,6 +36,10 @@ expect 2 "takes a whole number" --iterations many
 expect 2 "unknown option --frobnicate" --frobnicate 1
 expect 0 "2x512_next_n2_k64 .* PASS" --backend cpu --shape 2x512,1x300 --next-n 2 --topk 64 --iterations 1
 expect 0 "backend: cpu (requested)" --backend cpu --shape 1x256 --iterations 1
+# Timed calls return indices only unless --scores; both pass the check (scores are checked when returned).
+expect 0 "timed calls return: indices$" --backend cpu --shape 1x256 --iterations 1
+expect 0 "timed calls return: indices and scores" --backend cpu --shape 2x3000 --scores --iterations 1
+expect 0 "prefill_300 .* PASS (sampled" --ragged --backend cpu --shape 300 --scores --iterations 1
 expect 0 "backend: cpu (default without a usable GPU" --quick --only fib_4 --iterations 1
 # --only with a list: those workloads, in the workloads' order; one unknown name among them is an error.
 expect 0 "dsa_bench: 2 passed, 0 failed" --backend cpu --quick --only fib_4,4x2048 --iterations 1

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -884,44 +885,49 @@ TEST_CASE("GPU: a bad block-table entry or seq_len pads its rows and is reported
     PagedCase c(layout_of(64, 64, 2), {1000, 900, 640, 77}, 10001);
     Rng rng(10002);
     fill_tie_free(c, rng);
-    const int k = 256;
-    const HostResult valid = run_cpu(c, k, kSorted, true);
     const std::vector<std::pair<const char*, std::function<void(PagedCase&)>>> corruptions = {
         {"entry num_pages + 5", [](PagedCase& b) { b.block_table[size_t(1 * b.table_stride + 0)] = int32_t(b.num_pages + 5); }},
         {"entry -1 in the last visible page", [](PagedCase& b) { b.block_table[size_t(1 * b.table_stride + 14)] = -1; }},
         {"seq_len beyond max_pages * P", [](PagedCase& b) { b.seq_lens[1] = b.max_pages * 64 + 1; }},
         {"negative seq_len", [](PagedCase& b) { b.seq_lens[1] = -5; }},
     };
-    for (const auto& [what, corrupt] : corruptions) {
-        INFO(what);
-        PagedCase bad = c;
-        corrupt(bad);
-        const DevicePaged d(bad);
-        const dsa_topk_params_t params = bad.params(k, kSorted);
-        DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), params, d.inputs);
-        DeviceOutput out(c.rows(), k, true);
-        const dsa_status_t status = launch(gpu.get(), params, d.inputs, out.outputs(), workspace.get(), workspace.bytes(), stream.get());
-        INFO(describe_status(status));
-        REQUIRE(status == DSA_STATUS_SUCCESS);  // device data: not looked at on the host
-        stream.sync();
-        const HostResult r = out.download();
-        for (int64_t row = 0; row < c.rows(); ++row) {
-            const bool padded = row / 2 == 1;  // sequence 1's rows
-            for (int i = 0; i < k; ++i) {
-                const size_t at = size_t(row * k + i);
-                if (padded) {
-                    CHECK(r.indices[at] == -1);
-                    CHECK((std::isinf(r.scores[at]) && r.scores[at] < 0));
-                } else {
-                    CHECK(r.indices[at] == valid.indices[at]);
+    // Scored rows (k 256, sorted, scores), and rows written whole without scores (k 1024 covers the 900
+    // tokens of sequence 1; unsorted, no scores): both must find the bad entry.
+    const std::vector<std::tuple<int, uint32_t, bool>> modes = {{256, kSorted, true}, {1024, 0u, false}};
+    for (const auto& [k, flags, with_scores] : modes) {
+        const HostResult valid = run_cpu(c, k, flags, with_scores);
+        for (const auto& [what, corrupt] : corruptions) {
+            INFO(what << ", k " << k << (with_scores ? ", sorted, scores" : ", unsorted, no scores"));
+            PagedCase bad = c;
+            corrupt(bad);
+            const DevicePaged d(bad);
+            const dsa_topk_params_t params = bad.params(k, flags);
+            DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), params, d.inputs);
+            DeviceOutput out(c.rows(), k, with_scores);
+            const dsa_status_t status =
+                launch(gpu.get(), params, d.inputs, out.outputs(), workspace.get(), workspace.bytes(), stream.get());
+            INFO(describe_status(status));
+            REQUIRE(status == DSA_STATUS_SUCCESS);  // device data: not looked at on the host
+            stream.sync();
+            const HostResult r = out.download();
+            for (int64_t row = 0; row < c.rows(); ++row) {
+                const bool padded = row / 2 == 1;  // sequence 1's rows
+                for (int i = 0; i < k; ++i) {
+                    const size_t at = size_t(row * k + i);
+                    if (padded) {
+                        CHECK(r.indices[at] == -1);
+                        if (with_scores) CHECK((std::isinf(r.scores[at]) && r.scores[at] < 0));
+                    } else {
+                        CHECK(r.indices[at] == valid.indices[at]);
+                    }
                 }
             }
+            CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_DEVICE_INPUT_ERROR);
+            CHECK(std::string(dsa_last_error_message()) != "");
+            CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);  // reading the flag cleared it
+            const DevicePaged good(c);
+            CHECK(run_gpu(gpu.get(), params, good.inputs, c.rows(), with_scores, stream.get()) == valid);
         }
-        CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_DEVICE_INPUT_ERROR);
-        CHECK(std::string(dsa_last_error_message()) != "");
-        CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);  // reading the flag cleared it
-        const DevicePaged good(c);
-        CHECK(run_gpu(gpu.get(), params, good.inputs, c.rows(), true, stream.get()) == valid);
     }
 }
 

@@ -68,6 +68,13 @@ DSA_HOST_DEVICE int64_t visible_positions(int64_t seq_len, int next_n, int j) {
     return n < 0 ? 0 : (n > seq_len ? seq_len : n);
 }
 
+// A row that sees at most k positions returns every one of them (SPEC section 1), in position order when
+// unsorted; unless scores or the sorted order are asked for, nothing about it depends on its scores, so the
+// fused kernels write it without computing any.
+DSA_HOST_DEVICE bool row_needs_no_scores(const TopkShape& shape, const TopkOutputs& out, int64_t visible) {
+    return !shape.sorted && out.scores == nullptr && visible <= shape.topk;
+}
+
 // The paged data rule (SPEC section 4), written once for the host checks and the kernels: a sequence's
 // length lies in [0, max_pages * page_size], and each of the pages_holding(length) pages it occupies has
 // a block-table entry in [0, num_pages). Entries past those pages are never read.
