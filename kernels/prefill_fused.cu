@@ -111,15 +111,19 @@ struct Warpgroup {
 
     __device__ void sync() const { group.sync(); }
 
-    // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
-    // row_hist (the top-10-bit histogram of buf) with them. Level 1 comes from row_hist, the lower bits are
-    // refined 11 + 11 at a time (stopping once the threshold bin holds exactly what is still needed), and
-    // among equal keys the earlier (smaller) positions stay. Returns the threshold a later candidate must
-    // reach to matter: above the k-th key, or that key's bin when the refinement stopped early (a lower
-    // bound, which only lets a few more through).
-    __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) {
+    // The threshold of the best k of the n (k < n <= kCandidateCap) candidates of buf, which this thread's
+    // key/pos hold from here on (items [t * kSelectItems, ...), key 0 past n): level 1 comes from row_hist
+    // (the top-10-bit histogram of buf), the lower bits are refined 11 + 11 at a time, stopping once the
+    // threshold bin holds exactly what is still needed. GroupSelect::keep_in_order then keeps them in
+    // position order, among equal keys the earlier (smaller) positions.
+    struct Threshold {
+        uint32_t prefix;
+        int shift, need;
+        int bin1, above1;  // level 1: the bin of the k-th key and the count above it
+    };
+    __device__ Threshold best_threshold(const uint2* buf, int n, int k, const int* row_hist,
+                                        uint32_t (&key)[kSelectItems], uint32_t (&pos)[kSelectItems]) {
         const int i0 = t * kSelectItems;
-        uint32_t key[kSelectItems], pos[kSelectItems];
 #pragma unroll
         for (int e = 0; e < kSelectItems; e += 2) {  // in flight while level 1 is found
             uint4 v = make_uint4(0u, 0u, 0u, 0u);
@@ -132,20 +136,31 @@ struct Warpgroup {
         // refine's first histogram starts at zero: scratch's last use (a row's sort, or the previous compaction)
         // ended behind a barrier, and find_bin's barriers order this clear before refine's counts.
         for (int i = t; i < kSelectBins; i += kWgThreads) sh.scratch.hist[0][i] = 0;
-        int bin, above, ties;
-        group.find_bin(row_hist, kRowBins, k, bin, above, ties);
-        const int bin1 = bin, above1 = above;
-        int need = k - above, shift = kRowBinShift;
-        uint32_t prefix = uint32_t(bin);
-        group.refine(key, prefix, shift, need, above, ties, sh.scratch.hist[0], sh.scratch.hist[1]);
+        Threshold th;
+        int ties;
+        group.find_bin(row_hist, kRowBins, k, th.bin1, th.above1, ties);
+        int above = th.above1;
+        th.need = k - above;
+        th.shift = kRowBinShift;
+        th.prefix = uint32_t(th.bin1);
+        group.refine(key, th.prefix, th.shift, th.need, above, ties, sh.scratch.hist[0], sh.scratch.hist[1]);
+        return th;
+    }
+
+    // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
+    // row_hist with them. Returns the threshold a later candidate must reach to matter: above the k-th key,
+    // or that key's bin when the refinement stopped early (a lower bound, which only lets a few more through).
+    __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) {
+        uint32_t key[kSelectItems], pos[kSelectItems];
+        const Threshold th = best_threshold(buf, n, k, row_hist, key, pos);
         // Every read of buf is behind the barriers above, so the kept items move down in place.
-        group.keep_in_order(key, prefix, shift, need, [&](int slot, int e) { buf[slot] = make_uint2(key[e], pos[e]); });
+        group.keep_in_order(key, th.prefix, th.shift, th.need, [&](int slot, int e) { buf[slot] = make_uint2(key[e], pos[e]); });
         // What stays: every bin above bin1 whole, k - above1 of bin1, nothing below.
         for (int i = t; i < kRowBins; i += kWgThreads)
-            if (i <= bin1) row_hist[i] = i == bin1 ? k - above1 : 0;
+            if (i <= th.bin1) row_hist[i] = i == th.bin1 ? k - th.above1 : 0;
         __threadfence_block();
         sync();
-        return shift == 0 ? prefix + 1u : prefix << shift;  // the largest key is +inf's, so no overflow
+        return th.shift == 0 ? th.prefix + 1u : th.prefix << th.shift;  // the largest key is +inf's: no overflow
     }
 
     // Writes row r as every position of its window [start, end) (no more than k), in order, then padding. No
@@ -156,48 +171,80 @@ struct Warpgroup {
         for (int i = t; i < k; i += kWgThreads) out_idx[i] = start + i < end ? start + i - base : -1;
     }
 
-    // Writes row r: the `taken` candidates of buf (position order), then padding. Indices are key numbers
-    // less `base` (the row's start for relative indices, 0 for absolute ones).
+    // Writes row r as the best k of the n (n > k) candidates of buf, straight from the selection: in
+    // position order, or through the sort. Indices are key numbers less `base`.
+    __device__ void write_best(const RaggedProblem& pb, int64_t r, const uint2* buf, int n, const int* row_hist,
+                               int32_t base) {
+        const int k = pb.shape.topk;
+        uint32_t key[kSelectItems], pos[kSelectItems];
+        const Threshold th = best_threshold(buf, n, k, row_hist, key, pos);
+        if (pb.shape.sorted && k > 1) {
+            // find_bin's reads of scratch are behind its last barrier, so the kept items may land there.
+            group.keep_in_order(key, th.prefix, th.shift, th.need,
+                                [&](int slot, int e) { sh.scratch.sort[slot] = order_candidate(make_uint2(key[e], pos[e])); });
+            write_sorted(pb, r, k, base);
+            return;
+        }
+        int32_t* out_idx = pb.out.indices + r * k;
+        float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
+        group.keep_in_order(key, th.prefix, th.shift, th.need, [&](int slot, int e) {
+            out_idx[slot] = int32_t(pos[e]) - base;
+            if (out_score) out_score[slot] = score_from_order_key(key[e]);
+        });
+        sync();  // scratch is reused by the next row
+    }
+
+    // Writes row r from the `taken` (> 1) candidates in sh.scratch.sort[0, taken), ranked: sorted descending
+    // by key, then ascending position. Indices are key numbers less `base`; padding follows.
+    __device__ void write_sorted(const RaggedProblem& pb, int64_t r, int taken, int32_t base) {
+        const int k = pb.shape.topk;
+        int32_t* out_idx = pb.out.indices + r * k;
+        float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
+        uint64_t* sort = sh.scratch.sort;
+        int size = 1;
+        while (size < taken) size <<= 1;
+        for (int i = taken + t; i < size; i += kWgThreads) sort[i] = 0u;  // key 0, position ~0: ranks last
+        sync();
+        group.sort_descending(sort, size);
+        for (int i = t; i < taken; i += kWgThreads) {
+            const uint64_t c = sort[i];
+            out_idx[i] = int32_t(candidate_position(c)) - base;
+            if (out_score) out_score[i] = score_from_order_key(uint32_t(c >> 32));
+        }
+        for (int i = taken + t; i < k; i += kWgThreads) {
+            out_idx[i] = -1;
+            if (out_score) out_score[i] = -__int_as_float(0x7f800000);
+        }
+        sync();  // scratch is reused by the next row
+    }
+
+    // Writes row r: the `taken` (<= k) candidates of buf (position order), then padding. Indices are key
+    // numbers less `base` (the row's start for relative indices, 0 for absolute ones).
     __device__ void write_row(const RaggedProblem& pb, int64_t r, const uint2* buf, int taken, int32_t base) {
         const int k = pb.shape.topk;
         int32_t* out_idx = pb.out.indices + r * k;
         float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
+        uint2 c[kOutItems];  // every load in flight before the first store
+#pragma unroll
+        for (int e = 0; e < kOutItems; ++e) {
+            const int i = t + e * kWgThreads;
+            c[e] = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
+        }
         if (pb.shape.sorted && taken > 1) {
-            uint64_t* sort = sh.scratch.sort;
-            int size = 1;
-            while (size < taken) size <<= 1;
-            uint2 c[kOutItems];  // every load in flight before the first store
 #pragma unroll
             for (int e = 0; e < kOutItems; ++e) {
                 const int i = t + e * kWgThreads;
-                c[e] = i < taken ? __ldcg(buf + i) : make_uint2(0u, ~0u);  // key 0, position ~0: ranks last
+                if (i < taken) sh.scratch.sort[i] = order_candidate(c[e]);
             }
+            write_sorted(pb, r, taken, base);
+            return;
+        }
 #pragma unroll
-            for (int e = 0; e < kOutItems; ++e) {
-                const int i = t + e * kWgThreads;
-                if (i < size) sort[i] = order_candidate(c[e]);
-            }
-            sync();
-            group.sort_descending(sort, size);
-            for (int i = t; i < taken; i += kWgThreads) {
-                const uint64_t c = sort[i];
-                out_idx[i] = int32_t(candidate_position(c)) - base;
-                if (out_score) out_score[i] = score_from_order_key(uint32_t(c >> 32));
-            }
-        } else {
-            uint2 c[kOutItems];  // every load in flight before the first store
-#pragma unroll
-            for (int e = 0; e < kOutItems; ++e) {
-                const int i = t + e * kWgThreads;
-                c[e] = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
-            }
-#pragma unroll
-            for (int e = 0; e < kOutItems; ++e) {
-                const int i = t + e * kWgThreads;
-                if (i >= taken) break;
-                out_idx[i] = int32_t(c[e].y) - base;
-                if (out_score) out_score[i] = score_from_order_key(c[e].x);
-            }
+        for (int e = 0; e < kOutItems; ++e) {
+            const int i = t + e * kWgThreads;
+            if (i >= taken) break;
+            out_idx[i] = int32_t(c[e].y) - base;
+            if (out_score) out_score[i] = score_from_order_key(c[e].x);
         }
         for (int i = taken + t; i < k; i += kWgThreads) {
             out_idx[i] = -1;
@@ -468,8 +515,8 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 g.write_window(pb, r, done.start[j], done.end[j], base);
                 continue;
             }
-            if (n > k) g.keep_best(buf, n, k, sh.row_hist[j]);
-            g.write_row(pb, r, buf, min(n, k), base);
+            if (n > k) g.write_best(pb, r, buf, n, sh.row_hist[j], base);
+            else g.write_row(pb, r, buf, n, base);
         }
     }
 #else
