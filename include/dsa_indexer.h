@@ -225,7 +225,9 @@ DSA_API void dsa_ragged_inputs_init(dsa_ragged_inputs_t* inputs);
  *  the inputs; they must not overlap any input or each other. Rows with n < k visible positions hold their
  *  n results first, then -1 (and -inf in scores). Without DSA_TOPK_SORTED a row's results come in
  *  ascending position order (the same on every backend). A returned score of -0 reads back as +0 and
- *  every NaN score as the one quiet NaN (both rank as SPEC section 1 says: -0 == +0, NaN lowest). */
+ *  every NaN score as the one quiet NaN (both rank as SPEC section 1 says: -0 == +0, NaN lowest).
+ *  Asking for scores (or DSA_TOPK_SORTED) costs more than the scores' writes: on sm_90 a row that sees at
+ *  most k positions is written without scoring it when neither is asked for. */
 typedef struct dsa_topk_outputs {
     size_t struct_size;   /**< sizeof(dsa_topk_outputs_t), set by the initialiser */
     int32_t* indices;     /**< [rows, k] int32, required */
