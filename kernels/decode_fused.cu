@@ -74,6 +74,7 @@ constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan 
 constexpr int kSelfPlanMax = 1024;      // largest batch whose unit prefix every fused CTA computes itself
 constexpr int kMaxSmemPerBlock = 227 * 1024;  // sm_90's opt-in limit of shared memory per block
 constexpr int kRegRowMax = 8192;    // rows selected with their keys in the consumers' registers
+constexpr int kMinPageSize = 32;
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
 // Split rows longer than this go through the candidate pool: below it, the last arrival's one pass over the
 // row costs less than the pass every part makes for the pool (measured on H200: bench/NOTES.md, session 7).
@@ -146,6 +147,7 @@ struct FusedSmem {
         typename cub::BlockScan<int, FusedRoles<NN>::kThreads>::TempStorage plan_scan;  // self-planning, at start
     };
     int unit_prefix[kSelfPlanMax + 1];  // self-planned: unit_prefix[0 .. B]
+    int32_t seg_table[kRegRowMax / kMinPageSize];  // the segment's block-table row, for rows selected in registers
     CtaPlan plan;                       // this CTA's
     uint64_t picked[kMaxTopk];      // the selected candidate keys, by output slot
     int tile_bad[kFusedStages];     // the stage's tile has a block-table entry out of range (no data loaded)
@@ -867,12 +869,19 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     const int quad_row = lane >> 2, quad_col = lane & 3;
     Selector<H, NN> sel{sh, ct};
 
-    // A segment's query rows (fp8, 128B-swizzled for wgmma) by cp.async, and its weights.
+    // A segment's query rows (fp8, 128B-swizzled for wgmma) by cp.async, and its weights. A sequence short
+    // enough to be selected in registers also gets its block-table row copied (same cp.async group, so it
+    // adds no wait), which the selection's output reads instead of global memory.
     auto load_queries = [&](int b) {
         const uint8_t* q = pb.q + int64_t(b) * NN * H * kHeadDim;
         for (int idx = ct; idx < NN * H * (kHeadDim / 16); idx += kConsumerThreads) {
             const int qrow = idx / (kHeadDim / 16), chunk = idx % (kHeadDim / 16);
             cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kHeadDim + chunk * 16, 16);
+        }
+        const int64_t tokens = pb.seq_lens[b];
+        if (pb.shape.index_mode != IndexMode::PagedLogical && tokens > 0 && tokens <= kRegRowMax) {
+            const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
+            for (int i = ct; i < pages_holding(tokens, P); i += kConsumerThreads) cp_async_4(sh.seg_table + i, table + i, 4);
         }
         cp_async_commit();
         const float* w = pb.weights + int64_t(b) * NN * H;
@@ -1034,7 +1043,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             bad = __ldcg(p.bad_flags + b) != 0;
             consumer_sync<kConsumerThreads>();
         }
-        const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
+        const int32_t* table = seg_tokens <= kRegRowMax ? sh.seg_table : pb.block_table + int64_t(b) * pb.block_table_stride;
         auto index_of = [&](uint32_t pos) { return paged_index(pb, table, p.page_shift, pos); };
         for (int j = 0; j < NN; ++j) {
             const int64_t r = int64_t(b) * NN + j;
