@@ -25,16 +25,16 @@
 //  shared memory, keeps it off until it exits). The fused CTA waits for the first kernel
 //  (griddepcontrol.wait) before its first ticket or histogram-slot atomic, which the clears must precede, and
 //  before it exits, so the call ends after the padding writes.
-// Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys
-// (32 with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the
+// Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys (32
+// with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the
 // threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
-// result. Longer rows: the histogram gives the bin of the k-th best key; one ordered pass over the scores
-// keeps the keys at or above that bin (in position order) in shared memory, where the remaining bits are
-// refined; an ordered pass writes the result. A row longer than 32768 split over CTAs is not read whole by
-// its last arrival: each part, before its ticket, puts into a candidate pool the keys of its part at or above
-// a lower bound of that bin (from the counts added so far), and the last arrival's ordered pass reads the
-// pool (a few k entries per part) instead of the row. Ties go to the smaller position, so the output is a
-// pure function of the inputs, as on the CPU.
+// result, whose block-table entries come from a shared-memory copy of the row. Longer rows: the histogram gives
+// the bin of the k-th best key; one ordered pass over the scores keeps the keys at or above that bin (in
+// position order) in shared memory, where the remaining bits are refined; an ordered pass writes the result. A
+// row longer than 32768 split over CTAs is not read whole by its last arrival: each part, before its ticket,
+// puts into a candidate pool the keys of its part at or above a lower bound of that bin (from the counts added
+// so far), and the last arrival's ordered pass reads the pool (a few k entries per part) instead of the row.
+// Ties go to the smaller position, so the output is a pure function of the inputs, as on the CPU.
 #include "kernels/decode_fused.h"
 
 #include <algorithm>
@@ -878,7 +878,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             const int qrow = idx / (kHeadDim / 16), chunk = idx % (kHeadDim / 16);
             cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kHeadDim + chunk * 16, 16);
         }
-        const int64_t tokens = pb.seq_lens[b];
+        const int64_t tokens = sequence_tokens(pb, b);  // -1 for a bad length (such a sequence has no tiles)
         if (pb.shape.index_mode != IndexMode::PagedLogical && tokens > 0 && tokens <= kRegRowMax) {
             const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
             for (int i = ct; i < pages_holding(tokens, P); i += kConsumerThreads) cp_async_4(sh.seg_table + i, table + i, 4);
