@@ -74,7 +74,7 @@ constexpr int kPlanPrefixCache = 8191;  // sequences whose unit prefix the plan 
 constexpr int kSelfPlanMax = 1024;      // largest batch whose unit prefix every fused CTA computes itself
 constexpr int kMaxSmemPerBlock = 227 * 1024;  // sm_90's opt-in limit of shared memory per block
 constexpr int kRegRowMax = 8192;    // rows selected with their keys in the consumers' registers
-constexpr int kMinPageSize = 32;
+constexpr int kMinPageSize = 32;    // the smaller of the two page sizes the API accepts (src/api/validate.cpp)
 constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
 // Split rows longer than this go through the candidate pool: below it, the last arrival's one pass over the
 // row costs less than the pass every part makes for the pool (measured on H200: bench/NOTES.md, session 7).
