@@ -42,8 +42,9 @@ void print_usage(FILE* to) {
         "  Timed calls return indices only, as engines call the operator; --scores asks for the scores too\n"
         "  (then rows that see at most k positions are scored; without it they need no scores).\n"
         "  Default backend: gpu when the library has a usable GPU, else cpu (the first line says which, and why).\n"
-        "  --only runs the named workloads. --shape runs B sequences of L tokens per item instead of the named\n"
-        "  workloads, with next_n (default 1), k (2048), H heads (64) and page size P (64).\n"
+        "  --only runs the named workloads, on the inputs a full run gives them. --shape runs B sequences of L\n"
+        "  tokens per item instead of the named workloads, with next_n (default 1), k (2048), H heads (64) and\n"
+        "  page size P (64).\n"
         "  --json - writes JSON to stdout. --plot FILE writes an SVG: latency and %% of the floor against context\n"
         "  length, one line per batch size, for the workloads named BxL.\n"
         "       dsa_bench --ragged [--backend cpu|gpu] [--quick] [--json FILE] [--only NAME[,NAME...]]\n"
@@ -298,7 +299,7 @@ Result caught(const std::string& backend, Run run) {
     }
 }
 
-Result run_paged_workload(const Workload& w, size_t index, const RunInfo& info) {
+Result run_paged_workload(const Workload& w, const RunInfo& info) {
     dsa_test::PagedLayout layout;
     layout.heads = w.heads;
     layout.page_size = w.page_size;
@@ -307,8 +308,8 @@ Result run_paged_workload(const Workload& w, size_t index, const RunInfo& info) 
         const int32_t longest = *std::max_element(w.seq_lens.begin(), w.seq_lens.end());
         layout.unused_columns = std::max(1, w.table_width - (longest + w.page_size - 1) / w.page_size);
     }
-    dsa_test::PagedCase c(layout, w.seq_lens, 1234 + index);
-    dsa_test::Rng rng(99 + index);
+    dsa_test::PagedCase c(layout, w.seq_lens, 1234 + uint64_t(w.seed));
+    dsa_test::Rng rng(99 + uint64_t(w.seed));
     dsa_test::fill_spec6(c, rng);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
@@ -324,9 +325,9 @@ Result run_paged_workload(const Workload& w, size_t index, const RunInfo& info) 
     return r;
 }
 
-Result run_ragged_workload(const RaggedWorkload& w, size_t index, const RunInfo& info) {
+Result run_ragged_workload(const RaggedWorkload& w, const RunInfo& info) {
     dsa_test::RaggedCase c = ragged_case_of(w);
-    dsa_test::Rng rng(99 + index);
+    dsa_test::Rng rng(99 + uint64_t(w.seed));
     dsa_test::fill_spec6(c, rng);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
@@ -346,7 +347,7 @@ std::vector<Result> run_all(const std::vector<W>& workloads, const RunInfo& info
     std::vector<Result> results;
     for (size_t i = 0; i < workloads.size(); ++i) {
         std::fprintf(stderr, "[%zu/%zu] %s ...\n", i + 1, workloads.size(), workloads[i].name.c_str());
-        results.push_back(run_one(workloads[i], i, info));
+        results.push_back(run_one(workloads[i], info));
     }
     return results;
 }
@@ -446,17 +447,26 @@ bool write_json(const std::string& path, const std::vector<Result>& results, con
     return f == stdout || std::fclose(f) == 0;
 }
 
+// Each workload's seed is its place in the list that names it (the --shape list or the named workloads), given
+// before --quick and --only select, so that a name always stands for the same inputs.
+template <class W>
+void seed_in_order(std::vector<W>* workloads) {
+    for (size_t i = 0; i < workloads->size(); ++i) (*workloads)[i].seed = int(i);
+}
+
 // The paged workloads this run measures (after `o`'s --shape, --quick and --only); false after a usage error.
 bool paged_workloads(const Options& o, bool gpu, std::vector<Workload>* out) {
-    if (!o.shapes.empty()) return true;  // parsed before the backend was chosen
-    *out = gpu ? gpu_workloads() : cpu_workloads(o.quick);
+    if (o.shapes.empty()) *out = gpu ? gpu_workloads() : cpu_workloads(o.quick);  // else parsed before the backend
+    seed_in_order(out);
+    if (!o.shapes.empty()) return true;
     if (o.quick && gpu) out->resize(3);
     return keep_only(out, o.only, o);
 }
 
 bool ragged_workloads(const Options& o, bool gpu, std::vector<RaggedWorkload>* out) {
+    if (o.shapes.empty()) *out = gpu ? ragged_gpu_workloads(o.ragged_parameters) : ragged_cpu_workloads(o.quick, o.ragged_parameters);
+    seed_in_order(out);
     if (!o.shapes.empty()) return true;
-    *out = gpu ? ragged_gpu_workloads(o.ragged_parameters) : ragged_cpu_workloads(o.quick, o.ragged_parameters);
     if (o.quick) out->resize(1);  // the smallest comes first
     return keep_only(out, o.only, o);
 }

@@ -30,6 +30,7 @@ struct Workload {
     int page_size = 64;
     int topk = kDefaultTopk;
     int32_t table_width = 0;  // block-table columns (max_pages); 0: just enough for the longest sequence
+    int seed = 0;             // its inputs' seed: its place in the list that names it, however a run selects it
 };
 
 // The named workloads: sizes for one GPU, and sizes that finish in seconds on a 2-core machine.
@@ -49,6 +50,7 @@ struct RaggedWorkload {
     std::vector<int32_t> query_lens;
     int heads = kDefaultHeads;
     int topk = kDefaultTopk;
+    int seed = 0;  // as Workload::seed
 };
 
 // The named prefill workloads: one causal sequence of S = N tokens per size plus a chunked-prefill mix on a
