@@ -300,17 +300,7 @@ Result caught(const std::string& backend, Run run) {
 }
 
 Result run_paged_workload(const Workload& w, const RunInfo& info) {
-    dsa_test::PagedLayout layout;
-    layout.heads = w.heads;
-    layout.page_size = w.page_size;
-    layout.next_n = w.next_n;
-    if (w.table_width > 0) {
-        const int32_t longest = *std::max_element(w.seq_lens.begin(), w.seq_lens.end());
-        layout.unused_columns = std::max(1, w.table_width - (longest + w.page_size - 1) / w.page_size);
-    }
-    dsa_test::PagedCase c(layout, w.seq_lens, 1234 + uint64_t(w.seed));
-    dsa_test::Rng rng(99 + uint64_t(w.seed));
-    dsa_test::fill_spec6(c, rng);
+    const dsa_test::PagedCase c = paged_case_of(w);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
         if (info.gpu) return run_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);
@@ -326,9 +316,7 @@ Result run_paged_workload(const Workload& w, const RunInfo& info) {
 }
 
 Result run_ragged_workload(const RaggedWorkload& w, const RunInfo& info) {
-    dsa_test::RaggedCase c = ragged_case_of(w);
-    dsa_test::Rng rng(99 + uint64_t(w.seed));
-    dsa_test::fill_spec6(c, rng);
+    const dsa_test::RaggedCase c = ragged_case_of(w);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
         if (info.gpu) return run_ragged_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);

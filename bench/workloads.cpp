@@ -119,10 +119,28 @@ std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkloa
             chunked_mix("prefill_chunked_mix_small", 250, parameters)};
 }
 
+PagedCase paged_case_of(const Workload& w) {
+    dsa_test::PagedLayout layout;
+    layout.heads = w.heads;
+    layout.page_size = w.page_size;
+    layout.next_n = w.next_n;
+    if (w.table_width > 0) {
+        const int32_t longest = *std::max_element(w.seq_lens.begin(), w.seq_lens.end());
+        layout.unused_columns = std::max(1, w.table_width - (longest + w.page_size - 1) / w.page_size);
+    }
+    PagedCase c(layout, w.seq_lens, 1234 + uint64_t(w.seed));
+    dsa_test::Rng rng(99 + uint64_t(w.seed));
+    dsa_test::fill_spec6(c, rng);
+    return c;
+}
+
 RaggedCase ragged_case_of(const RaggedWorkload& w) {
     int64_t keys = 0;
     for (int32_t len : w.key_lens) keys += len;
-    return RaggedCase(w.heads, keys, dsa_test::causal_windows(w.key_lens, w.query_lens));
+    RaggedCase c(w.heads, keys, dsa_test::causal_windows(w.key_lens, w.query_lens));
+    dsa_test::Rng rng(99 + uint64_t(w.seed));
+    dsa_test::fill_spec6(c, rng);
+    return c;
 }
 
 namespace {

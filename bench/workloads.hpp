@@ -64,7 +64,8 @@ std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkloa
 bool parse_ragged_shapes(const std::string& text, const RaggedWorkload& parameters, std::vector<RaggedWorkload>* out,
                          std::string* error);
 
-// The case of a ragged workload: its causal windows, inputs not yet filled.
+// The case of a workload, with SPEC section 6 inputs drawn from its seed.
+dsa_test::PagedCase paged_case_of(const Workload& w);
 dsa_test::RaggedCase ragged_case_of(const RaggedWorkload& w);
 
 struct Result {
