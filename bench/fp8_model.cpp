@@ -124,13 +124,15 @@ int main(int argc, char** argv) {
                 shape.c_str(), seed, (long long)rows, (long long)c.rows(), topk);
     for (const Model& m : models) {
         std::vector<int32_t> indices(size_t(c.rows() * topk), -1);
+        auto keep_best = [&](int64_t r, const std::vector<double>& score) {  // row r's top k by `score`
+            const std::vector<int64_t> ranked = dsa_test::ranked_positions(score, std::min<int64_t>(topk, c.visible(r)));
+            for (size_t i = 0; i < ranked.size(); ++i) indices[size_t(r * topk) + i] = c.index_of(r, ranked[i], 0);
+        };
         std::vector<double> worst(size_t(rows), 0.0);  // max |modelled - oracle| / A(p) per row
         auto run_rows = [&](int64_t first, int64_t step) {
             for (int64_t r = first; r < rows; r += step) {
                 const std::vector<float> score = modelled_scores(c, r, m);
-                const std::vector<int64_t> ranked = dsa_test::ranked_positions(std::vector<double>(score.begin(), score.end()),
-                                                                               std::min<int64_t>(topk, c.visible(r)));
-                for (size_t i = 0; i < ranked.size(); ++i) indices[size_t(r * topk) + i] = c.index_of(r, ranked[i], 0);
+                keep_best(r, std::vector<double>(score.begin(), score.end()));
                 const dsa_test::RowOracle& o = oracle[size_t(r)];
                 for (size_t p = 0; p < score.size(); ++p)
                     worst[size_t(r)] = std::max(worst[size_t(r)], std::fabs(double(score[p]) - o.score[p]) / (o.magnitude[p] + 1e-30));
@@ -141,10 +143,7 @@ int main(int argc, char** argv) {
         for (int64_t t = 0; t < threads; ++t) pool.emplace_back(run_rows, t, threads);
         for (std::thread& t : pool) t.join();
         // Rows past `rows` return the oracle's own top k, so they pass.
-        for (int64_t r = rows; r < c.rows(); ++r) {
-            const std::vector<int64_t> ranked = dsa_test::ranked_positions(oracle[size_t(r)].score, std::min<int64_t>(topk, c.visible(r)));
-            for (size_t i = 0; i < ranked.size(); ++i) indices[size_t(r * topk) + i] = c.index_of(r, ranked[i], 0);
-        }
+        for (int64_t r = rows; r < c.rows(); ++r) keep_best(r, oracle[size_t(r)].score);
         const std::string check = dsa_test::check_spec5(c, oracle, topk, 0, indices.data(), nullptr);
         const double worst_row = worst.empty() ? 0.0 : *std::max_element(worst.begin(), worst.end());
         std::printf("%-48s max |modelled - oracle| / A = %.2e   %s\n", m.name, worst_row,

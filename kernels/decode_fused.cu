@@ -869,9 +869,11 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     const int quad_row = lane >> 2, quad_col = lane & 3;
     Selector<H, NN> sel{sh, ct};
 
-    // A segment's query rows (fp8, 128B-swizzled for wgmma) by cp.async, and its weights. A sequence short
-    // enough to be selected in registers also gets its block-table row copied (same cp.async group, so it
-    // adds no wait), which the selection's output reads instead of global memory.
+    // A sequence short enough to be selected in registers has its block-table row in shared memory.
+    auto table_in_shared = [](int64_t tokens) { return tokens > 0 && tokens <= kRegRowMax; };
+    // A segment's query rows (fp8, 128B-swizzled for wgmma) by cp.async, and its weights; and its block-table
+    // row when table_in_shared (same cp.async group, so it adds no wait), which the selection's output reads
+    // instead of global memory.
     auto load_queries = [&](int b) {
         const uint8_t* q = pb.q + int64_t(b) * NN * H * kHeadDim;
         for (int idx = ct; idx < NN * H * (kHeadDim / 16); idx += kConsumerThreads) {
@@ -879,7 +881,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             cp_async_16(sh.q + swizzled_offset(qrow, chunk), q + int64_t(qrow) * kHeadDim + chunk * 16, 16);
         }
         const int64_t tokens = sequence_tokens(pb, b);  // -1 for a bad length (such a sequence has no tiles)
-        if (pb.shape.index_mode != IndexMode::PagedLogical && tokens > 0 && tokens <= kRegRowMax) {
+        if (pb.shape.index_mode != IndexMode::PagedLogical && table_in_shared(tokens)) {
             const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
             for (int i = ct; i < pages_holding(tokens, P); i += kConsumerThreads) cp_async_4(sh.seg_table + i, table + i, 4);
         }
@@ -1043,7 +1045,8 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             bad = __ldcg(p.bad_flags + b) != 0;
             consumer_sync<kConsumerThreads>();
         }
-        const int32_t* table = seg_tokens <= kRegRowMax ? sh.seg_table : pb.block_table + int64_t(b) * pb.block_table_stride;
+        const int32_t* table =
+            table_in_shared(seg_tokens) ? sh.seg_table : pb.block_table + int64_t(b) * pb.block_table_stride;
         auto index_of = [&](uint32_t pos) { return paged_index(pb, table, p.page_shift, pos); };
         for (int j = 0; j < NN; ++j) {
             const int64_t r = int64_t(b) * NN + j;
