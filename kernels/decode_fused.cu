@@ -67,6 +67,8 @@ constexpr int kBins = kSelectBins;    // first-level histogram: the key's top 11
 constexpr int kBinShift = 21;
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
+constexpr int kTicketBad = 1 << 16;   // a part's bad flag in its ticket; the low bits count parts (<= kMaxCtas)
+static_assert(kMaxCtas < kTicketBad && int64_t(kMaxCtas) * (1 + kTicketBad) <= INT_MAX);
 constexpr int kPlanThreads = 1024;
 constexpr int kSmRegisters = 65536;   // sm_90's register file per SM
 constexpr int kClearRegisters = 32;   // per thread of decode_clear_kernel
@@ -119,14 +121,13 @@ struct FusedParams {
     bool self_planned;  // B <= kSelfPlanMax: the fused CTAs plan themselves; unit_prefix and cta_plan are unused
     int* unit_prefix;  // [B + 1]
     CtaPlan* cta_plan;  // [kMaxCtas]
-    int* tickets;      // [B]
-    int* bad_flags;    // [B]
+    int* tickets;      // [B]: parts of sequence b done, plus kTicketBad for each part that found a bad entry
     int* hist_slots;   // [kMaxCtas][next_n][kBins]: split sequence b adds into the slot of its first CTA
     float* scores;     // sequence b, row j: at unit_prefix[b] * 64 * next_n + j * units_b * 64
     // Candidate pool of split rows longer than kPoolRowMin (null when no row can be that long): each part's
     // entries ((key << 32) | position, position order) at pool_parts[(c_lo * next_n + j) * kMaxCtas + part]
     // = {offset, count}; count = pool_capacity + 1 marks a part that did not fit. A bad part writes no record:
-    // its row is then bad (bad_flags) and selects nothing.
+    // its row is then bad (its ticket says so) and selects nothing.
     uint64_t* pool;
     unsigned long long* pool_used;
     int2* pool_parts;
@@ -142,7 +143,11 @@ struct FusedSmem {
     float w[NN * H];
     int hist[NN][kBins];
     union {
-        uint64_t list[kListCap];  // (key << 32) | position, in position order
+        struct {  // candidates in position order: order keys and positions apart, so that a thread's run of
+                  // consecutive keys is read as 16-byte words without bank conflicts
+            uint32_t key[kListCap];
+            uint32_t pos[kListCap];
+        } list;
         int hist_next[kBins];     // select_in_registers' second refinement histogram, pool_part's scratch
         typename cub::BlockScan<int, FusedRoles<NN>::kThreads>::TempStorage plan_scan;  // self-planning, at start
     };
@@ -155,7 +160,7 @@ struct FusedSmem {
     uint64_t empty[kFusedStages];
     int warp_total[2][FusedRoles<NN>::kConsumers / 32];
     int bcast[kSelectBcast];
-    int ticket_last;  // this CTA took a split sequence's last ticket
+    int ticket_last;  // this CTA took a split sequence's last ticket: 1, or 2 when a part of it was bad; else 0
     int seg_bad;
     int pool_offset;                // a part's reservation in the pool, broadcast
     int part_at[kMaxCtas];          // the last arrival's view of a pooled row: each part's pool offset ...
@@ -298,10 +303,7 @@ __device__ void clear_and_pad(const FusedParams& p, int grid_ctas) {
         for (int i = threadIdx.x; i < NN * kBins / 4; i += blockDim.x) slot[i] = make_int4(0, 0, 0, 0);
     }
     if (blockIdx.x == 0 && threadIdx.x == 0 && p.pool_used) *p.pool_used = 0;
-    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) {
-        p.tickets[b] = 0;
-        p.bad_flags[b] = 0;
-    }
+    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) p.tickets[b] = 0;
     const int lane = threadIdx.x % 32;
     const int warps = gridDim.x * (blockDim.x / 32);
     for (int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
@@ -414,13 +416,20 @@ struct Selector {
         __device__ uint32_t position(int i) const { return uint32_t(i); }
     };
     struct ListSource {
-        const uint64_t* list;
+        const uint32_t* keys;  // 16-byte aligned; read in whole 16-byte words below n (still inside the list)
+        const uint32_t* positions;
         template <int V>
         __device__ void load(int i0, int n, uint32_t (&key)[V]) const {
+            static_assert(V % 4 == 0, "i0 is a multiple of V: whole, aligned words");
 #pragma unroll
-            for (int e = 0; e < V; ++e) key[e] = i0 + e < n ? uint32_t(list[i0 + e] >> 32) : 0u;
+            for (int q = 0; q < V / 4; ++q) {
+                const uint4 w = i0 + 4 * q < n ? *reinterpret_cast<const uint4*>(keys + i0 + 4 * q) : make_uint4(0u, 0u, 0u, 0u);
+                const uint32_t x[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+                for (int c = 0; c < 4; ++c) key[4 * q + c] = i0 + 4 * q + c < n ? x[c] : 0u;
+            }
         }
-        __device__ uint32_t position(int i) const { return uint32_t(list[i]); }
+        __device__ uint32_t position(int i) const { return positions[i]; }
     };
 
     // Item i (in order) is taken when (key >> shift) > thr, or == thr and fewer than need_eq equal items came
@@ -559,10 +568,10 @@ struct Selector {
         return total <= pool_capacity ? total : -1;
     }
 
-    // Appends to list, in order, the pool entries (parts in order, `total` in all) whose key bits above
+    // Appends to sh.list, in order, the pool entries (parts in order, `total` in all) whose key bits above
     // `shift` are at least thr: exactly the above + ties keys select_row counted, since the pool holds every
     // key of the row at or above the level-1 threshold bin, so the list's bound holds.
-    __device__ void gather_pool(const uint64_t* pool, int parts, int total, int shift, uint32_t thr, uint64_t* list) {
+    __device__ void gather_pool(const uint64_t* pool, int parts, int total, int shift, uint32_t thr) {
         int base = 0;
         for (int step = 0; step < total; step += kConsumerThreads * kPoolItems) {
             const int i0 = step + ct * kPoolItems;
@@ -586,7 +595,10 @@ struct Selector {
             int at = base + exclusive_scan(kept, stepped);
 #pragma unroll
             for (int x = 0; x < kPoolItems; ++x)
-                if (i0 + x < total && (uint32_t(e[x] >> 32) >> shift) >= thr) list[at++] = e[x];
+                if (i0 + x < total && (uint32_t(e[x] >> 32) >> shift) >= thr) {
+                    sh.list.key[at] = uint32_t(e[x] >> 32);
+                    sh.list.pos[at++] = uint32_t(e[x]);
+                }
             base += stepped;
         }
     }
@@ -651,16 +663,16 @@ struct Selector {
             while (above + ties > kListCap && pbits < 32) refine<kGlobalItems>(global, n, prefix, pbits, need, above, ties, hist);
             if (above + ties <= kListCap) {
                 const int m = above + ties;
-                uint64_t* list = sh.list;
                 if (pool) {
-                    gather_pool(pool, pool_parts, pool_total, 32 - pbits, prefix, list);
+                    gather_pool(pool, pool_parts, pool_total, 32 - pbits, prefix);
                 } else {
                     ordered_pass<kGlobalItems>(global, n, 32 - pbits, prefix, INT_MAX, [&](int slot, uint32_t key, uint32_t pos) {
-                        list[slot] = (uint64_t(key) << 32) | pos;
+                        sh.list.key[slot] = key;
+                        sh.list.pos[slot] = pos;
                     });
                 }
                 consumer_sync();
-                const ListSource local{list};
+                const ListSource local{sh.list.key, sh.list.pos};
                 // Once the threshold bin holds exactly the items still needed, all of them are taken.
                 while (pbits < 32 && ties > need) refine<8>(local, m, prefix, pbits, need, above, ties, hist);
                 ordered_pass<8>(local, m, 32 - pbits, prefix, need, emit);
@@ -1033,16 +1045,18 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             // The barrier orders every thread's scores and histogram adds before thread 0's ticket, whose
             // release publishes them; for the last arrival its acquire orders the reads below (behind the
             // next barrier) after every part's. ticket_last is rewritten only at the next split segment's
-            // end, behind barriers every thread reaches after reading it.
+            // end, behind barriers every thread reaches after reading it. The ticket also carries the parts'
+            // bad flags, so the last arrival learns the sequence's state from it, without a second round trip.
             consumer_sync<kConsumerThreads>();
             if (ct == 0) {
-                if (bad) atomicOr(p.bad_flags + b, 1);
-                sh.ticket_last = fetch_add_acq_rel_gpu(p.tickets + b, 1) == c_hi - c_lo;
+                const int before = fetch_add_acq_rel_gpu(p.tickets + b, bad ? 1 + kTicketBad : 1);
+                const bool last = (before & (kTicketBad - 1)) == c_hi - c_lo;
+                sh.ticket_last = last ? 1 + (bad || before >= kTicketBad) : 0;  // 2: last, and the sequence is bad
             }
             consumer_sync<kConsumerThreads>();
             if (!sh.ticket_last) continue;
+            bad = sh.ticket_last == 2;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) (&sh.hist[0][0])[idx] = __ldcg(slot + idx);
-            bad = __ldcg(p.bad_flags + b) != 0;
             consumer_sync<kConsumerThreads>();
         }
         const int32_t* table =
@@ -1071,7 +1085,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
 // ---- host side -----------------------------------------------------------------------------------------
 
 struct FusedLayout {
-    size_t prefix = 0, cta_plan = 0, tickets = 0, bad = 0, hist = 0, scores = 0, pool = 0, pool_used = 0,
+    size_t prefix = 0, cta_plan = 0, tickets = 0, hist = 0, scores = 0, pool = 0, pool_used = 0,
            pool_parts = 0, total = 0;
     int64_t pool_capacity = 0;  // 0: no row can be longer than kPoolRowMin, no pool
 };
@@ -1089,7 +1103,6 @@ FusedLayout fused_layout(const PagedProblem& pb) {
     l.prefix = take(size_t(B + 1) * 4);
     l.cta_plan = take(size_t(kMaxCtas) * sizeof(CtaPlan));
     l.tickets = take(size_t(B) * 4);
-    l.bad = take(size_t(B) * 4);
     l.hist = take(size_t(kMaxCtas) * NN * kBins * 4);
     l.scores = take(size_t(B) * units_max * kUnitTokens * NN * 4);
     if (units_max * kUnitTokens > kPoolRowMin) {
@@ -1120,7 +1133,6 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     params.unit_prefix = reinterpret_cast<int*>(ws + l.prefix);
     params.cta_plan = reinterpret_cast<CtaPlan*>(ws + l.cta_plan);
     params.tickets = reinterpret_cast<int*>(ws + l.tickets);
-    params.bad_flags = reinterpret_cast<int*>(ws + l.bad);
     params.hist_slots = reinterpret_cast<int*>(ws + l.hist);
     params.scores = reinterpret_cast<float*>(ws + l.scores);
     params.pool = l.pool_capacity ? reinterpret_cast<uint64_t*>(ws + l.pool) : nullptr;
