@@ -75,7 +75,7 @@ stage main "build everything in $build (CUDA when nvcc is found) and run ctest; 
 if [ "$quick" != 1 ]; then
   stage asan "CPU suites under ASan+UBSan in $build-asan; about 5 min" sanitizer_stage "$build-asan" \
     "-O1 -g1 -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer"
-  stage tsan "CPU suites under TSan in $build-tsan; about 3 min" \
+  stage tsan "CPU suites under TSan in $build-tsan; about 6 min" \
     sanitizer_stage "$build-tsan" "-O1 -g1 -fsanitize=thread -fno-omit-frame-pointer"
   stage fuzz "libFuzzer for ${DSA_FUZZ_SECONDS:-60} s in $build-fuzz (logs: $build-fuzz/fuzz-build.log, $build-fuzz/fuzz.log)" \
     scripts/fuzz.sh "${DSA_FUZZ_SECONDS:-60}" "$build-fuzz"
