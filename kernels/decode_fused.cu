@@ -143,8 +143,8 @@ struct FusedSmem {
     float w[NN * H];
     int hist[NN][kBins];
     union {
-        struct {  // candidates in position order: order keys and positions apart, so that a thread's run of
-                  // consecutive keys is read as 16-byte words without bank conflicts
+        struct alignas(16) {  // candidates in position order: order keys and positions apart, so that a thread's
+                              // run of consecutive keys is read as 16-byte words without bank conflicts
             uint32_t key[kListCap];
             uint32_t pos[kListCap];
         } list;
@@ -416,7 +416,7 @@ struct Selector {
         __device__ uint32_t position(int i) const { return uint32_t(i); }
     };
     struct ListSource {
-        const uint32_t* keys;  // 16-byte aligned; read in whole 16-byte words below n (still inside the list)
+        const uint32_t* keys;  // sh.list.key (16-byte aligned): read in whole 16-byte words below n, inside the list
         const uint32_t* positions;
         template <int V>
         __device__ void load(int i0, int n, uint32_t (&key)[V]) const {
