@@ -124,14 +124,28 @@ struct Warpgroup {
     __device__ Threshold best_threshold(const uint2* buf, int n, int k, const int* row_hist,
                                         uint32_t (&key)[kSelectItems], uint32_t (&pos)[kSelectItems]) {
         const int i0 = t * kSelectItems;
+        const uint4* const pairs = reinterpret_cast<const uint4*>(buf + i0);
+        if (i0 + kSelectItems <= n) {
+            // Unpredicated, from one base: the loads issue back to back. (Predicated and zero-filled, each
+            // waited for the previous one to release the registers ptxas then reused for its address.)
 #pragma unroll
-        for (int e = 0; e < kSelectItems; e += 2) {  // in flight while level 1 is found
-            uint4 v = make_uint4(0u, 0u, 0u, 0u);
-            if (i0 + e < n) v = __ldcg(reinterpret_cast<const uint4*>(buf + i0 + e));
-            key[e] = v.x;
-            pos[e] = v.y;
-            key[e + 1] = i0 + e + 1 < n ? v.z : 0u;  // an odd n's last pair: entry n is stale, padded as the rest
-            pos[e + 1] = v.w;
+            for (int e = 0; e < kSelectItems; e += 2) {  // in flight while level 1 is found
+                const uint4 v = __ldcg(pairs + e / 2);
+                key[e] = v.x;
+                pos[e] = v.y;
+                key[e + 1] = v.z;
+                pos[e + 1] = v.w;
+            }
+        } else {  // the thread holding entry n - 1, and those past it
+#pragma unroll
+            for (int e = 0; e < kSelectItems; e += 2) {
+                uint4 v = make_uint4(0u, 0u, 0u, 0u);
+                if (i0 + e < n) v = __ldcg(pairs + e / 2);
+                key[e] = v.x;
+                pos[e] = v.y;
+                key[e + 1] = i0 + e + 1 < n ? v.z : 0u;  // an odd n's last pair: entry n is stale, padded as the rest
+                pos[e + 1] = v.w;
+            }
         }
         // refine's first histogram starts at zero: scratch's last use (a row's sort, or the previous compaction)
         // ended behind a barrier, and find_bin's barriers order this clear before refine's counts.
@@ -151,16 +165,32 @@ struct Warpgroup {
     // row_hist with them. Returns the threshold a later candidate must reach to matter: above the k-th key,
     // or that key's bin when the refinement stopped early (a lower bound, which only lets a few more through).
     __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) {
-        uint32_t key[kSelectItems], pos[kSelectItems];
-        const Threshold th = best_threshold(buf, n, k, row_hist, key, pos);
+        const Threshold th = keep_best_in_scratch(buf, n, k, row_hist);
         // Every read of buf is behind the barriers above, so the kept items move down in place.
-        group.keep_in_order(key, th.prefix, th.shift, th.need, [&](int slot, int e) { buf[slot] = make_uint2(key[e], pos[e]); });
+        for (int i = t; i < k; i += kWgThreads) {
+            const uint64_t c = sh.scratch.sort[i];
+            buf[i] = make_uint2(uint32_t(c >> 32), candidate_position(c));
+        }
         // What stays: every bin above bin1 whole, k - above1 of bin1, nothing below.
         for (int i = t; i < kRowBins; i += kWgThreads)
             if (i <= th.bin1) row_hist[i] = i == th.bin1 ? k - th.above1 : 0;
         __threadfence_block();
         sync();
         return th.shift == 0 ? th.prefix + 1u : th.prefix << th.shift;  // the largest key is +inf's: no overflow
+    }
+
+    // The best k of the n (k < n <= kCandidateCap) candidates of buf into sh.scratch.sort[0, k), in position
+    // order, as order_candidate words; visible to the whole warpgroup on return. Through shared memory, so that
+    // what follows writes global memory in whole lines (kept straight from registers, each thread's items went
+    // to scattered slots: one 4- or 8-byte store per item).
+    __device__ Threshold keep_best_in_scratch(const uint2* buf, int n, int k, const int* row_hist) {
+        uint32_t key[kSelectItems], pos[kSelectItems];
+        const Threshold th = best_threshold(buf, n, k, row_hist, key, pos);
+        // find_bin's reads of scratch are behind its last barrier, so the kept items may land there.
+        group.keep_in_order(key, th.prefix, th.shift, th.need,
+                            [&](int slot, int e) { sh.scratch.sort[slot] = order_candidate(make_uint2(key[e], pos[e])); });
+        sync();
+        return th;
     }
 
     // Writes row r as every position of its window [start, end) (no more than k), in order, then padding. No
@@ -176,36 +206,25 @@ struct Warpgroup {
     __device__ void write_best(const RaggedProblem& pb, int64_t r, const uint2* buf, int n, const int* row_hist,
                                int32_t base) {
         const int k = pb.shape.topk;
-        uint32_t key[kSelectItems], pos[kSelectItems];
-        const Threshold th = best_threshold(buf, n, k, row_hist, key, pos);
-        if (pb.shape.sorted && k > 1) {
-            // find_bin's reads of scratch are behind its last barrier, so the kept items may land there.
-            group.keep_in_order(key, th.prefix, th.shift, th.need,
-                                [&](int slot, int e) { sh.scratch.sort[slot] = order_candidate(make_uint2(key[e], pos[e])); });
-            write_sorted(pb, r, k, base);
-            return;
-        }
-        int32_t* out_idx = pb.out.indices + r * k;
-        float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
-        group.keep_in_order(key, th.prefix, th.shift, th.need, [&](int slot, int e) {
-            out_idx[slot] = int32_t(pos[e]) - base;
-            if (out_score) out_score[slot] = score_from_order_key(key[e]);
-        });
-        sync();  // scratch is reused by the next row
+        keep_best_in_scratch(buf, n, k, row_hist);
+        write_scratch(pb, r, k, base, pb.shape.sorted && k > 1);
     }
 
-    // Writes row r from the `taken` (> 1) candidates in sh.scratch.sort[0, taken), ranked: sorted descending
-    // by key, then ascending position. Indices are key numbers less `base`; padding follows.
-    __device__ void write_sorted(const RaggedProblem& pb, int64_t r, int taken, int32_t base) {
+    // Writes row r from the `taken` candidates in sh.scratch.sort[0, taken) (written before the last barrier):
+    // in their order, or ranked (sorted descending by key, then ascending position). Indices are key numbers
+    // less `base`; padding follows.
+    __device__ void write_scratch(const RaggedProblem& pb, int64_t r, int taken, int32_t base, bool ranked) {
         const int k = pb.shape.topk;
         int32_t* out_idx = pb.out.indices + r * k;
         float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
         uint64_t* sort = sh.scratch.sort;
-        int size = 1;
-        while (size < taken) size <<= 1;
-        for (int i = taken + t; i < size; i += kWgThreads) sort[i] = 0u;  // key 0, position ~0: ranks last
-        sync();
-        group.sort_descending(sort, size);
+        if (ranked) {
+            int size = 1;
+            while (size < taken) size <<= 1;
+            for (int i = taken + t; i < size; i += kWgThreads) sort[i] = 0u;  // key 0, position ~0: ranks last
+            sync();
+            group.sort_descending(sort, size);
+        }
         for (int i = t; i < taken; i += kWgThreads) {
             const uint64_t c = sort[i];
             out_idx[i] = int32_t(candidate_position(c)) - base;
@@ -236,7 +255,7 @@ struct Warpgroup {
                 const int i = t + e * kWgThreads;
                 if (i < taken) sh.scratch.sort[i] = order_candidate(c[e]);
             }
-            write_sorted(pb, r, taken, base);
+            write_scratch(pb, r, taken, base, true);
             return;
         }
 #pragma unroll
