@@ -611,14 +611,29 @@ struct Selector {
     template <class Emit>
     __device__ void select_in_registers(int n, int k, const float* s, int* hist, bool hist_filled, Emit emit) {
         const int i0 = ct * kRegItems;
+        const float4* const src = reinterpret_cast<const float4*>(s + i0);
         uint32_t key[kRegItems];
+        if (i0 + kRegItems <= n) {
+            // Unpredicated, every load before the first conversion: one L2 round trip. (Predicated, ptxas
+            // reused the first load's registers for the third, which then waited for the first to land.)
+            float4 f[kRegItems / 4];
 #pragma unroll
-        for (int q = 0; q < kRegItems / 4; ++q) {
-            const float4 f =
-                i0 + 4 * q < n ? __ldcg(reinterpret_cast<const float4*>(s + i0) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
-            const float x[4] = {f.x, f.y, f.z, f.w};
+            for (int q = 0; q < kRegItems / 4; ++q) f[q] = __ldcg(src + q);
 #pragma unroll
-            for (int c = 0; c < 4; ++c) key[4 * q + c] = i0 + 4 * q + c < n ? score_order_key(x[c]) : 0u;
+            for (int q = 0; q < kRegItems / 4; ++q) {
+                key[4 * q + 0] = score_order_key(f[q].x);
+                key[4 * q + 1] = score_order_key(f[q].y);
+                key[4 * q + 2] = score_order_key(f[q].z);
+                key[4 * q + 3] = score_order_key(f[q].w);
+            }
+        } else {  // the thread holding position n - 1, and those past it
+#pragma unroll
+            for (int q = 0; q < kRegItems / 4; ++q) {
+                const float4 f = i0 + 4 * q < n ? __ldcg(src + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+                const float x[4] = {f.x, f.y, f.z, f.w};
+#pragma unroll
+                for (int c = 0; c < 4; ++c) key[4 * q + c] = i0 + 4 * q + c < n ? score_order_key(x[c]) : 0u;
+            }
         }
         if (n <= k) {  // every position is taken, in position order, and no padding (so no GroupSelect)
 #pragma unroll
