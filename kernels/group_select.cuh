@@ -61,24 +61,46 @@ struct GroupSelect {
     // after the read of bcast: the next call writes bcast only after its scan's barrier, which every thread
     // reaches after reading this call's result. Every read of hist is before the second barrier, so hist
     // may be rewritten once this returns.
+    // Each thread reads its run of bins once, in 16-byte words where the run allows (hist 16-byte aligned), and
+    // searches it in registers: one shared-memory round trip instead of a dependent chain of them.
     __device__ void find_bin(const int* hist, int nbins, int need, int& bin, int& above, int& count) {
+        constexpr int kMaxPer = kSelectBins / Threads;  // nbins is a power of two in [Threads, kSelectBins]
         const int per = nbins / Threads;
         const int lo = (Threads - 1 - t) * per;
+        int h[kMaxPer];
+        if (kMaxPer >= 4 && per >= 4) {
+#pragma unroll
+            for (int i = 0; i < kMaxPer; i += 4) {
+                const int4 v = i < per ? *reinterpret_cast<const int4*>(hist + lo + i) : make_int4(0, 0, 0, 0);
+                h[i] = v.x;
+                h[i + 1] = v.y;
+                h[i + 2] = v.z;
+                h[i + 3] = v.w;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < kMaxPer; ++i) h[i] = i < per ? hist[lo + i] : 0;
+        }
         int local = 0;
-        for (int i = 0; i < per; ++i) local += hist[lo + i];
+#pragma unroll
+        for (int i = 0; i < kMaxPer; ++i) local += h[i];
         int total;
         const int excl = exclusive_scan(local, total);
         if (excl < need && need <= excl + local) {
             int acc = excl;
-            for (int i = per - 1; i >= 0; --i) {
-                const int h = hist[lo + i];
-                if (acc + h >= need) {
-                    bcast[0] = lo + i;
-                    bcast[1] = acc;
-                    bcast[2] = h;
-                    break;
+            bool found = false;
+#pragma unroll
+            for (int i = kMaxPer - 1; i >= 0; --i) {
+                if (i < per && !found) {
+                    if (acc + h[i] >= need) {
+                        bcast[0] = lo + i;
+                        bcast[1] = acc;
+                        bcast[2] = h[i];
+                        found = true;
+                    } else {
+                        acc += h[i];
+                    }
                 }
-                acc += h;
             }
         }
         sync();
