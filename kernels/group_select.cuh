@@ -163,15 +163,16 @@ struct GroupSelect {
         int total;
         const int before = exclusive_scan(gt | (eq << 16), total);
         int gt_before = before & 0xffff, eq_before = before >> 16;
+        // Branch-free per item (the kept item's store predicated): an item above the threshold lands after the
+        // min(eq_before, need) equal ones before it, an equal one (kept only while eq_before < need) after
+        // eq_before of them: the same slot expression.
 #pragma unroll
         for (int e = 0; e < Items; ++e) {
-            if (key[e] > highest) {
-                keep(gt_before + min(eq_before, need), e);
-                ++gt_before;
-            } else if (key[e] - range.lowest <= range.span) {
-                if (eq_before < need) keep(gt_before + eq_before, e);
-                ++eq_before;
-            }
+            const bool gt = key[e] > highest;
+            const bool eq = !gt && key[e] - range.lowest <= range.span;
+            if (gt || (eq && eq_before < need)) keep(gt_before + min(eq_before, need), e);
+            gt_before += gt;
+            eq_before += eq;
         }
     }
 
