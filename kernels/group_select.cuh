@@ -168,11 +168,11 @@ struct GroupSelect {
         // eq_before of them: the same slot expression.
 #pragma unroll
         for (int e = 0; e < Items; ++e) {
-            const bool gt = key[e] > highest;
-            const bool eq = !gt && key[e] - range.lowest <= range.span;
-            if (gt || (eq && eq_before < need)) keep(gt_before + min(eq_before, need), e);
-            gt_before += gt;
-            eq_before += eq;
+            const bool above = key[e] > highest;
+            const bool equal = !above && key[e] - range.lowest <= range.span;
+            if (above || (equal && eq_before < need)) keep(gt_before + min(eq_before, need), e);
+            gt_before += above;
+            eq_before += equal;
         }
     }
 
