@@ -201,8 +201,8 @@ struct Warpgroup {
         for (int i = t; i < k; i += kWgThreads) out_idx[i] = start + i < end ? start + i - base : -1;
     }
 
-    // Writes row r as the best k of the n (n > k) candidates of buf, straight from the selection: in
-    // position order, or through the sort. Indices are key numbers less `base`.
+    // Writes row r as the best k of the n (n > k) candidates of buf, from the selection's scratch: in position
+    // order, or through the sort. Indices are key numbers less `base`.
     __device__ void write_best(const RaggedProblem& pb, int64_t r, const uint2* buf, int n, const int* row_hist,
                                int32_t base) {
         const int k = pb.shape.topk;
@@ -210,9 +210,9 @@ struct Warpgroup {
         write_scratch(pb, r, k, base, pb.shape.sorted && k > 1);
     }
 
-    // Writes row r from the `taken` candidates in sh.scratch.sort[0, taken) (written before the last barrier):
-    // in their order, or ranked (sorted descending by key, then ascending position). Indices are key numbers
-    // less `base`; padding follows.
+    // Writes row r from the `taken` candidates in sh.scratch.sort[0, taken): in their order (they must be behind
+    // a barrier already), or ranked (sorted descending by key, then ascending position; the padding's barrier
+    // orders them). Indices are key numbers less `base`; padding follows.
     __device__ void write_scratch(const RaggedProblem& pb, int64_t r, int taken, int32_t base, bool ranked) {
         const int k = pb.shape.topk;
         int32_t* out_idx = pb.out.indices + r * k;
