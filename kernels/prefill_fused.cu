@@ -60,6 +60,15 @@ struct PrefillParams {
     int* error_flag;
 };
 
+// Where sh.w keeps weight i = j H + head (row j): the epilogue's lane quad q reads heads 8 x + 2 q (+1) of two
+// chunks x = 2 y and 2 y + 1 at once, so those four sit together, and the quads' fours side by side (one 16-byte
+// read per lane, the warp's 64 bytes without bank conflicts).
+template <int H>
+__host__ __device__ constexpr int weight_slot(int i) {
+    const int row = i / H, head = i % H, x = head / 8, q = head % 8 / 2;
+    return row * H + (x / 2) * 16 + q * 4 + (x % 2) * 2 + head % 2;
+}
+
 template <int H>
 struct alignas(1024) WarpgroupSmem {
     uint8_t keys[kPrefillStages][kPrefillTile * kHeadDim];  // 1024-byte aligned: wgmma's swizzle atoms
@@ -68,7 +77,7 @@ struct alignas(1024) WarpgroupSmem {
         int hist[2][kSelectBins];  // the refinement levels' histograms, in turn
         uint64_t sort[kMaxTopk];
     } scratch;
-    float w[kJobRows * H];
+    alignas(16) float w[kJobRows * H];  // in weight_slot order
     int row_hist[kJobRows][kRowBins];  // of the candidates in each row's buffer
     uint64_t full[kPrefillStages];
     uint64_t empty[kPrefillStages];
@@ -360,7 +369,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         job.lo = lo;
         job.tiles = hi > lo ? (hi - lo + kPrefillTile - 1) / kPrefillTile : 0;
         for (int i = t; i < kJobRows * H; i += kWgThreads)
-            sh.w[i] = i / H < job.rows ? __ldg(pb.weights + int64_t(job.r0) * H + i) : 0.0f;
+            sh.w[weight_slot<H>(i)] = i / H < job.rows ? __ldg(pb.weights + int64_t(job.r0) * H + i) : 0.0f;
         if (t == 0 && job.tiles > 0) {
             mbar_expect_tx(&sh.q_full, kJobRows * H * kHeadDim);
             tma_load_2d(sh.q, &q_map, job.r0 * H, &sh.q_full);
@@ -477,11 +486,15 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
 #pragma unroll
             for (int j = 0; j < kJobRows; ++j) {
                 float a0 = 0.0f, a1 = 0.0f;
+                float4 w4;  // row j's weights of heads 8 x + 2 quad (+1), and the same of chunk x + 1
 #pragma unroll
                 for (int x = 0; x < kChunks; ++x) {
                     const int c = (j * kChunks + x) * 4;
-                    // Heads 8x + 2 quad (+1) of row j; from shared memory, as registers are all taken by d.
-                    const float2 w = *reinterpret_cast<const float2*>(&sh.w[j * H + x * 8 + 2 * quad]);
+                    // From shared memory, as registers are all taken by d; one conflict-free 16-byte read per
+                    // two chunks (weight_slot).
+                    if (x % 2 == 0)
+                        w4 = *reinterpret_cast<const float4*>(&sh.w[weight_slot<H>(j * H + x * 8 + 2 * quad)]);
+                    const float2 w = x % 2 == 0 ? make_float2(w4.x, w4.y) : make_float2(w4.z, w4.w);
                     a0 = fmaf(w.x, relu_nan(d[c + 0]), a0);
                     a0 = fmaf(w.y, relu_nan(d[c + 1]), a0);
                     a1 = fmaf(w.x, relu_nan(d[c + 2]), a1);
