@@ -65,6 +65,7 @@ struct PrefillParams {
 // read per lane, the warp's 64 bytes without bank conflicts).
 template <int H>
 __host__ __device__ constexpr int weight_slot(int i) {
+    static_assert(H % 16 == 0, "the epilogue takes a row's chunks of 8 heads in pairs");
     const int row = i / H, head = i % H, x = head / 8, q = head % 8 / 2;
     return row * H + (x / 2) * 16 + q * 4 + (x % 2) * 2 + head % 2;
 }
