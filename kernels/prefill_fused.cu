@@ -12,6 +12,10 @@
 //    its best k in place (level 1 from the histogram, then radix refinement of the order key, ties to the
 //    smaller position) and raises the threshold to what the k-th best needs, so most tiles of long windows
 //    store nothing. At the job's end each row is selected exactly from its buffer and written out.
+//  - A long row's first compaction keeps fewer than k: an estimate, from the keys seen so far, of its
+//    window's (k + 4 sigma)-th best, so the buffer rarely fills again (one compaction per row instead of
+//    one per ~e-fold of the window). Exact whenever at least k keys reach the end; a job with a row left
+//    short (keys far from identically distributed along the window) is scored again without estimates.
 // A row that needs no scores (its window holds at most k keys, and neither scores nor sorted output are
 // asked for) is written as its whole window and takes no part in its job's tiles.
 // Every row is computed by one warpgroup alone, in position order, so the result is a pure function of the
@@ -84,6 +88,8 @@ struct alignas(1024) WarpgroupSmem {
     uint64_t empty[kPrefillStages];
     uint64_t q_full;
     int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
+    int estimated;               // bit j: row j's buffer was compacted to an estimate (fewer than k)
+    int rescoring;               // the current job is being scored again, without estimates
     int warp_total[2][kWgThreads / 32];  // GroupSelect's scan carries
     int bcast[kSelectBcast];
 };
@@ -381,6 +387,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
 
     Job job;
     bool have = begin_job(0, job);
+    if (t == 0) sh.rescoring = 0;
     for (int round = 1; have; ++round) {
         g.sync();  // sh.w of this job
         // After the transpose-reduce lane q holds row q: its window, buffer, count and threshold.
@@ -391,10 +398,11 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         uint2* const my_buf = candidates + quad * kCandidateCap;
         int* const my_hist = sh.row_hist[quad];
         for (int i = t; i < kJobRows * kRowBins; i += kWgThreads) (&sh.row_hist[0][0])[i] = 0;
+        if (t == 0) sh.estimated = 0;
         g.sync();
         int count = 0;
-        uint32_t threshold = 0;
-        if (job.tiles > 0) {
+        uint32_t threshold = 0;  // 0 until the row's first compaction
+        if (job.tiles > 0 && !sh.rescoring) {  // a job scored again has its queries already
             mbar_wait(&sh.q_full, q_phase);
             q_phase ^= 1u;
         }
@@ -440,10 +448,23 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             for (int j = 0; j < kJobRows; ++j) {
                 const int n = __shfl_sync(0xffffffffu, count, j);
                 if (n <= kCompactAt) continue;
-                const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k, sh.row_hist[j]);
+                // A long row's first compaction keeps an estimate of its window's ~(k + 4 sigma)-th best from
+                // the n keys seen so far (r of them, r / n = (k + 4 sqrt(k n / window)) / window), so the keys
+                // still to come rarely fill the buffer again. Exact as long as at least k reach it (checked at
+                // the job's end).
+                const int window = __shfl_sync(0xffffffffu, my_end - my_start, j);
+                const bool first = __shfl_sync(0xffffffffu, threshold, j) == 0u;
+                int keep = k;
+                if (first && window >= 2 * kCandidateCap && window >= 4 * k && !sh.rescoring) {
+                    // Fast approximations (no IEEE slow paths in the loop's code): an estimate either way.
+                    const float r0 = __fdividef(float(k) * float(n), float(window));
+                    keep = min(k, int(ceilf(r0 + 4.0f * r0 * rsqrtf(r0))));
+                }
+                if (keep < k && t == 0) sh.estimated |= 1 << j;  // read behind keep_best's barriers
+                const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, keep, sh.row_hist[j]);
                 if (quad == j) {
                     threshold = raised;
-                    count = k;
+                    count = keep;
                 }
             }
         };
@@ -532,6 +553,17 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         }
         __threadfence_block();
         g.sync();  // every candidate stored, every wgmma of this job done
+        if (__any_sync(0xffffffffu, ((sh.estimated >> quad) & 1) && count < k)) {
+            // An estimate was above its row's k-th best: the same job again, every tile, no estimates. (The
+            // next round's first barrier orders every read of sh.estimated before its reset.)
+            if (t == 0) {
+                sh.rescoring = 1;
+                for (int i = 0; i < min(kPrefillStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPrefillTile);
+            }
+            --round;
+            continue;
+        }
+        if (t == 0) sh.rescoring = 0;
         const Job done = job;
         have = begin_job(round, job);  // the next job's loads overlap this job's selection
 #pragma unroll 1

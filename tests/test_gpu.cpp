@@ -55,16 +55,22 @@ public:
     T* get() const { return data_; }
     size_t size() const { return count_; }
     size_t bytes() const { return count_ * sizeof(T); }
+    // These run on the legacy default stream, which the tests' non-blocking streams do not wait for (and a
+    // pageable cudaMemcpy or a cudaMemset may return before the device is done): each one is fenced by a
+    // device-wide synchronisation, so a library call never overlaps the copy or poison around it.
     void upload(const T* host) {
         if (count_) cuda_ok(cudaMemcpy(data_, host, bytes(), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+        cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after an upload");
     }
     std::vector<T> download() const {
         std::vector<T> host(count_);
+        cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize before a download");
         if (count_) cuda_ok(cudaMemcpy(host.data(), data_, bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
         return host;
     }
     void poison() {
         if (count_) cuda_ok(cudaMemset(data_, kPoisonByte, bytes()), "cudaMemset");
+        cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after a poison");
     }
 
 private:

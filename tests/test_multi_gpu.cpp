@@ -116,19 +116,24 @@ public:
     DeviceArray& operator=(const DeviceArray&) = delete;
     T* get() const { return data_; }
     size_t bytes() const { return count_ * sizeof(T); }
+    // Fenced by device-wide synchronisations, as test_gpu.cpp's: the legacy default stream these run on is not
+    // ordered with the tests' non-blocking streams.
     void upload(const std::vector<T>& host) {
         DeviceScope scope(device_);
         cuda_ok(cudaMemcpy(data_, host.data(), std::min(bytes(), host.size() * sizeof(T)), cudaMemcpyHostToDevice), "upload");
+        cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after an upload");
     }
     std::vector<T> download() const {
         DeviceScope scope(device_);
         std::vector<T> host(count_);
+        cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize before a download");
         cuda_ok(cudaMemcpy(host.data(), data_, bytes(), cudaMemcpyDeviceToHost), "download");
         return host;
     }
     void poison() {
         DeviceScope scope(device_);
         cuda_ok(cudaMemset(data_, kPoisonByte, bytes()), "cudaMemset");
+        cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after a poison");
     }
 
 private:

@@ -4,7 +4,7 @@
 # checked, then installed into a fresh venv and used from there: the library must load from inside the
 # installed package (no DSA_INDEXER_LIBRARY, no LD_LIBRARY_PATH, the source tree not on the path), and
 # examples/python/numpy_decode.py must pass. Offline: --no-build-isolation with the scikit-build-core of
-# DEPS_DIR (ensure_test_deps.sh), the wheel installed with --no-index; numpy comes from DEPS_DIR.
+# DEPS_DIR (ensure_test_deps.sh), the wheel installed with --no-index; numpy comes from DEPS_DIR or PYTHON's own.
 # usage: check_wheel.sh PYTHON SOURCE_DIR DEPS_DIR CMAKE_BUILD_DIR
 #   CMAKE_BUILD_DIR keeps scikit-build-core's CMake build between runs (incremental rebuilds).
 set -eu
@@ -59,7 +59,11 @@ PIP_ROOT_USER_ACTION=ignore "$work/venv/bin/python" -m pip install --quiet --no-
 cd "$work"
 unset DSA_INDEXER_LIBRARY
 export LD_LIBRARY_PATH=""
-export PYTHONPATH="$deps_dir"   # numpy (and pytest); it holds no dsa_indexer
+# numpy comes from DEPS_DIR, or from where PYTHON finds it: a PYTHON that is itself a venv does not pass its
+# own packages on to --system-site-packages. Neither folder may hold a dsa_indexer (checked below).
+numpy_dir=$("$python" -c "import os, numpy; print(os.path.dirname(os.path.dirname(numpy.__file__)))" 2>/dev/null) ||
+    numpy_dir=""
+export PYTHONPATH="$deps_dir${numpy_dir:+:$numpy_dir}"
 export PYTHONDONTWRITEBYTECODE=1
 site=$("$work/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 loaded=$("$work/venv/bin/python" -c "import dsa_indexer as d; print(d.__file__); print(d.library_path())") ||
