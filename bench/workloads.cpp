@@ -107,6 +107,10 @@ RaggedWorkload chunked_mix(const std::string& name, int32_t unit, const RaggedWo
 std::vector<RaggedWorkload> ragged_gpu_workloads(const RaggedWorkload& parameters) {
     std::vector<RaggedWorkload> w;
     for (int32_t tokens : {4096, 8192, 16384, 32768}) w.push_back(causal_prefill(tokens, parameters));
+    RaggedWorkload front = causal_prefill(16384, parameters);
+    front.name = "prefill_16384_front" + topk_heads_suffix(front.topk, front.heads);
+    front.front_keys = 8192;
+    w.push_back(front);
     w.push_back(chunked_mix("prefill_chunked_mix", 1000, parameters));
     return w;
 }
@@ -140,6 +144,7 @@ RaggedCase ragged_case_of(const RaggedWorkload& w) {
     RaggedCase c(w.heads, keys, dsa_test::causal_windows(w.key_lens, w.query_lens));
     dsa_test::Rng rng(99 + uint64_t(w.seed));
     dsa_test::fill_spec6(c, rng);
+    for (int32_t i = 0; i < w.front_keys && i < keys; ++i) c.k_scale[size_t(i)] *= 4.0f;
     return c;
 }
 

@@ -51,10 +51,14 @@ struct RaggedWorkload {
     int heads = kDefaultHeads;
     int topk = kDefaultTopk;
     int seed = 0;  // as Workload::seed
+    // The first front_keys keys of K get 4x their scale, so every row that sees them has its best k among
+    // them (relevance at the front, e.g. a long shared prompt): the inputs on which an estimate of a long
+    // row's k-th best taken from its first keys fails.
+    int32_t front_keys = 0;
 };
 
-// The named prefill workloads: one causal sequence of S = N tokens per size plus a chunked-prefill mix on a
-// GPU; on the CPU, sizes that finish in seconds on 2 cores (quick: the smallest only). Each with
+// The named prefill workloads: one causal sequence of S = N tokens per size, the 16384 one again with its
+// first half front-loaded (front_keys), and a chunked-prefill mix on a GPU; on the CPU, sizes that finish in seconds on 2 cores (quick: the smallest only). Each with
 // `parameters`' heads and topk (names carry _kK / _hH where they differ from the defaults).
 std::vector<RaggedWorkload> ragged_gpu_workloads(const RaggedWorkload& parameters);
 std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkload& parameters);
