@@ -1,0 +1,99 @@
+// Simulates the prefill kernel's candidate rules on the benchmark's inputs (a causal sequence of S tokens from
+// bench/workloads.cpp's generator, optionally front-loaded), row by row for a sample of rows, on the CPU: main's
+// running threshold (compaction past 4032 candidates keeping k), est3 (session 17's landed estimate at a long
+// row's first compaction) and early (bench/experiments/prefill-early-threshold-on-guard.patch). Prints per row
+// of more than k keys: compactions, early threshold passes, re-scorings, the final candidate count. Scores are
+// float64 sums rounded to float (ties aside, the kernel's order); admission is per 64-key tile as in the kernel.
+// Build against a CPU build of the repository (build/ with DSA_BUILD_TESTS), e.g.:
+//   g++ -O2 -std=c++17 -Iinclude -Itests bench/experiments/prefill_candidate_sim.cpp \
+//       build/libdsa_test_util.a -Lbuild -ldsa_indexer -Wl,-rpath,$PWD/build -o /tmp/sim
+//   /tmp/sim S [front_keys] [sampled_rows]      e.g. /tmp/sim 16384 8192 96
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <vector>
+#include "test_util.hpp"
+using namespace dsa_test;
+
+struct Stats { double compactions = 0, early = 0, redo = 0, final_count = 0; int rows = 0; };
+
+static float kth_largest(std::vector<float> v, int k) {  // k-th best (1-based)
+    std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<float>());
+    return v[k - 1];
+}
+
+// mode 0 main, 1 est3, 2 early+est3 (with guard irrelevant per row)
+static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
+    const int W = int(s.size());
+    const int cap = 4096, compact_at = 4032, tile = 64;
+    std::vector<float> buf;
+    float thr = -INFINITY; bool thr_strict = false;  // admit s > thr (strict) or s >= thr
+    bool est = false; int below = 0; bool early_done = false, forced = false;
+    int comps = 0, early = 0;
+    const bool early_ok = mode == 2 && W > cap && W <= 16384;
+    for (int t0 = 0; t0 < W; t0 += tile) {
+        for (int p = t0; p < std::min(W, t0 + tile); ++p)
+            if (thr_strict ? s[p] > thr : s[p] >= thr) buf.push_back(s[p]);
+        const int n = int(buf.size());
+        if (early_ok && !early_done && n >= 1024) {
+            early_done = true; ++early;
+            const double r0 = double(k) * n / W;
+            const int r = std::min(n - 1, int(std::ceil(r0 + 4 * std::sqrt(r0))));
+            thr = kth_largest(buf, r); thr_strict = false;
+            int reach = 0; for (float x : buf) reach += x >= thr;
+            est = true; below = n - reach;
+            continue;
+        }
+        if (n > compact_at) {
+            ++comps;
+            int keep = k;
+            const bool first = !early_done && comps == 1;
+            if (mode >= 1 && first && W >= 8192 && W >= 4 * k) {
+                const double r0 = double(k) * n / W;
+                keep = std::min(k, int(std::ceil(r0 + 4 * std::sqrt(r0))));
+            }
+            if (keep < k) { est = true; below = 0; }
+            else if (est) { if (n - below >= k) est = false; else forced = true; }
+            const float kth = kth_largest(buf, keep);
+            std::vector<float> kept; for (float x : buf) if (x > kth) kept.push_back(x);
+            for (float x : buf) if (x == kth && int(kept.size()) < keep) kept.push_back(x);
+            buf = kept; thr = kth; thr_strict = true; below = est ? 0 : below;
+        }
+    }
+    const int n = int(buf.size());
+    const bool redo = forced || (est && n - below < k);
+    st.compactions += comps; st.early += early; st.redo += redo; st.final_count += n; st.rows++;
+}
+
+int main(int argc, char** argv) {
+    const int S = argc > 1 ? atoi(argv[1]) : 16384, front = argc > 2 ? atoi(argv[2]) : 0;
+    const int samples = argc > 3 ? atoi(argv[3]) : 96, k = 2048, H = 64;
+    RaggedCase c(H, S, causal_windows({S}, {S}));
+    Rng rng(99);
+    fill_spec6(c, rng);
+    for (int i = 0; i < front && i < S; ++i) c.k_scale[size_t(i)] *= 4.0f;
+    Stats st[3];
+    for (int si = 0; si < samples; ++si) {
+        const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
+        const int W = row + 1;
+        if (W <= k) continue;
+        std::vector<float> sc(W);
+        const uint8_t* q = c.query(row); const float* w = c.row_weights(row);
+        std::vector<float> qf(H * 128);
+        for (int i = 0; i < H * 128; ++i) qf[i] = fp8_decode(q[i]);
+        for (int p = 0; p < W; ++p) {
+            const uint8_t* kk = c.key(row, p); float kf[128];
+            for (int d = 0; d < 128; ++d) kf[d] = fp8_decode(kk[d]);
+            double acc = 0;
+            for (int h = 0; h < H; ++h) { double dot = 0; for (int d = 0; d < 128; ++d) dot += double(qf[h*128+d]) * kf[d]; acc += w[h] * std::max(dot, 0.0); }
+            sc[p] = float(acc * c.key_scale(row, p));
+        }
+        for (int m = 0; m < 3; ++m) simulate(sc, k, m, st[m]);
+    }
+    const char* names[3] = {"main", "est3", "early"};
+    for (int m = 0; m < 3; ++m)
+        printf("S %d front %d %-5s rows %d (of W > k): compactions/row %.2f early/row %.2f redo/row %.3f final count %.0f\n",
+               S, front, names[m], st[m].rows, st[m].compactions / st[m].rows, st[m].early / st[m].rows, st[m].redo / st[m].rows,
+               st[m].final_count / st[m].rows);
+}
