@@ -725,6 +725,19 @@ TEST_CASE("GPU prefill: chunked prefill, empty rows, windows across sequences", 
         fill_spec6(c, rng);
         check_ragged_spec5(gpu.get(), stream.get(), c, {1, 7, 1000, 2048});
     }
+    SECTION("tie-free inputs, each sequence's first half scaled x4: equal to the CPU backend") {
+        // A long row's best k then sit in its first keys, so an estimate of its k-th best taken from them is
+        // too high: sequence 1's rows (~20000 keys) and the whole-buffer row end short and are scored again.
+        // Scores stay exact: integer sums times a power of two.
+        Rng rng(17501 + heads);
+        fill_tie_free(c, rng);
+        int32_t first = 0;
+        for (int32_t len : key_lens) {
+            for (int32_t i = first; i < first + len / 2; ++i) c.set_scale(i, 4.0f * c.k_scale[size_t(i)]);
+            first += len;
+        }
+        check_ragged_exact(gpu.get(), stream.get(), c, {1, 7, 1000, 2048});
+    }
 }
 
 TEST_CASE("GPU prefill: scores rising, falling, equal or few-valued along the keys", "[gpu][ragged][prefill][ties]") {
