@@ -58,8 +58,9 @@ struct RaggedWorkload {
 };
 
 // The named prefill workloads: one causal sequence of S = N tokens per size, the 16384 one again with its
-// first half front-loaded (front_keys), and a chunked-prefill mix on a GPU; on the CPU, sizes that finish in seconds on 2 cores (quick: the smallest only). Each with
-// `parameters`' heads and topk (names carry _kK / _hH where they differ from the defaults).
+// first half front-loaded (front_keys), and a chunked-prefill mix on a GPU; on the CPU, sizes that finish in
+// seconds on 2 cores (quick: the smallest only). Each with `parameters`' heads and topk (names carry _kK / _hH
+// where they differ from the defaults).
 std::vector<RaggedWorkload> ragged_gpu_workloads(const RaggedWorkload& parameters);
 std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkload& parameters);
 

@@ -86,14 +86,19 @@ int main(int argc, char** argv) {
             const uint8_t* kk = c.key(row, p); float kf[128];
             for (int d = 0; d < 128; ++d) kf[d] = fp8_decode(kk[d]);
             double acc = 0;
-            for (int h = 0; h < H; ++h) { double dot = 0; for (int d = 0; d < 128; ++d) dot += double(qf[h*128+d]) * kf[d]; acc += w[h] * std::max(dot, 0.0); }
+            for (int h = 0; h < H; ++h) {
+                double dot = 0;
+                for (int d = 0; d < 128; ++d) dot += double(qf[h * 128 + d]) * kf[d];
+                acc += w[h] * std::max(dot, 0.0);
+            }
             sc[p] = float(acc * c.key_scale(row, p));
         }
         for (int m = 0; m < 3; ++m) simulate(sc, k, m, st[m]);
     }
     const char* names[3] = {"main", "est3", "early"};
     for (int m = 0; m < 3; ++m)
-        printf("S %d front %d %-5s rows %d (of W > k): compactions/row %.2f early/row %.2f redo/row %.3f final count %.0f\n",
-               S, front, names[m], st[m].rows, st[m].compactions / st[m].rows, st[m].early / st[m].rows, st[m].redo / st[m].rows,
-               st[m].final_count / st[m].rows);
+        printf("S %d front %d %-5s rows %d (of W > k): compactions/row %.2f early/row %.2f redo/row %.3f "
+               "final count %.0f\n",
+               S, front, names[m], st[m].rows, st[m].compactions / st[m].rows, st[m].early / st[m].rows,
+               st[m].redo / st[m].rows, st[m].final_count / st[m].rows);
 }
