@@ -52,7 +52,16 @@ constexpr int kWgThreads = 128;
 constexpr int kPrefillThreads = 2 * kWgThreads;
 constexpr int kCandidateCap = 4096;  // candidates a row buffers before keeping its best k
 constexpr int kSelectItems = kCandidateCap / kWgThreads;  // candidates per thread in a selection
+// A final selection of at most 3072 candidates runs with 24 per thread: a quarter less per-item work (the
+// loads, the refinement's counts, keep_in_order's unrolled items) for most rows' last selection.
+constexpr int kSmallSelectItems = kSelectItems * 3 / 4;
 constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next tile might not fit
+// A row longer than the buffer but at most kEarlyMaxWindow keys sets an estimated entry threshold once it holds
+// kEarlyEstimateAt candidates, instead of compacting when full; longer rows estimate at their first compaction.
+// Both estimates aim at the window's (k + kEstimateSigmas sigma)-th best.
+constexpr int kEarlyEstimateAt = 1024;
+constexpr int kEarlyMaxWindow = 16384;
+constexpr float kEstimateSigmas = 4.0f;
 constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
 constexpr int kRowBins = 1024;       // each row's running histogram: the order key's top 10 bits
 constexpr int kRowBinShift = 22;
@@ -88,8 +97,11 @@ struct alignas(1024) WarpgroupSmem {
     uint64_t empty[kPrefillStages];
     uint64_t q_full;
     int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
-    int estimated;               // bit j: row j's buffer was compacted to an estimate (fewer than k)
+    int estimated;               // bit j: row j's threshold is an estimate, not yet known to reach its k-th best
+    int below[kJobRows];         // an estimated row's candidates under its threshold (admitted before it was set)
     int rescoring;               // the current job is being scored again, without estimates
+    int estimates_off;           // a job of this warpgroup was scored again: no more estimates (inputs whose
+                                 // first keys outscore the rest would have every long job scored twice)
     int warp_total[2][kWgThreads / 32];  // GroupSelect's scan carries
     int bcast[kSelectBcast];
 };
@@ -135,17 +147,21 @@ struct Warpgroup {
     struct Threshold {
         uint32_t prefix;
         int shift, need;
+        int ties;          // the candidates in the final threshold bin
         int bin1, above1;  // level 1: the bin of the k-th key and the count above it
     };
+    // Items per thread: kSelectItems, or fewer for n <= Items * kWgThreads.
+    template <int Items>
     __device__ Threshold best_threshold(const uint2* buf, int n, int k, const int* row_hist,
-                                        uint32_t (&key)[kSelectItems], uint32_t (&pos)[kSelectItems]) {
-        const int i0 = t * kSelectItems;
+                                        uint32_t (&key)[Items], uint32_t (&pos)[Items]) {
+        static_assert(Items % 2 == 0 && Items <= kSelectItems, "pairs of candidates, 16-byte aligned per thread");
+        const int i0 = t * Items;
         const uint4* const pairs = reinterpret_cast<const uint4*>(buf + i0);
-        if (i0 + kSelectItems <= n) {
+        if (i0 + Items <= n) {
             // Unpredicated, from one base: the loads issue back to back. (Predicated and zero-filled, each
             // waited for the previous one to release the registers ptxas then reused for its address.)
 #pragma unroll
-            for (int e = 0; e < kSelectItems; e += 2) {  // in flight while level 1 is found
+            for (int e = 0; e < Items; e += 2) {  // in flight while level 1 is found
                 const uint4 v = __ldcg(pairs + e / 2);
                 key[e] = v.x;
                 pos[e] = v.y;
@@ -154,7 +170,7 @@ struct Warpgroup {
             }
         } else {  // the thread holding entry n - 1, and those past it
 #pragma unroll
-            for (int e = 0; e < kSelectItems; e += 2) {
+            for (int e = 0; e < Items; e += 2) {
                 uint4 v = make_uint4(0u, 0u, 0u, 0u);
                 if (i0 + e < n) v = __ldcg(pairs + e / 2);
                 key[e] = v.x;
@@ -174,7 +190,19 @@ struct Warpgroup {
         th.shift = kRowBinShift;
         th.prefix = uint32_t(th.bin1);
         group.refine(key, th.prefix, th.shift, th.need, above, ties, sh.scratch.hist[0], sh.scratch.hist[1]);
+        th.ties = ties;
         return th;
+    }
+
+    // An entry threshold that at least r of the n (r < n <= kCandidateCap) candidates of buf reach: the lowest key
+    // of the bin where the refinement for their r-th best stopped; `reaching` counts the candidates at or above it
+    // (that bin whole and everything above). buf and row_hist stay as they are. Ends behind find_bin's barriers.
+    // A threshold of 0 would count the padding (key 0) as reaching it; it admits every key anyway.
+    __device__ uint32_t reach_threshold(const uint2* buf, int n, int r, const int* row_hist, int& reaching) {
+        uint32_t key[kSelectItems], pos[kSelectItems];
+        const Threshold th = best_threshold(buf, n, r, row_hist, key, pos);
+        reaching = r - th.need + th.ties;
+        return th.prefix << th.shift;
     }
 
     // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
@@ -199,8 +227,9 @@ struct Warpgroup {
     // order, as order_candidate words; visible to the whole warpgroup on return. Through shared memory, so that
     // what follows writes global memory in whole lines (kept straight from registers, each thread's items went
     // to scattered slots: one 4- or 8-byte store per item).
+    template <int Items = kSelectItems>
     __device__ Threshold keep_best_in_scratch(const uint2* buf, int n, int k, const int* row_hist) {
-        uint32_t key[kSelectItems], pos[kSelectItems];
+        uint32_t key[Items], pos[Items];
         const Threshold th = best_threshold(buf, n, k, row_hist, key, pos);
         // find_bin's reads of scratch are behind its last barrier, so the kept items may land there.
         group.keep_in_order(key, th.prefix, th.shift, th.need,
@@ -219,10 +248,11 @@ struct Warpgroup {
 
     // Writes row r as the best k of the n (n > k) candidates of buf, from the selection's scratch: in position
     // order, or through the sort. Indices are key numbers less `base`.
+    template <int Items = kSelectItems>
     __device__ void write_best(const RaggedProblem& pb, int64_t r, const uint2* buf, int n, const int* row_hist,
                                int32_t base) {
         const int k = pb.shape.topk;
-        keep_best_in_scratch(buf, n, k, row_hist);
+        keep_best_in_scratch<Items>(buf, n, k, row_hist);
         write_scratch(pb, r, k, base, pb.shape.sorted && k > 1);
     }
 
@@ -387,7 +417,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
 
     Job job;
     bool have = begin_job(0, job);
-    if (t == 0) sh.rescoring = 0;
+    if (t == 0) sh.rescoring = sh.estimates_off = 0;
     for (int round = 1; have; ++round) {
         g.sync();  // sh.w of this job
         // After the transpose-reduce lane q holds row q: its window, buffer, count and threshold.
@@ -401,7 +431,12 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         if (t == 0) sh.estimated = 0;
         g.sync();
         int count = 0;
-        uint32_t threshold = 0;  // 0 until the row's first compaction
+        uint32_t threshold = 0;  // 0 until the row's first compaction or early estimate
+        // The row compacts or estimates once it holds more candidates than this.
+        const int my_window = my_end - my_start;
+        int limit = my_window > kCandidateCap && my_window <= kEarlyMaxWindow && !sh.estimates_off
+                        ? kEarlyEstimateAt - 1
+                        : kCompactAt;
         if (job.tiles > 0 && !sh.rescoring) {  // a job scored again has its queries already
             mbar_wait(&sh.q_full, q_phase);
             q_phase ^= 1u;
@@ -441,26 +476,58 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         auto passes = [&](uint32_t key, int p) { return p >= my_start && p < my_end && key >= threshold; };
         // Uniform over the warpgroup: every warp holds every row's count.
         auto compact_full_rows = [&]() {
-            if (!__any_sync(0xffffffffu, count > kCompactAt)) return;
+            if (!__any_sync(0xffffffffu, count > limit)) return;
             __threadfence_block();
             g.sync();
 #pragma unroll 1
             for (int j = 0; j < kJobRows; ++j) {
                 const int n = __shfl_sync(0xffffffffu, count, j);
-                if (n <= kCompactAt) continue;
+                const int row_limit = __shfl_sync(0xffffffffu, limit, j);
+                if (n <= row_limit) continue;
+                const int window = __shfl_sync(0xffffffffu, my_window, j);
+                const int bit = 1 << j;
+                if (row_limit < kCompactAt) {
+                    // The early estimate: a threshold that ~(k + 4 sigma) of the window's keys reach, from the n seen
+                    // so far. Nothing is dropped, so with at least k candidates at or above it at the end the buffer
+                    // holds the row's best k (checked at the job's end); the rest of the window then rarely fills
+                    // the buffer (~n + k + 4 sqrt(k window / n) candidates in all).
+                    const float r0 = __fdividef(float(k) * float(n), float(window));
+                    const int r = min(n - 1, int(ceilf(r0 + kEstimateSigmas * r0 * rsqrtf(r0))));
+                    int reaching;
+                    const uint32_t entry =
+                        g.reach_threshold(candidates + j * kCandidateCap, n, r, sh.row_hist[j], reaching);
+                    if (t == 0 && entry != 0u) {  // read behind later barriers
+                        sh.estimated |= bit;
+                        sh.below[j] = n - reaching;
+                    }
+                    if (quad == j) {
+                        threshold = entry;
+                        limit = kCompactAt;
+                    }
+                    continue;
+                }
                 // A long row's first compaction keeps an estimate of its window's ~(k + 4 sigma)-th best from
                 // the n keys seen so far (r of them, r / n = (k + 4 sqrt(k n / window)) / window), so the keys
                 // still to come rarely fill the buffer again. Exact as long as at least k reach it (checked at
                 // the job's end).
-                const int window = __shfl_sync(0xffffffffu, my_end - my_start, j);
                 const bool first = __shfl_sync(0xffffffffu, threshold, j) == 0u;
                 int keep = k;
-                if (first && window >= 2 * kCandidateCap && window >= 4 * k && !sh.rescoring) {
+                if (first && window >= 2 * kCandidateCap && window >= 4 * k && !sh.estimates_off) {
                     // Fast approximations (no IEEE slow paths in the loop's code): an estimate either way.
                     const float r0 = __fdividef(float(k) * float(n), float(window));
-                    keep = min(k, int(ceilf(r0 + 4.0f * r0 * rsqrtf(r0))));
+                    keep = min(k, int(ceilf(r0 + kEstimateSigmas * r0 * rsqrtf(r0))));
                 }
-                if (keep < k && t == 0) sh.estimated |= 1 << j;  // read behind keep_best's barriers
+                if (t == 0) {  // read behind keep_best's barriers
+                    if (keep < k) {
+                        sh.estimated |= bit;
+                        sh.below[j] = 0;  // a compaction leaves nothing under its threshold
+                    } else if (sh.estimated & bit) {
+                        // The best k of a buffer with at least k at or above the estimate: exact from here on.
+                        // With fewer, some of the row's best k may have been turned away: only scoring again helps.
+                        if (n - sh.below[j] >= k) sh.estimated &= ~bit;
+                        else sh.below[j] = kCandidateCap + 1;  // fails the job's end check whatever follows
+                    }
+                }
                 const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, keep, sh.row_hist[j]);
                 if (quad == j) {
                     threshold = raised;
@@ -553,11 +620,11 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         }
         __threadfence_block();
         g.sync();  // every candidate stored, every wgmma of this job done
-        if (__any_sync(0xffffffffu, ((sh.estimated >> quad) & 1) && count < k)) {
+        if (__any_sync(0xffffffffu, ((sh.estimated >> quad) & 1) && count - sh.below[quad] < k)) {
             // An estimate was above its row's k-th best: the same job again, every tile, no estimates. (The
             // next round's first barrier orders every read of sh.estimated before its reset.)
             if (t == 0) {
-                sh.rescoring = 1;
+                sh.rescoring = sh.estimates_off = 1;
                 for (int i = 0; i < min(kPrefillStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPrefillTile);
             }
             --round;
@@ -580,8 +647,12 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 g.write_window(pb, r, done.start[j], done.end[j], base);
                 continue;
             }
-            if (n > k) g.write_best(pb, r, buf, n, sh.row_hist[j], base);
-            else g.write_row(pb, r, buf, n, base);
+            if (n > k && n <= kSmallSelectItems * kWgThreads)
+                g.template write_best<kSmallSelectItems>(pb, r, buf, n, sh.row_hist[j], base);
+            else if (n > k)
+                g.write_best(pb, r, buf, n, sh.row_hist[j], base);
+            else
+                g.write_row(pb, r, buf, n, base);
         }
     }
 #else
