@@ -2,7 +2,8 @@
 // bench/workloads.cpp's generator, optionally front-loaded), row by row for a sample of rows, on the CPU: main's
 // running threshold (compaction past 4032 candidates keeping k), est3 (session 17's landed estimate at a long
 // row's first compaction) and early (bench/experiments/prefill-early-threshold-on-guard.patch). Prints per row
-// of more than k keys: compactions, early threshold passes, re-scorings, the final candidate count. Scores are
+// of more than k keys: compactions, early threshold passes, re-scorings, the final candidate count (and how many
+// rows' final selections fall in each width's range: 24, 28 or 32 items per thread). Scores are
 // float64 sums rounded to float (ties aside, the kernel's order); admission is per 64-key tile as in the kernel.
 // Build against a CPU build of the repository (build/ with DSA_BUILD_TESTS), e.g.:
 //   g++ -O2 -std=c++17 -Iinclude -Itests bench/experiments/prefill_candidate_sim.cpp \
@@ -16,14 +17,19 @@
 #include "test_util.hpp"
 using namespace dsa_test;
 
-struct Stats { double compactions = 0, early = 0, redo = 0, final_count = 0; int rows = 0; };
+struct Stats {
+    double compactions = 0, early = 0, redo = 0, final_count = 0;
+    int rows = 0;
+    int selected[3] = {0, 0, 0};  // rows ending with k < n <= 3072, 3072 < n <= 3584, n > 3584 candidates
+};
 
 static float kth_largest(std::vector<float> v, int k) {  // k-th best (1-based)
     std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<float>());
     return v[k - 1];
 }
 
-// mode 0 main, 1 est3, 2 early+est3 (with guard irrelevant per row)
+// mode 0 main, 1 est3, 2 early+est3 (with guard irrelevant per row), 3 keep1024 (every row longer than the
+// buffer compacts to its estimate at 1024 candidates; no threshold pass, no est3)
 static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
     const int W = int(s.size());
     const int cap = 4096, compact_at = 4032, tile = 64;
@@ -45,13 +51,18 @@ static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
             est = true; below = n - reach;
             continue;
         }
-        if (n > compact_at) {
+        const bool keep1024 = mode == 3 && W > cap && comps == 0 && n >= 1024;
+        if (n > compact_at || keep1024) {
             ++comps;
             int keep = k;
             const bool first = !early_done && comps == 1;
-            if (mode >= 1 && first && W >= 8192 && W >= 4 * k) {
+            if ((mode == 1 || mode == 2) && first && W >= 8192 && W >= 4 * k) {
                 const double r0 = double(k) * n / W;
                 keep = std::min(k, int(std::ceil(r0 + 4 * std::sqrt(r0))));
+            }
+            if (keep1024) {
+                const double r0 = double(k) * n / W;
+                keep = std::min({k, n - 1, int(std::ceil(r0 + 4 * std::sqrt(r0)))});
             }
             if (keep < k) { est = true; below = 0; }
             else if (est) { if (n - below >= k) est = false; else forced = true; }
@@ -64,6 +75,7 @@ static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
     const int n = int(buf.size());
     const bool redo = forced || (est && n - below < k);
     st.compactions += comps; st.early += early; st.redo += redo; st.final_count += n; st.rows++;
+    if (n > k) st.selected[n <= 3072 ? 0 : n <= 3584 ? 1 : 2]++;
 }
 
 int main(int argc, char** argv) {
@@ -73,7 +85,7 @@ int main(int argc, char** argv) {
     Rng rng(99);
     fill_spec6(c, rng);
     for (int i = 0; i < front && i < S; ++i) c.k_scale[size_t(i)] *= 4.0f;
-    Stats st[3];
+    Stats st[4];
     for (int si = 0; si < samples; ++si) {
         const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
         const int W = row + 1;
@@ -93,12 +105,13 @@ int main(int argc, char** argv) {
             }
             sc[p] = float(acc * c.key_scale(row, p));
         }
-        for (int m = 0; m < 3; ++m) simulate(sc, k, m, st[m]);
+        for (int m = 0; m < 4; ++m) simulate(sc, k, m, st[m]);
     }
-    const char* names[3] = {"main", "est3", "early"};
-    for (int m = 0; m < 3; ++m)
+    const char* names[4] = {"main", "est3", "early", "k1024"};
+    for (int m = 0; m < 4; ++m)
         printf("S %d front %d %-5s rows %d (of W > k): compactions/row %.2f early/row %.2f redo/row %.3f "
-               "final count %.0f\n",
+               "final count %.0f, final selections of <= 3072 / <= 3584 / more: %d / %d / %d\n",
                S, front, names[m], st[m].rows, st[m].compactions / st[m].rows, st[m].early / st[m].rows,
-               st[m].redo / st[m].rows, st[m].final_count / st[m].rows);
+               st[m].redo / st[m].rows, st[m].final_count / st[m].rows, st[m].selected[0], st[m].selected[1],
+               st[m].selected[2]);
 }
