@@ -1,7 +1,8 @@
 // Simulates the prefill kernel's candidate rules on the benchmark's inputs (a causal sequence of S tokens from
 // bench/workloads.cpp's generator, optionally front-loaded), row by row for a sample of rows, on the CPU: main's
-// running threshold (compaction past 4032 candidates keeping k), est3 (session 17's landed estimate at a long
-// row's first compaction) and early (bench/experiments/prefill-early-threshold-on-guard.patch). Prints per row
+// running threshold (compaction past 4032 candidates keeping k), est3 (session 17's estimate at a long row's
+// first compaction), early (est3 with session 18's early threshold for rows of 4097..16384 keys: main since
+// 8a7567b) and k1024 (bench/experiments/prefill-estimate-at-1024.patch). Prints per row
 // of more than k keys: compactions, early threshold passes, re-scorings, the final candidate count (and how many
 // rows' final selections fall in each width's range: 24, 28 or 32 items per thread). Scores are
 // float64 sums rounded to float (ties aside, the kernel's order); admission is per 64-key tile as in the kernel.
