@@ -12,10 +12,12 @@
 //    its best k in place (level 1 from the histogram, then radix refinement of the order key, ties to the
 //    smaller position) and raises the threshold to what the k-th best needs, so most tiles of long windows
 //    store nothing. At the job's end each row is selected exactly from its buffer and written out.
-//  - A long row's first compaction keeps fewer than k: an estimate, from the keys seen so far, of its
-//    window's (k + 4 sigma)-th best, so the buffer rarely fills again (one compaction per row instead of
-//    one per ~e-fold of the window). Exact whenever at least k keys reach the end; a job with a row left
-//    short (keys far from identically distributed along the window) is scored again without estimates.
+//  - Rows longer than the buffer estimate their window's (k + 4 sigma)-th best from the keys seen so far: up
+//    to 16384 keys as an entry threshold set at 1024 candidates (nothing dropped), longer ones at their first
+//    compaction (which keeps fewer than k), so the buffer rarely fills again (at most one compaction per row
+//    instead of one per ~e-fold of the window). Exact whenever at least k keys reach the estimate; a job with
+//    a row left short (keys far from identically distributed along the window) is scored again without
+//    estimates, and its warpgroup makes no more.
 // A row that needs no scores (its window holds at most k keys, and neither scores nor sorted output are
 // asked for) is written as its whole window and takes no part in its job's tiles.
 // Every row is computed by one warpgroup alone, in position order, so the result is a pure function of the
