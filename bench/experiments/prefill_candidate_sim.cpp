@@ -10,6 +10,7 @@
 //   g++ -O2 -std=c++17 -Iinclude -Itests bench/experiments/prefill_candidate_sim.cpp \
 //       build/libdsa_test_util.a -Lbuild -ldsa_indexer -Wl,-rpath,$PWD/build -o /tmp/sim
 //   /tmp/sim S [front_keys] [sampled_rows]      e.g. /tmp/sim 16384 8192 96
+// (front_keys < 0: the last -front_keys keys scaled x4 instead of the first: later keys outscore earlier ones)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +23,7 @@ struct Stats {
     double compactions = 0, early = 0, redo = 0, final_count = 0;
     int rows = 0;
     int selected[3] = {0, 0, 0};  // rows ending with k < n <= 3072, 3072 < n <= 3584, n > 3584 candidates
+    int wrong = 0;                // rows not scored again whose buffer's best k are not the row's best k
 };
 
 static float kth_largest(std::vector<float> v, int k) {  // k-th best (1-based)
@@ -77,6 +79,13 @@ static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
     const bool redo = forced || (est && n - below < k);
     st.compactions += comps; st.early += early; st.redo += redo; st.final_count += n; st.rows++;
     if (n > k) st.selected[n <= 3072 ? 0 : n <= 3584 ? 1 : 2]++;
+    if (!redo) {  // the rule's claim: a row that is not scored again holds its best k (as scores)
+        std::vector<float> got = buf, want = s;
+        std::sort(got.begin(), got.end(), std::greater<float>());
+        std::sort(want.begin(), want.end(), std::greater<float>());
+        const size_t m = size_t(std::min(k, W));
+        st.wrong += got.size() < m || !std::equal(want.begin(), want.begin() + m, got.begin());
+    }
 }
 
 int main(int argc, char** argv) {
@@ -86,6 +95,7 @@ int main(int argc, char** argv) {
     Rng rng(99);
     fill_spec6(c, rng);
     for (int i = 0; i < front && i < S; ++i) c.k_scale[size_t(i)] *= 4.0f;
+    for (int i = std::max(0, S + front); front < 0 && i < S; ++i) c.k_scale[size_t(i)] *= 4.0f;  // recency
     Stats st[4];
     for (int si = 0; si < samples; ++si) {
         const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
@@ -111,8 +121,8 @@ int main(int argc, char** argv) {
     const char* names[4] = {"main", "est3", "early", "k1024"};
     for (int m = 0; m < 4; ++m)
         printf("S %d front %d %-5s rows %d (of W > k): compactions/row %.2f early/row %.2f redo/row %.3f "
-               "final count %.0f, final selections of <= 3072 / <= 3584 / more: %d / %d / %d\n",
+               "final count %.0f, final selections of <= 3072 / <= 3584 / more: %d / %d / %d, wrong %d\n",
                S, front, names[m], st[m].rows, st[m].compactions / st[m].rows, st[m].early / st[m].rows,
                st[m].redo / st[m].rows, st[m].final_count / st[m].rows, st[m].selected[0], st[m].selected[1],
-               st[m].selected[2]);
+               st[m].selected[2], st[m].wrong);
 }
