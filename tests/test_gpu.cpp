@@ -1047,6 +1047,48 @@ TEST_CASE("GPU: host-visible checks still reject before any work", "[gpu][valida
     CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);
 }
 
+// The engine path looks a pointer up only when its argument brings a new one: a host buffer is rejected
+// whenever it comes, also in an argument that held device memory on the calls before, and nothing is written.
+TEST_CASE("GPU: pointers that are not the GPU's memory are rejected, also between good calls", "[gpu][validation]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    PagedCase c(layout_of(64, 64, 1), {500, 20}, 12101);
+    Rng rng(12102);
+    fill_spec6(c, rng);
+    const DevicePaged d(c);
+    const dsa_topk_params_t params = c.params(64, 0);
+    DeviceArray<uint8_t> workspace = workspace_for(gpu.get(), params, d.inputs);
+    DeviceOutput out(c.rows(), 64, true);
+    auto call = [&](const dsa_paged_inputs_t& inputs, const dsa_topk_outputs_t& outputs) {
+        const dsa_status_t status = launch(gpu.get(), params, inputs, outputs, workspace.get(), workspace.bytes(), stream.get());
+        stream.sync();
+        return status;
+    };
+    REQUIRE(call(d.inputs, out.outputs()) == DSA_STATUS_SUCCESS);
+    const HostResult good = out.download();
+    Buffer<uint8_t> host_q = c.q;  // aligned as the API requires: only where it lives is wrong
+    Buffer<int32_t> host_indices(size_t(c.rows()) * 64, 0x5A5A5A5A);
+    for (int round = 0; round < 2; ++round) {  // the second round after good calls with the same buffers
+        INFO("round " << round);
+        out.poison();
+        dsa_paged_inputs_t inputs = d.inputs;
+        inputs.q = host_q.data();
+        CHECK(call(inputs, out.outputs()) == DSA_STATUS_INVALID_ARGUMENT);
+        CHECK(std::string(dsa_last_error_message()).find("inputs->q") != std::string::npos);
+        CHECK(out.download().all_poison());
+        dsa_topk_outputs_t outputs = out.outputs();
+        outputs.indices = host_indices.data();
+        CHECK(call(d.inputs, outputs) == DSA_STATUS_INVALID_ARGUMENT);
+        CHECK(std::string(dsa_last_error_message()).find("outputs->indices") != std::string::npos);
+        CHECK(std::all_of(host_indices.begin(), host_indices.end(), [](int32_t x) { return x == 0x5A5A5A5A; }));
+        CHECK(out.download().all_poison());
+        REQUIRE(call(d.inputs, out.outputs()) == DSA_STATUS_SUCCESS);
+        CHECK(out.download() == good);
+        REQUIRE(call(d.inputs, out.outputs()) == DSA_STATUS_SUCCESS);
+    }
+    CHECK(dsa_context_synchronize(gpu.get()) == DSA_STATUS_SUCCESS);
+}
+
 // =====================================================================================================
 // Owned cache on a GPU context
 

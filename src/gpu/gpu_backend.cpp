@@ -1,12 +1,13 @@
 // The GPU backend. The engine path (dsa_topk_paged / dsa_topk_ragged) runs on the context's first GPU, on
 // the caller's stream and workspace: GpuBackend::topk_paged / topk_ragged check that the pointers are that
-// GPU's memory and launch the kernels through kernels/launch.h. Owned caches live on every GPU rank of the
+// GPU's memory (each when it first comes, not on every call) and launch the kernels through kernels/launch.h. Owned caches live on every GPU rank of the
 // context (src/gpu/multi): replicated, or sharded by page, each computed as plan then run.
 #include <cuda_runtime_api.h>
 
+#include <array>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -39,18 +40,33 @@ struct NamedPointer {
     const void* pointer;
     const char* name;
 };
-void require_on_device(std::initializer_list<NamedPointer> pointers, int device) {
-    for (const NamedPointer& p : pointers) {
-        if (!p.pointer) continue;
-        cudaPointerAttributes attr;
-        const cudaError_t err = cudaPointerGetAttributes(&attr, p.pointer);
-        if (err != cudaSuccess) cudaGetLastError();
-        const bool ok = err == cudaSuccess && ((attr.type == cudaMemoryTypeDevice && attr.device == device) ||
-                                               attr.type == cudaMemoryTypeManaged);
-        require(ok, DSA_STATUS_INVALID_ARGUMENT, p.name, " is not device memory of GPU ", device,
-                " (the context's first device)");
-    }
+void require_on_device(const NamedPointer& p, int device) {
+    if (!p.pointer) return;
+    cudaPointerAttributes attr;
+    const cudaError_t err = cudaPointerGetAttributes(&attr, p.pointer);
+    if (err != cudaSuccess) cudaGetLastError();
+    const bool ok = err == cudaSuccess && ((attr.type == cudaMemoryTypeDevice && attr.device == device) ||
+                                           attr.type == cudaMemoryTypeManaged);
+    require(ok, DSA_STATUS_INVALID_ARGUMENT, p.name, " is not device memory of GPU ", device,
+            " (the context's first device)");
 }
+
+// The N pointers of one engine-path entry point, each looked up only when it differs from the one its argument
+// held on the last call that passed: engines pass the same buffers call after call, and a lookup per pointer
+// per call is host time an eager caller would pay on every step. (A buffer freed and replaced at the same
+// address between two calls is not looked up again.) Calls on a backend are serialised by its context.
+template <size_t N>
+class DevicePointerChecks {
+public:
+    void check(const std::array<NamedPointer, N>& pointers, int device) {
+        for (size_t i = 0; i < N; ++i)
+            if (pointers[i].pointer != passed_[i]) require_on_device(pointers[i], device);
+        for (size_t i = 0; i < N; ++i) passed_[i] = pointers[i].pointer;
+    }
+
+private:
+    std::array<const void*, N> passed_{};
+};
 
 class GpuBackend final : public Backend {
 public:
@@ -68,11 +84,11 @@ public:
         if (pb.rows() == 0) return;
         Device& d = ranks_.device(0);
         DeviceScope scope(d.id);
-        require_on_device({{pb.q, "inputs->q"}, {pb.k_cache, "inputs->k_cache"}, {pb.weights, "inputs->weights"},
-                           {pb.seq_lens, "inputs->seq_lens"}, {pb.block_table, "inputs->block_table"},
-                           {pb.out.indices, "outputs->indices"}, {pb.out.scores, "outputs->scores"},
-                           {workspace, "workspace"}},
-                          d.id);
+        paged_pointers_.check({{{pb.q, "inputs->q"}, {pb.k_cache, "inputs->k_cache"}, {pb.weights, "inputs->weights"},
+                                  {pb.seq_lens, "inputs->seq_lens"}, {pb.block_table, "inputs->block_table"},
+                                  {pb.out.indices, "outputs->indices"}, {pb.out.scores, "outputs->scores"},
+                                  {workspace, "workspace"}}},
+                                d.id);
         check_cuda(kernels::topk_paged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
                    "launching the paged top-k kernels");
     }
@@ -81,11 +97,11 @@ public:
         if (pb.rows() == 0) return;
         Device& d = ranks_.device(0);
         DeviceScope scope(d.id);
-        require_on_device({{pb.q, "inputs->q"}, {pb.k, "inputs->k"}, {pb.k_scale, "inputs->k_scale"},
-                           {pb.weights, "inputs->weights"}, {pb.row_start, "inputs->row_start"},
-                           {pb.row_end, "inputs->row_end"}, {pb.out.indices, "outputs->indices"},
-                           {pb.out.scores, "outputs->scores"}, {workspace, "workspace"}},
-                          d.id);
+        ragged_pointers_.check({{{pb.q, "inputs->q"}, {pb.k, "inputs->k"}, {pb.k_scale, "inputs->k_scale"},
+                                   {pb.weights, "inputs->weights"}, {pb.row_start, "inputs->row_start"},
+                                   {pb.row_end, "inputs->row_end"}, {pb.out.indices, "outputs->indices"},
+                                   {pb.out.scores, "outputs->scores"}, {workspace, "workspace"}}},
+                                 d.id);
         check_cuda(kernels::topk_ragged(pb, d.traits, kernel_, workspace, d.error_flag, static_cast<cudaStream_t>(stream)),
                    "launching the ragged top-k kernels");
     }
@@ -120,6 +136,8 @@ public:
 private:
     kernels::ScoreKernel kernel_;
     RankGroup ranks_;
+    DevicePointerChecks<8> paged_pointers_;
+    DevicePointerChecks<9> ragged_pointers_;
 };
 
 }  // namespace
