@@ -1,6 +1,7 @@
 // GPU timing (METHOD.md): each call is captured once in a CUDA graph per rotated copy of its inputs (paged:
 // the K cache; ragged: every input); the latency is the median of CUDA-event-timed single replays. Copies
-// rotate so that inputs smaller than the L2 do not stay cached between calls. CPU timing: the median wall
+// rotate so that inputs smaller than the L2 do not stay cached between calls. Beside it, the host time of an
+// eager call (until it returns, its work enqueued): what a caller's CPU pays per call. CPU timing: the median wall
 // clock of synchronous calls. Checks: SPEC section 5 against the float64 oracle of tests/test_util, on every
 // row of a paged call and on a sample of the rows of a ragged one.
 #include "workloads.hpp"
@@ -482,6 +483,25 @@ private:
     std::vector<cudaGraphExec_t> graphs_;
 };
 
+// The median host time in microseconds of `iterations` eager calls (after untimed warm-up calls): from the
+// call until it returns, its work enqueued on `stream` (what an engine that does not use CUDA graphs pays on
+// its CPU per step). Each call is waited for before the next, so a full queue never slows one down; call i
+// reads copy i mod copies.
+double median_eager_call_us(cudaStream_t stream, int iterations, int copies, const std::function<dsa_status_t(int)>& call,
+                            const char* what) {
+    const int warmup = 5;
+    std::vector<double> times;
+    for (int i = 0; i < iterations + warmup; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        const dsa_status_t status = call(i % copies);
+        const auto end = std::chrono::steady_clock::now();
+        require_ok(status, what);
+        cuda_ok(cudaStreamSynchronize(stream), "eager call");
+        if (i >= warmup) times.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+    }
+    return median(times);
+}
+
 // One copy of a ragged call's inputs in device memory.
 struct DeviceRaggedInputs {
     explicit DeviceRaggedInputs(const RaggedCase& c)
@@ -525,15 +545,17 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
     // The K cache is what a decode call reads: it rotates; q, weights and the table are small.
     std::vector<std::unique_ptr<DeviceMemory>> caches;
     for (int i = rotation_copies(c.k_cache.size(), l2_bytes); i > 0; --i) caches.push_back(upload(c.k_cache));
-    const CapturedCalls calls(stream.handle, int(caches.size()), [&](int i) {
+    const std::function<dsa_status_t(int)> call = [&](int i) {
         inputs.k_cache = caches[size_t(i)]->ptr;
         return dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
-    }, "dsa_topk_paged (captured)");
+    };
+    const CapturedCalls calls(stream.handle, int(caches.size()), call, "dsa_topk_paged (captured)");
 
     Result r;
     r.backend = "gpu";
     r.workspace_bytes = workspace_bytes;
     r.latency_us = calls.median_replay_us(iterations);
+    r.host_call_us = median_eager_call_us(stream.handle, iterations, int(caches.size()), call, "dsa_topk_paged (eager)");
     r.check = verify(c, w.topk, out.download(ctx.get()));
     return r;
 }
@@ -558,15 +580,17 @@ Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iteratio
     std::vector<std::unique_ptr<DeviceRaggedInputs>> copies;
     for (int i = rotation_copies(DeviceRaggedInputs::bytes_of(c), l2_bytes); i > 0; --i)
         copies.push_back(std::make_unique<DeviceRaggedInputs>(c));
-    const CapturedCalls calls(stream.handle, int(copies.size()), [&](int i) {
+    const std::function<dsa_status_t(int)> call = [&](int i) {
         const dsa_ragged_inputs_t inputs = copies[size_t(i)]->inputs(c);
         return dsa_topk_ragged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
-    }, "dsa_topk_ragged (captured)");
+    };
+    const CapturedCalls calls(stream.handle, int(copies.size()), call, "dsa_topk_ragged (captured)");
 
     Result r;
     r.backend = "gpu";
     r.workspace_bytes = workspace_bytes;
     r.latency_us = calls.median_replay_us(iterations);
+    r.host_call_us = median_eager_call_us(stream.handle, iterations, int(copies.size()), call, "dsa_topk_ragged (eager)");
     r.check = verify_sample(c, w.topk, out.download(ctx.get()), &r.checked_rows);
     return r;
 }

@@ -84,6 +84,7 @@ struct Result {
     double flops = 0;     // ragged only: 2 * H * D * (the sum of the rows' window lengths)
     int64_t checked_rows = 0;  // ragged only: the rows the oracle checked, a sample (0 when the call failed)
     size_t workspace_bytes = 0;  // what dsa_topk_{paged,ragged}_workspace_size asks for (0 on the CPU)
+    double host_call_us = 0;     // GPU: the median host time of an eager call, until it returns (work enqueued)
     std::string check;    // "" = PASS
 };
 
