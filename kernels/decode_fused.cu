@@ -48,6 +48,7 @@
 #include "common/order_key.h"
 #include "common/problem.hpp"
 #include "kernels/group_select.cuh"
+#include "kernels/launch_once.cuh"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_rows.cuh"
 #include "kernels/sm90.cuh"

@@ -8,6 +8,7 @@
 #include "common/order_key.h"
 #include "common/shard_rule.h"
 #include "kernels/launch.h"
+#include "kernels/launch_once.cuh"
 #include "kernels/select_kernel.cuh"
 #include "kernels/select_rows.cuh"
 
@@ -174,8 +175,7 @@ int max_merge_topk(int ranks) { return ranks > kMaxMergeRanks ? 0 : std::min(kMa
 cudaError_t merge_shard_candidates(const PagedProblem& problem, const uint64_t* candidates, int ranks,
                                    cudaStream_t stream) {
     if (problem.rows() == 0) return cudaSuccess;
-    const cudaError_t err =
-        cudaFuncSetAttribute(merge_shard_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SelectShared)));
+    const cudaError_t err = allow_dynamic_smem<merge_shard_kernel>(int(sizeof(SelectShared)));
     if (err != cudaSuccess) return err;
     PagedRows rows{problem, 0, log2_of(problem.shape.page_size)};
     merge_shard_kernel<<<unsigned(problem.rows()), kSelectThreads, sizeof(SelectShared), stream>>>(

@@ -37,6 +37,7 @@
 #include "common/order_key.h"
 #include "common/problem.hpp"
 #include "kernels/group_select.cuh"
+#include "kernels/launch_once.cuh"
 #include "kernels/score_common.cuh"
 #include "kernels/sm90.cuh"
 

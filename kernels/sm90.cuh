@@ -3,7 +3,6 @@
 // the host's handle on cuTensorMapEncodeTiled. Each is one PTX instruction or a loop around one.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 
 #include <cuda.h>
@@ -193,27 +192,6 @@ inline cudaError_t encode_rows_128b(CUtensorMap* map, cuuint32_t rank, const voi
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
                ? cudaSuccess
                : cudaErrorInvalidValue;
-}
-
-// Sets Kernel's attribute Attr (one fixed value per Kernel) on the current device. Attributes are per device,
-// so each is set once per device; later calls pay nothing.
-template <auto Kernel, cudaFuncAttribute Attr>
-cudaError_t set_attribute_once(int value) {
-    static std::atomic<uint64_t> set{0};
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err != cudaSuccess) return err;
-    const uint64_t bit = uint64_t(1) << (device & 63);
-    if (set.load(std::memory_order_acquire) & bit) return cudaSuccess;
-    err = cudaFuncSetAttribute(Kernel, Attr, value);
-    if (err == cudaSuccess) set.fetch_or(bit, std::memory_order_acq_rel);
-    return err;
-}
-
-// Lets Kernel (one fixed size) use `bytes` of dynamic shared memory on the current device.
-template <auto Kernel>
-cudaError_t allow_dynamic_smem(int bytes) {
-    return set_attribute_once<Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize>(bytes);
 }
 
 }  // namespace dsa::kernels

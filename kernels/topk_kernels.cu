@@ -4,6 +4,7 @@
 
 #include "kernels/decode_fused.h"
 #include "kernels/launch.h"
+#include "kernels/launch_once.cuh"
 #include "kernels/prefill_fused.h"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_kernel.cuh"
@@ -75,13 +76,14 @@ WorkspacePlan ragged_plan(const RaggedProblem& pb) {
 template <class Groups, class TileMath>
 cudaError_t launch_score(const Groups& groups, int groups_count, int heads, int group_rows, int64_t max_tokens,
                          const DeviceTraits& device, float* scores, cudaStream_t stream) {
-    auto kernel = score_kernel<Groups, TileMath>;
+    constexpr auto kernel = score_kernel<Groups, TileMath>;
     const int smem = score_smem_bytes(group_rows, heads);
-    // Raising the dynamic shared-memory limit is idempotent and cheap; doing it per launch keeps no state.
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    // Once per device: the shared-memory limit at the largest group's size (heads is TileMath's), and the
+    // occupancy at each group size.
+    cudaError_t err = allow_dynamic_smem<kernel>(score_smem_bytes(kMaxGroupRows, heads));
     if (err != cudaSuccess) return err;
     int resident = 1;
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kScoreThreads, smem);
+    err = resident_ctas_once<kernel, kMaxGroupRows + 1>(kScoreThreads, smem, group_rows, &resident);
     if (err != cudaSuccess) return err;
     // At most one wave of resident CTAs spread over the groups (rounding down: a partial second wave would
     // run alone at the end); each CTA walks its group's tiles with a stride.
@@ -125,9 +127,8 @@ cudaError_t clear_tickets(const WorkspacePlan& plan, cudaStream_t stream) {
 template <class Rows>
 cudaError_t launch_select(const Rows& rows, int64_t count, const float* scores, const TopkShape& shape,
                           const TopkOutputs& out, const WorkspacePlan& plan, int* error_flag, cudaStream_t stream) {
-    auto kernel = select_kernel<Rows>;
-    const cudaError_t err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SelectShared)));
+    constexpr auto kernel = select_kernel<Rows>;
+    const cudaError_t err = allow_dynamic_smem<kernel>(int(sizeof(SelectShared)));
     if (err != cudaSuccess) return err;
     const unsigned chunks = unsigned(std::max<int64_t>(1, (plan.score_stride + kChunk - 1) / kChunk));
     kernel<<<dim3(chunks, unsigned(count)), kSelectThreads, sizeof(SelectShared), stream>>>(
