@@ -65,6 +65,14 @@ constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next
 constexpr int kEarlyEstimateAt = 1024;
 constexpr int kEarlyMaxWindow = 16384;
 constexpr float kEstimateSigmas = 4.0f;
+
+// How many of the n keys seen so far of a row's window should reach an estimate of the window's
+// (k + kEstimateSigmas sigma)-th best: r0 + kEstimateSigmas sqrt(r0), r0 = k n / window (the share of k those n
+// keys hold). Fast approximations (no IEEE slow paths in the loop's code): an estimate either way.
+__device__ __forceinline__ int estimate_rank(int k, int n, int window) {
+    const float r0 = __fdividef(float(k) * float(n), float(window));
+    return int(ceilf(r0 + kEstimateSigmas * r0 * rsqrtf(r0)));
+}
 constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
 constexpr int kRowBins = 1024;       // each row's running histogram: the order key's top 10 bits
 constexpr int kRowBinShift = 22;
@@ -494,8 +502,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                     // so far. Nothing is dropped, so with at least k candidates at or above it at the end the buffer
                     // holds the row's best k (checked at the job's end); the rest of the window then rarely fills
                     // the buffer (~n + k + 4 sqrt(k window / n) candidates in all).
-                    const float r0 = __fdividef(float(k) * float(n), float(window));
-                    const int r = min(n - 1, int(ceilf(r0 + kEstimateSigmas * r0 * rsqrtf(r0))));
+                    const int r = min(n - 1, estimate_rank(k, n, window));
                     int reaching;
                     const uint32_t entry =
                         g.reach_threshold(candidates + j * kCandidateCap, n, r, sh.row_hist[j], reaching);
@@ -515,11 +522,8 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 // the job's end).
                 const bool first = __shfl_sync(0xffffffffu, threshold, j) == 0u;
                 int keep = k;
-                if (first && window >= 2 * kCandidateCap && window >= 4 * k && !sh.estimates_off) {
-                    // Fast approximations (no IEEE slow paths in the loop's code): an estimate either way.
-                    const float r0 = __fdividef(float(k) * float(n), float(window));
-                    keep = min(k, int(ceilf(r0 + kEstimateSigmas * r0 * rsqrtf(r0))));
-                }
+                if (first && window >= 2 * kCandidateCap && window >= 4 * k && !sh.estimates_off)
+                    keep = min(k, estimate_rank(k, n, window));
                 if (t == 0) {  // read behind keep_best's barriers
                     if (keep < k) {
                         sh.estimated |= bit;

@@ -1,7 +1,8 @@
 // The GPU backend. The engine path (dsa_topk_paged / dsa_topk_ragged) runs on the context's first GPU, on
 // the caller's stream and workspace: GpuBackend::topk_paged / topk_ragged check that the pointers are that
-// GPU's memory (each when it first comes, not on every call) and launch the kernels through kernels/launch.h. Owned caches live on every GPU rank of the
-// context (src/gpu/multi): replicated, or sharded by page, each computed as plan then run.
+// GPU's memory (each when it first comes, not on every call) and launch the kernels through kernels/launch.h.
+// Owned caches live on every GPU rank of the context (src/gpu/multi): replicated, or sharded by page, each
+// computed as plan then run.
 #include <cuda_runtime_api.h>
 
 #include <array>
