@@ -73,6 +73,7 @@ __device__ __forceinline__ int estimate_rank(int k, int n, int window) {
     const float r0 = __fdividef(float(k) * float(n), float(window));
     return int(ceilf(r0 + kEstimateSigmas * r0 * rsqrtf(r0)));
 }
+
 constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
 constexpr int kRowBins = 1024;       // each row's running histogram: the order key's top 10 bits
 constexpr int kRowBinShift = 22;
