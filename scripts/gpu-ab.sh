@@ -10,6 +10,9 @@
 #   DSA_AB_SUITE="[gpu]"                    also run dsa_gpu_tests with this spec on every tree ...
 #   DSA_AB_SUITE_TREES="base x"             ... or only on these (tree names: base, or a patch's name)
 #   DSA_AB_GATE="test name"                 the gate (default: the small odd shapes case)
+#   DSA_AB_ROUNDS=3                         benchmark rounds (default 1), the trees' order reversed every other
+#                                           round, so that drift during the run falls on every tree alike; a
+#                                           table of the medians over the rounds follows (scripts/ab-summary.py)
 # A patch named timing-*.patch is a timing experiment that leaves a stage out, so its answers are wrong by
 # design: its gate may fail (it is still benchmarked), but not hang.
 # Patches apply with `patch -p1` (or `git apply` where patch is missing); a patch that does not apply stops
@@ -78,10 +81,22 @@ for i in "${!dirs[@]}"; do
   fi
   ok+=("$i")
 done
-for i in "${ok[@]}"; do
-  n=${names[$i]}
-  echo "== $n: dsa_bench ${bench_args[*]}"
-  env "${run_env[@]}" timeout 200 "${dirs[$i]}/build-ab/bench/dsa_bench" --json "$logs/bench_$n.json" "${bench_args[@]}" \
-    2>"$logs/bench_progress_$n.log" || status=1
+rounds=${DSA_AB_ROUNDS:-1}
+order=("${ok[@]}")
+for ((r = 1; r <= rounds; r++)); do
+  for i in "${order[@]}"; do
+    n=${names[$i]}
+    echo "== $n: dsa_bench ${bench_args[*]} (round $r of $rounds)"
+    env "${run_env[@]}" timeout 200 "${dirs[$i]}/build-ab/bench/dsa_bench" --json "$logs/bench_${n}_r$r.json" \
+      "${bench_args[@]}" 2>"$logs/bench_progress_${n}_r$r.log" || status=1
+  done
+  order=($(printf '%s\n' "${order[@]}" | tac))  # the next round in the reverse order
 done
+columns=()
+for i in "${ok[@]}"; do
+  n=${names[$i]} files=()
+  for ((r = 1; r <= rounds; r++)); do [ -s "$logs/bench_${n}_r$r.json" ] && files+=("$logs/bench_${n}_r$r.json"); done
+  columns+=("$n=$(IFS=,; echo "${files[*]}")")
+done
+[ ${#ok[@]} -gt 0 ] && { echo "== summary"; python3 scripts/ab-summary.py "${columns[@]}" || status=1; }
 exit $status

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Side by side: the dsa_bench JSON files of scripts/gpu-ab.sh, one column per tree.
+
+Usage: scripts/ab-summary.py TREE=FILE[,FILE...] ...   (the first tree is the base)
+
+Each cell is the median over the tree's files (its rounds) of a workload's latency, with the spread over
+the rounds (max - min) when there are several, and the change against the base's median.
+"""
+import json
+import statistics
+import sys
+
+
+def latencies(path):
+    with open(path) as f:
+        results = json.load(f)["results"]
+    return {r["workload"]: r["latency_us"] for r in results if r.get("latency_us") is not None}
+
+
+def main(argv):
+    if not argv:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    trees = []  # (name, {workload: [latency per round]})
+    for arg in argv:
+        name, _, files = arg.partition("=")
+        runs = {}
+        for path in filter(None, files.split(",")):
+            try:
+                for workload, us in latencies(path).items():
+                    runs.setdefault(workload, []).append(us)
+            except (OSError, ValueError, KeyError) as e:
+                print(f"ab-summary: {path}: {e}", file=sys.stderr)
+        trees.append((name, runs))
+    workloads = []
+    for _, runs in trees:
+        workloads += [w for w in runs if w not in workloads]
+    rounds = max((len(v) for _, runs in trees for v in runs.values()), default=0)
+    print(f"median latency us over {rounds} round(s)" + (" (max - min in brackets)" if rounds > 1 else "") +
+          "; % against the first tree")
+    print("| workload | " + " | ".join(name for name, _ in trees) + " |")
+    print("|---" * (len(trees) + 1) + "|")
+    base_runs = trees[0][1]
+    for w in workloads:
+        base = statistics.median(base_runs[w]) if base_runs.get(w) else None
+        cells = []
+        for i, (_, runs) in enumerate(trees):
+            v = runs.get(w)
+            if not v:
+                cells.append("-")
+                continue
+            m = statistics.median(v)
+            cell = f"{m:.1f}"
+            if len(v) > 1:
+                cell += f" [{max(v) - min(v):.1f}]"
+            if i > 0 and base:
+                cell += f" ({100.0 * (m - base) / base:+.1f}%)"
+            cells.append(cell)
+        print(f"| {w} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
