@@ -30,6 +30,8 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do patches+=("$1"); shift; done
 [ $# -gt 0 ] && shift
 bench_args=("$@")
 gate=${DSA_AB_GATE:-GPU small odd shapes equal the CPU backend exactly}
+rounds=${DSA_AB_ROUNDS:-1}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "DSA_AB_ROUNDS must be a positive integer, not '$rounds'"; exit 2; }
 read -r -a run_env <<<"${DSA_AB_ENV:-}"
 
 # Trees: base is this one; variant i is a copy with patch i applied.
@@ -81,7 +83,6 @@ for i in "${!dirs[@]}"; do
   fi
   ok+=("$i")
 done
-rounds=${DSA_AB_ROUNDS:-1}
 order=("${ok[@]}")
 for ((r = 1; r <= rounds; r++)); do
   for i in "${order[@]}"; do
