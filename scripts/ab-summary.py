@@ -28,7 +28,7 @@ def main(argv):
     if not argv:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    trees = []  # (name, {workload: [latency per round]})
+    trees = []  # (name, {workload: [latency per round]}, {workloads with a failed check})
     for arg in argv:
         name, _, files = arg.partition("=")
         runs, failed = {}, set()
