@@ -1,7 +1,7 @@
 // Fused paged decode (sm_90a). Two launches per call:
 //  1. decode_plan_kernel (batches of more than kSelfPlanMax sequences): per sequence its count of 64-token
 //     tiles ("units") and their exclusive prefix over the batch; the units are split evenly over the CTAs of
-//     step 2 (CTA c owns [c*U/G, (c+1)*U/G)), so the split follows seq_lens, never the block table's width.
+//     step 2 by seq_lens, never by the block table's width (kernels/decode_plan.h).
 //     Smaller batches are planned by every CTA of step 2 (below) and launch decode_clear_kernel instead. Both
 //     clear the tickets, histogram slots and pool counter step 2 accumulates into, and write the rows of
 //     sequences with no tile (clear_and_pad): padding, or, when no row of the sequence sees more than k
@@ -19,10 +19,13 @@
 //     up in global memory. A CTA scores its two shared sequences first, so their selection overlaps the
 //     other CTAs' scoring.
 //  Batches of up to kSelfPlanMax sequences are self-planned: every fused CTA scans the batch's unit counts
-//  into shared memory and derives its own plan (plan_of_cta, as the plan kernel does) before waiting on
-//  anything, so its first tiles load while decode_clear_kernel still runs: that kernel's CTAs hold no shared
-//  memory and few registers, so a fused CTA fits on the SM beside one (a plan CTA, 1024 threads and static
-//  shared memory, keeps it off until it exits). The fused CTA waits for the first kernel
+//  into shared memory and derives its own plan before waiting on anything: the even plan's fields (as the plan
+//  kernel computes them), each written by the thread that holds its sequence in the scan, which also
+//  prefetches the block-table entries of the CTA's first tiles; then, for a batch of at most one sequence per
+//  CTA, the aligned plan where it fits (each CTA within one sequence). So its first tiles load while
+//  decode_clear_kernel still runs: that kernel's CTAs hold no shared memory and few registers, so a fused CTA
+//  fits on the SM beside one (a plan CTA, 1024 threads and static shared memory, keeps it off until it
+//  exits). The fused CTA waits for the first kernel
 //  (griddepcontrol.wait) before its first ticket or histogram-slot atomic, which the clears must precede, and
 //  before it exits, so the call ends after the padding writes.
 // Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys (32
@@ -47,6 +50,7 @@
 #include "common/constants.hpp"
 #include "common/order_key.h"
 #include "common/problem.hpp"
+#include "kernels/decode_plan.h"
 #include "kernels/group_select.cuh"
 #include "kernels/launch_once.cuh"
 #include "kernels/score_kernels.cuh"
@@ -86,6 +90,7 @@ static_assert(kPoolRowMin >= kRegRowMax, "rows selected in registers read their 
 constexpr int64_t kPoolMaxEntries = int64_t(1) << 22;  // candidate pool of long split rows: 32 MB at most
 constexpr int kPoolItems = 8;       // pool entries per thread per gather step
 constexpr int kHistLoads = 4;       // float4 loads per thread in flight in a part's histogram pass
+constexpr int kPrefetchUnits = 32;  // a producer batch: units of each sequence a self-planned CTA prefetches
 
 // The CTA: one producer warpgroup and the consumer warpgroups. Four consumers while their
 // accumulators (32 per MTP row) fit the 104 registers setmaxnreg leaves each; two otherwise. setmaxnreg only
@@ -105,15 +110,6 @@ struct FusedRoles {
     static constexpr int kConsumerRegisters = 104;
     static_assert(!kShrinkProducer ||
                   128 * kProducerRegisters + kConsumers * kConsumerRegisters <= kThreads * kLaunchRegisters);
-};
-
-// What a fused CTA needs to start, written by the plan kernel (one load instead of a chain of them) or, for a
-// self-planned batch, by the CTA itself.
-struct __align__(16) CtaPlan {
-    int u0, u1;            // its units [u0, u1)
-    int b_first, b_last;   // the sequences of units u0 and u1 - 1
-    int end_a, start_b;    // its part of b_first ends at end_a; its part of b_last starts at start_b
-    int units, ctas;       // U, and the CTAs that have units (G = min(grid, U))
 };
 
 struct FusedParams {
@@ -153,6 +149,7 @@ struct FusedSmem {
         typename cub::BlockScan<int, FusedRoles<NN>::kThreads>::TempStorage plan_scan;  // self-planning, at start
     };
     int unit_prefix[kSelfPlanMax + 1];  // self-planned: unit_prefix[0 .. B]
+    int seq_len[kSelfPlanMax];          // self-planned: sequence_tokens of sequences [0, B), for the producers
     int32_t seg_table[kRegRowMax / kMinPageSize];  // the segment's block-table row, for rows selected in registers
     CtaPlan plan;                       // this CTA's
     uint64_t picked[kMaxTopk];      // the selected candidate keys, by output slot
@@ -172,8 +169,9 @@ struct FusedSmem {
 
 __device__ __forceinline__ CtaPlan load_plan(const CtaPlan* at) {
     const int4* words = reinterpret_cast<const int4*>(at);
-    const int4 a = __ldcg(words), b = __ldcg(words + 1);  // written by the plan kernel during this grid
-    return {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    // Written by the plan kernel during this grid: through L2.
+    const int4 a = __ldcg(words), b = __ldcg(words + 1), c = __ldcg(words + 2);
+    return {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w, c.x, c.y, {c.z, c.w}};
 }
 
 template <int Consumers>
@@ -212,6 +210,16 @@ __device__ __forceinline__ void add_to_histogram(const float* s, int n, int t, i
     if (t < n % 4) atomicAdd(&hist[score_order_key(__ldcg(s + 4 * whole + t)) >> kBinShift], 1);
 }
 
+// Brings the lines holding the block-table entries [first, last] (at most 64: three lines of 128 bytes) into
+// L2: a hint, no value. Each address given is one of the entries', so all are valid.
+__device__ __forceinline__ void prefetch_entries_l2(const int32_t* first, const int32_t* last) {
+    const uint64_t a = reinterpret_cast<uint64_t>(first), z = reinterpret_cast<uint64_t>(last);
+    const uint64_t second = (a | 127) + 1;  // the next line's start
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a));
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(second < z ? second : z));
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(z));
+}
+
 // A plain load of a value other CTAs may be adding to at the same time (gpu scope, no ordering).
 __device__ __forceinline__ int load_relaxed_gpu(const int* p) {
     int v;
@@ -228,13 +236,6 @@ __device__ __forceinline__ int fetch_add_acq_rel_gpu(int* p, int v) {
     return old;
 }
 
-__host__ __device__ __forceinline__ int64_t unit_begin(int c, int units, int ctas) {
-    return int64_t(c) * units / ctas;
-}
-// The CTA whose unit range holds unit u: the largest c with unit_begin(c) <= u.
-__host__ __device__ __forceinline__ int cta_of(int64_t u, int units, int ctas) {
-    return int(((u + 1) * ctas - 1) / units);
-}
 __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b) {
     const int64_t len = pb.seq_lens[b];
     return seq_len_in_range(len, pb.max_pages, pb.shape.page_size) ? len : -1;  // -1: bad input
@@ -242,53 +243,33 @@ __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b
 
 // ---- planning ------------------------------------------------------------------------------------------
 
-// Units (64-token tiles) of sequence b: none for an empty sequence, a bad length, or rows that need no
-// scores (the last row sees every token; clear_and_pad writes them).
-__device__ __forceinline__ int sequence_units(const PagedProblem& pb, int b) {
-    const int64_t tokens = sequence_tokens(pb, b);
+// Units (64-token tiles) of a sequence of `tokens` tokens (sequence_tokens: -1 for a bad length): none for an
+// empty sequence, a bad length, or rows that need no scores (the last row sees every token; clear_and_pad
+// writes them).
+__device__ __forceinline__ int units_of(const PagedProblem& pb, int64_t tokens) {
     return tokens > 0 && !row_needs_no_scores(pb.shape, pb.out, tokens) ? int((tokens + kUnitTokens - 1) / kUnitTokens)
                                                                          : 0;
 }
+__device__ __forceinline__ int sequence_units(const PagedProblem& pb, int b) {
+    return units_of(pb, sequence_tokens(pb, b));
+}
 
 // The exclusive prefix of the units of sequences [first, first + Threads * Items), Items consecutive ones per
-// thread (none past the batch), into `before`; returns their total.
+// thread (none past the batch), into `before`, and their sequence_tokens (0 past the batch) into `tokens`;
+// returns their total.
 template <int Threads, int Items>
 __device__ int scan_units(const PagedProblem& pb, int first, typename cub::BlockScan<int, Threads>::TempStorage& storage,
-                          int (&before)[Items]) {
+                          int (&before)[Items], int64_t (&tokens)[Items]) {
     int units[Items];
 #pragma unroll
     for (int t = 0; t < Items; ++t) {
         const int b = first + int(threadIdx.x) * Items + t;
-        units[t] = b < pb.batch_size ? sequence_units(pb, b) : 0;
+        tokens[t] = b < pb.batch_size ? sequence_tokens(pb, b) : 0;
+        units[t] = units_of(pb, tokens[t]);
     }
     int total = 0;
     cub::BlockScan<int, Threads>(storage).ExclusiveSum(units, before, total);
     return total;
-}
-
-// CTA c's plan among G CTAs sharing U units of B sequences, from the unit prefix (prefix_at(b), b in [0, B]).
-template <class PrefixAt>
-__device__ CtaPlan plan_of_cta(int c, int B, int U, int G, PrefixAt prefix_at) {
-    // The sequence holding unit u: the last b with prefix_at(b) <= u (empty sequences come before it).
-    auto sequence_of = [&](int u) {
-        int lo = 0, hi = B;
-        while (lo < hi) {
-            const int mid = (lo + hi) / 2;
-            if (prefix_at(mid) <= u) lo = mid + 1;
-            else hi = mid;
-        }
-        return lo - 1;
-    };
-    CtaPlan cp{0, 0, 0, 0, 0, 0, U, G};
-    if (c < G) {
-        cp.u0 = int(unit_begin(c, U, G));
-        cp.u1 = int(unit_begin(c + 1, U, G));
-        cp.b_first = sequence_of(cp.u0);
-        cp.b_last = sequence_of(cp.u1 - 1);
-        cp.end_a = min(cp.u1, prefix_at(cp.b_first + 1));
-        cp.start_b = cp.b_last != cp.b_first ? prefix_at(cp.b_last) : cp.end_a;
-    }
-    return cp;
 }
 
 // What the fused kernel's atomics start from, and the rows it never writes; each CTA of the kernel before it
@@ -349,7 +330,8 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     int carry = 0;
     for (int first = 0; first < B; first += kPlanThreads * kItems) {
         int before[kItems];
-        const int total = scan_units<kPlanThreads>(pb, first, scan, before);
+        int64_t tokens[kItems];  // unused here
+        const int total = scan_units<kPlanThreads>(pb, first, scan, before, tokens);
 #pragma unroll
         for (int t = 0; t < kItems; ++t) {
             const int b = first + threadIdx.x * kItems + t;
@@ -367,7 +349,7 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     const int U = carry;
     const int G = min(grid_ctas, U);
     auto prefix_at = [&](int b) { return b <= kPlanPrefixCache ? prefix_cache[b] : p.unit_prefix[b]; };
-    for (int c = threadIdx.x; c < grid_ctas; c += blockDim.x) p.cta_plan[c] = plan_of_cta(c, B, U, G, prefix_at);
+    for (int c = threadIdx.x; c < grid_ctas; c += blockDim.x) p.cta_plan[c] = even_plan_of_cta(c, B, U, G, prefix_at);
 }
 
 // Self-planned batches: the fused CTAs need no plan, only the clears and the padding. No shared memory and
@@ -377,6 +359,46 @@ template <int NN>
 __global__ void __maxnreg__(kClearRegisters) decode_clear_kernel(FusedParams p, int grid_ctas) {
     grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
     clear_and_pad<NN>(p, grid_ctas);
+}
+
+// The aligned plan of a self-planned CTA of a batch of at most G sequences (kernels/decode_plan.h), by one warp
+// once the unit prefix and the sequences' lengths are in shared memory: written over *plan (the even plan)
+// only when every sequence's share fits. The lane holding this CTA's sequence also prefetches into L2 the
+// block-table entries of the CTA's first kPrefetchUnits units, as the scan does for the even plan.
+__device__ void aligned_plan_by_warp(const PagedProblem& pb, int page_shift, int c, int G, const int* unit_prefix,
+                                     const int* seq_len, CtaPlan* plan) {
+    const int lane = threadIdx.x % 32, B = pb.batch_size, U = unit_prefix[B];
+    bool fits = true, mine = false;
+    CtaPlan own{};
+    int ctas_before = 0;
+    for (int first = 0; fits && first < B; first += 32) {
+        const int b = first + lane;
+        const int unit0 = b < B ? unit_prefix[b] : 0, units = b < B ? unit_prefix[b + 1] - unit0 : 0;
+        const int ctas = aligned_ctas(units, U, G, B);
+        fits = __all_sync(0xffffffffu, aligned_share_fits(units, ctas, U, G));
+        int inc = ctas;  // inclusive scan of the CTA counts over the lanes
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int x = __shfl_up_sync(0xffffffffu, inc, off);
+            if (lane >= off) inc += x;
+        }
+        const int first_cta = ctas_before + inc - ctas;
+        if (c >= first_cta && c < first_cta + ctas) {
+            own = aligned_plan_of_part(b, unit0, units, first_cta, ctas, c - first_cta);
+            mine = true;
+        }
+        ctas_before += __shfl_sync(0xffffffffu, inc, 31);
+    }
+    if (!fits) return;
+    if (lane == 0 && c >= ctas_before) *plan = CtaPlan{};  // no units in this CTA
+    if (!mine) return;
+    *plan = own;
+    // Entries of units [u0, u0 + kPrefetchUnits) of the sequence, up to its last page.
+    const int32_t* row = pb.block_table + int64_t(own.b_first) * pb.block_table_stride;
+    const int unit = own.u0 - unit_prefix[own.b_first], pages_per_unit = kUnitTokens >> page_shift;
+    const int pages = int((int64_t(seq_len[own.b_first]) - 1) >> page_shift) + 1;  // pages_holding(tokens, P)
+    prefetch_entries_l2(row + unit * pages_per_unit,
+                        row + min(min(own.u1 - own.u0, kPrefetchUnits) * pages_per_unit + unit * pages_per_unit, pages) - 1);
 }
 
 // ---- selection (the consumer threads) -------------------------------------------------------------------
@@ -754,36 +776,79 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         mbar_init_fence();
     }
     if (threadIdx.x == 32) tensormap_prefetch(&key_map);
-    // Self-planned, the unit prefix is this CTA's own scan, so its plan waits on nothing of the clear kernel.
-    int self_units = 0;
+    const int c = blockIdx.x;
+    // Self-planned, the unit prefix is this CTA's own scan, so its plan waits on nothing of the clear kernel. The
+    // even plan's fields (even_plan_of_cta's) are written before the scan's barrier publishes them, with no
+    // search: thread 0 writes the unit range; the thread whose sequence holds unit u0 (u1 - 1) writes b_first,
+    // end_a and its CTA range (b_last, start_b and theirs): that sequence is the last one whose prefix is at
+    // most u0 (u1 - 1), the one even_plan_of_cta's searches find. A CTA without units (c >= G) gets zeros. The
+    // thread of each sequence the CTA holds also prefetches into L2 the block-table entries of the CTA's first
+    // kPrefetchUnits units of it, which the producers load first: the K stream between two calls can evict the
+    // table, and this is one DRAM round trip fewer after the barrier. A batch of at most G sequences then
+    // takes the aligned plan where it fits (aligned_plan_by_warp, behind a second barrier).
+    bool try_aligned = false;
     if (p.self_planned) {
         constexpr int kItems = kSelfPlanMax / Roles::kThreads + 1;  // covers sequences 0 .. kSelfPlanMax
         int before[kItems];
-        self_units = scan_units<Roles::kThreads>(pb, 0, sh.plan_scan, before);
+        int64_t tokens[kItems];
+        const int U = scan_units<Roles::kThreads>(pb, 0, sh.plan_scan, before, tokens);
+        const int G = min(int(gridDim.x), U);
+        try_aligned = B <= G;
+        const bool has_units = c < G;
+        const int u0 = has_units ? int(unit_begin(c, U, G)) : 0, u1 = has_units ? int(unit_begin(c + 1, U, G)) : 0;
+        if (threadIdx.x == 0) {
+            sh.plan.u0 = u0;
+            sh.plan.u1 = u1;
+            if (!has_units) sh.plan = CtaPlan{};
+        }
 #pragma unroll
         for (int t = 0; t < kItems; ++t) {
             const int b = int(threadIdx.x) * kItems + t;
             if (b <= B) sh.unit_prefix[b] = before[t];  // b == B: the total (no units past the batch)
+            if (b < B) sh.seq_len[b] = int(tokens[t]);
+            const int lo = before[t], hi = lo + units_of(pb, tokens[t]);  // [prefix(b), prefix(b + 1)): none past B
+            if (!has_units || lo >= hi) continue;
+            if (lo <= u0 && u0 < hi) {
+                sh.plan.b_first = b;
+                sh.plan.end_a = min(u1, hi);
+                sh.plan.first_lo = cta_of(lo, U, G);
+                sh.plan.first_hi = cta_of(hi - 1, U, G);
+            }
+            if (lo < u1 && u1 <= hi) {
+                sh.plan.b_last = b;
+                sh.plan.start_b = lo <= u0 ? u1 : lo;  // b_last == b_first: start_b = end_a = u1
+                sh.plan.last_lo = cta_of(lo, U, G);
+                sh.plan.last_hi = cta_of(hi - 1, U, G);
+            }
+            const int ua = max(lo, u0), ub = min(hi, min(u1, ua + kPrefetchUnits));
+            if (!try_aligned && ua < ub) {
+                // Entries of units [ua, ub) of b, up to its last page (P a power of two: shifts, no division).
+                const int32_t* row = pb.block_table + int64_t(b) * pb.block_table_stride;
+                const int pages_per_unit = kUnitTokens >> p.page_shift;
+                const int pages = int((tokens[t] - 1) >> p.page_shift) + 1;  // pages_holding(tokens[t], P)
+                prefetch_entries_l2(row + (ua - lo) * pages_per_unit, row + min((ub - lo) * pages_per_unit, pages) - 1);
+            }
         }
     }
     __syncthreads();
     // The unit prefix, for every role: unit_prefix[b] is sequence b's first unit, [B] the batch's total.
-    // (The search below takes the shared one directly: through the select, the consumers' tile loop lost
-    // ptxas's proof of convergence and checked it before every shuffle.)
-    auto own_prefix_at = [&](int b) { return sh.unit_prefix[b]; };
-    auto prefix_at = [&](int b) { return p.self_planned ? own_prefix_at(b) : __ldcg(p.unit_prefix + b); };
-    const int c = blockIdx.x;
-    if (!p.self_planned) grid_dependency_wait();  // the plan kernel's outputs
-    if (threadIdx.x == 0)
-        sh.plan = p.self_planned ? plan_of_cta(c, B, self_units, min(int(gridDim.x), self_units), own_prefix_at)
-                                 : load_plan(p.cta_plan + c);
-    __syncthreads();
+    auto prefix_at = [&](int b) { return p.self_planned ? sh.unit_prefix[b] : __ldcg(p.unit_prefix + b); };
+    if (!p.self_planned) {
+        grid_dependency_wait();  // the plan kernel's outputs
+        if (threadIdx.x == 0) sh.plan = load_plan(p.cta_plan + c);
+        __syncthreads();
+    } else if (try_aligned) {
+        if (threadIdx.x < 32)
+            aligned_plan_by_warp(pb, p.page_shift, c, min(int(gridDim.x), sh.unit_prefix[B]), sh.unit_prefix, sh.seq_len,
+                                 &sh.plan);
+        __syncthreads();
+    }
     // The plan's fields are read from shared memory where they are used: kept in registers, they made the
     // producers spill.
     const CtaPlan& plan = sh.plan;
-    const int &u0 = plan.u0, &u1 = plan.u1, &U = plan.units, &G = plan.ctas;
+    const int &u0 = plan.u0, &u1 = plan.u1;
     // Every thread waits for the first kernel before it exits, so the call ends after that kernel's padding.
-    if (c >= G) {
+    if (u0 >= u1) {
         grid_dependency_wait();
         return;
     }
@@ -797,6 +862,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         const int lane = threadIdx.x % 32, producer_warp = threadIdx.x / 32;
         const int &b_first = plan.b_first, &b_last = plan.b_last, &end_a = plan.end_a, &start_b = plan.start_b;
         const int pages_per_unit = kUnitTokens / P;
+        // The K cache is read once per call: its lines go first, so that the stream does not evict the scores
+        // the parts and the selections read back, the block table, or the next call's hot inputs.
+        const uint64_t stream_policy = l2_evict_first_policy();
         int i = 0;  // tiles issued
         // Lanes hold a window of 32 sequences (cur_b + lane): unit range and length, so a batch of 32 tiles
         // finds its sequences by shuffles. The next batch's block-table entries load while this batch's
@@ -807,7 +875,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             const int sb = first + lane;
             start_l = sb < B ? prefix_at(sb) : INT_MAX;
             end_l = sb < B ? prefix_at(sb + 1) : INT_MAX;
-            len_l = sb < B ? __ldcg(pb.seq_lens + sb) : 0;
+            len_l = sb >= B ? 0 : p.self_planned ? sh.seq_len[sb] : __ldcg(pb.seq_lens + sb);
         };
         struct Batch {
             int nb, npages, e0, e1;
@@ -857,9 +925,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                         mbar_expect_tx(&sh.full[s], uint32_t(np * P * kTokenBytes));
                         for (int pg = 0; pg < np; ++pg) {
                             const int page = pg == 0 ? e0 : e1;
-                            tma_load_3d(sh.keys[s] + pg * P * kHeadDim, &key_map, page, &sh.full[s]);
+                            tma_load_3d(sh.keys[s] + pg * P * kHeadDim, &key_map, page, &sh.full[s], stream_policy);
                             bulk_load(&sh.scales[s][pg * P], pb.k_cache + int64_t(page) * pb.page_stride_bytes + P * kHeadDim,
-                                      uint32_t(P * kScaleBytes), &sh.full[s]);
+                                      uint32_t(P * kScaleBytes), &sh.full[s], stream_policy);
                         }
                     }
                 }
@@ -892,8 +960,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     // starts and ends are CTA-wide steps.
     if constexpr (Roles::kShrinkProducer) warpgroup_registers_grow<Roles::kConsumerRegisters>();
     const int ct = threadIdx.x - 128;
-    const int wg = ct / 128;
-    const int warp_in_wg = (ct / 32) % 4, lane = ct % 32;
+    // From the unsigned thread index: ptxas cannot tell that ct >= 0, and carried its sign through the tile loop.
+    const int wg = int((threadIdx.x - 128) / 128);
+    const int warp_in_wg = int(threadIdx.x / 32 % 4), lane = int(threadIdx.x % 32);
     const int quad_row = lane >> 2, quad_col = lane & 3;
     Selector<H, NN> sel{sh, ct};
 
@@ -1026,7 +1095,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         auto part_end = [&](int j) {
             return int(min(int64_t(ub - seg_prefix) * kUnitTokens, visible_positions(seg_tokens, NN, j)));
         };
-        const int c_lo = cta_of(seg_prefix, U, G), c_hi = cta_of(seg_prefix + seg_units - 1, U, G);
+        // The CTAs holding parts of b (a middle sequence is this CTA's alone).
+        const int c_lo = k == 0 ? plan.first_lo : k < middle_first ? plan.last_lo : int(blockIdx.x);
+        const int c_hi = k == 0 ? plan.first_hi : k < middle_first ? plan.last_hi : int(blockIdx.x);
         auto pool_records = [&](int j) { return p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas; };
         if (seg_hist && !bad) {  // a bad sequence selects nothing, so its histogram is never read
             // The level-1 histogram of the part, in one pass over its scores (built per tile in the epilogue

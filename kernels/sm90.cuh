@@ -38,12 +38,19 @@ __device__ __forceinline__ void tensormap_prefetch(const CUtensorMap* map) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
-// One box of a 3-D tensor map at (0, 0, z), e.g. one page of the paged cache.
-__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int z, uint64_t* bar) {
+// An L2 policy for data read once: its lines are the first evicted, so a stream does not push out what the
+// kernel reads again (its own scores, the block table, and between calls the inputs an engine keeps hot).
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    return policy;
+}
+// One box of a 3-D tensor map at (0, 0, z), e.g. one page of the paged cache, under the L2 policy `policy`.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int z, uint64_t* bar, uint64_t policy) {
     asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::
-            "r"(smem_address(dst)),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(0), "r"(z), "r"(smem_address(bar))
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3, "
+        "%4}], [%5], %6;\n" ::"r"(smem_address(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(0), "r"(z), "r"(smem_address(bar)), "l"(policy)
         : "memory");
 }
 // One box of a 2-D tensor map at (0, y): rows y.. of a [rows, 128 B] matrix; rows past the end read as zero.
@@ -54,11 +61,13 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
         "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(y), "r"(smem_address(bar))
         : "memory");
 }
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                     smem_address(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_address(bar))
-                 : "memory");
+// `bytes` (a multiple of 16) from src (16-byte aligned) to dst, under the L2 policy `policy`.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(
+            smem_address(dst)),
+        "l"(src), "r"(bytes), "r"(smem_address(bar)), "l"(policy)
+        : "memory");
 }
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -9,7 +9,8 @@
 #   src/gpu        common/, core/, gpu/ (gpu/multi included) and kernels/
 #   src/gpu/multi  common/, core/, gpu/device.hpp, gpu/multi/ and kernels/: never the backend above it
 #   src/api        api/, common/ and core/: never a backend or kernels/
-#   bench/, examples/, tests/  the public header; tests/test_sharding.cpp alone compiles gpu/multi's plans
+#   bench/, examples/, tests/  the public header; tests/test_sharding.cpp alone compiles gpu/multi's plans,
+#                  tests/test_decode_plan.cpp the decode kernel's (kernels/decode_plan.h)
 # Usage: scripts/check-layers.sh [root]   (default: this checkout). Exit 0: clean; 1: back-includes listed.
 set -euo pipefail
 cd "${1:-$(dirname "$0")/..}"
@@ -44,8 +45,9 @@ check src/gpu/multi "common/|core/|gpu/device\.hpp$|gpu/multi/|kernels/|$public"
 check src/api "api/|common/|core/|$public"
 check bench "$public|test_util\.hpp$|[a-z_]+\.hpp$"
 check examples "$public"
-check tests "$public|catch_shim\.hpp$|test_util\.hpp$|[a-z_]+\.hpp$" --exclude=test_sharding.cpp
+check tests "$public|catch_shim\.hpp$|test_util\.hpp$|[a-z_]+\.hpp$" --exclude=test_sharding.cpp --exclude=test_decode_plan.cpp
 check tests/test_sharding.cpp "$public|catch_shim\.hpp$|test_util\.hpp$|gpu/multi/(sharding|worker_pool)\.hpp$"
+check tests/test_decode_plan.cpp "catch_shim\.hpp$|kernels/decode_plan\.h$"
 
 # Every folder of src/ is a known layer: a new one must be placed above first.
 for dir in src/*/; do

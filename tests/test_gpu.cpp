@@ -434,6 +434,32 @@ TEST_CASE("GPU decode: long rows split over many CTAs select from their parts' c
     }
 }
 
+// The fused kernel gives a batch of at most one sequence per CTA the aligned plan when its shares are close to
+// even (kernels/decode_plan.h), the even plan otherwise; on an H200 (132 SMs) these take, in order: aligned
+// with every sequence over 16 CTAs, aligned with one CTA per sequence, even (one long sequence among short ones).
+TEST_CASE("GPU decode: batches of at most one sequence per CTA, aligned or even plan", "[gpu][paged][exact]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    std::vector<int32_t> one_long(99, 2100);
+    one_long.insert(one_long.begin() + 40, 40000);
+    const std::vector<std::pair<const char*, std::vector<int32_t>>> batches = {
+        {"8 x 8192", repeat(8, 8192)}, {"128 x 4096", repeat(128, 4096)}, {"40000 among 99 x 2100", one_long}};
+    for (const auto& [name, lens] : batches) {
+        INFO(name);
+        PagedCase c(layout_of(64, 64, 1), lens, 16301 + lens.size());
+        Rng rng(16311 + lens.size());
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        const DevicePaged d(c);
+        for_each_variant({1, 2048}, {0u, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+            INFO("k " << k << ", flags " << flags);
+            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
+            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
+        });
+    }
+}
+
 TEST_CASE("GPU decode: a sequence's rows are the same alone, first, last and inside a batch of 256", "[gpu][determinism]") {
     Context gpu(&kDevice, 1);
     Stream stream;
@@ -461,6 +487,33 @@ TEST_CASE("GPU decode: a sequence's rows are the same alone, first, last and ins
         CHECK(rows_of_target(target, 256 - target));    // first
         CHECK(rows_of_target(0, target + 1));           // last
         CHECK(rows_of_target(target - 30, 61));         // inside a smaller batch
+    }
+}
+
+// Batches of up to 1024 sequences are planned by the fused CTAs themselves (each field of a CTA's plan written
+// by the thread holding its sequence in the scan), larger ones by the plan kernel. A 1025th, empty sequence
+// moves the same units to the plan kernel: the rows must not change.
+TEST_CASE("GPU decode: self-planned and plan-kernel batches give the same rows", "[gpu][determinism]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    Rng lengths(16301);
+    std::vector<int32_t> lens(1025);
+    for (int32_t& len : lens) len = lengths.uniform(0, 3) == 0 ? 0 : int32_t(lengths.uniform(1, 700));
+    lens[100] = 9000;    // split over CTAs, level-1 histograms added up
+    lens[500] = 40000;   // split over CTAs, the candidate pool
+    lens[1024] = 0;
+    PagedCase c(layout_of(64, 64, 1), lens, 16302);
+    Rng rng(16303);
+    fill_spec6(c, rng);
+    const DevicePaged d(c);
+    const dsa_paged_inputs_t first_1024 = sub_batch(d.inputs, c.heads(), 1, 0, 1024);
+    for (uint32_t flags : {0u, kSorted}) {
+        INFO("flags " << flags);
+        const dsa_topk_params_t params = c.params(2048, flags);
+        const HostResult planned = run_gpu(gpu.get(), params, d.inputs, c.rows(), true, stream.get());
+        const HostResult self = run_gpu(gpu.get(), params, first_1024, 1024, true, stream.get());
+        CHECK(std::equal(self.indices.begin(), self.indices.end(), planned.indices.begin()));
+        CHECK(std::memcmp(self.scores.data(), planned.scores.data(), self.scores.size() * 4) == 0);
     }
 }
 
