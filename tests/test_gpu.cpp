@@ -415,6 +415,21 @@ TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and Na
 
 // Rows longer than 32768 tokens split over many CTAs end through the fused kernel's candidate pool (each part
 // keeps its keys at or above a lower bound of the threshold bin); small enough for compute-sanitizer.
+namespace {
+// Case c (tie-free inputs) at k 1 and 2048, unsorted and sorted with logical indices, with and without scores:
+// exact against its integer scores, and equal to the CPU backend.
+void check_tie_free_case(dsa_context_t gpu, cudaStream_t stream, const PagedCase& c) {
+    const auto exact = integer_scores(c);
+    const DevicePaged d(c);
+    for_each_variant({1, 2048}, {0u, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
+        INFO("k " << k << ", flags " << flags);
+        const HostResult r = run_gpu(gpu, c.params(k, flags), d.inputs, c.rows(), with_scores, stream);
+        CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
+        CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
+    });
+}
+}  // namespace
+
 TEST_CASE("GPU decode: long rows split over many CTAs select from their parts' candidates", "[gpu][paged][exact][sanitize]") {
     Context gpu(&kDevice, 1);
     Stream stream;
@@ -423,14 +438,7 @@ TEST_CASE("GPU decode: long rows split over many CTAs select from their parts' c
         PagedCase c(layout_of(64, 64, next_n), {40000, 33000, 100}, 16201 + next_n);
         Rng rng(16211 + next_n);
         fill_tie_free(c, rng);
-        const auto exact = integer_scores(c);
-        const DevicePaged d(c);
-        for_each_variant({1, 2048}, {0u, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
-            INFO("k " << k << ", flags " << flags);
-            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
-            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
-            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
-        });
+        check_tie_free_case(gpu.get(), stream.get(), c);
     }
 }
 
@@ -449,14 +457,7 @@ TEST_CASE("GPU decode: batches of at most one sequence per CTA, aligned or even 
         PagedCase c(layout_of(64, 64, 1), lens, 16301 + lens.size());
         Rng rng(16311 + lens.size());
         fill_tie_free(c, rng);
-        const auto exact = integer_scores(c);
-        const DevicePaged d(c);
-        for_each_variant({1, 2048}, {0u, kSorted | kLogical}, [&](int k, uint32_t flags, bool with_scores) {
-            INFO("k " << k << ", flags " << flags);
-            const HostResult r = run_gpu(gpu.get(), c.params(k, flags), d.inputs, c.rows(), with_scores, stream.get());
-            CHECK(check_exact(c, exact, k, flags, r.indices.data(), r.scores_or_null()) == "");
-            CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
-        });
+        check_tie_free_case(gpu.get(), stream.get(), c);
     }
 }
 
