@@ -219,6 +219,15 @@ __device__ __forceinline__ void prefetch_entries_l2(const int32_t* first, const 
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(second < z ? second : z));
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(z));
 }
+// The block-table entries of units [ua, ub) (counted from its first unit) of sequence b, of `tokens` tokens,
+// up to its last page (P = 1 << page_shift: shifts, no division), brought into L2 for a CTA's first tiles.
+__device__ __forceinline__ void prefetch_unit_entries_l2(const PagedProblem& pb, int page_shift, int b, int64_t tokens,
+                                                         int ua, int ub) {
+    const int32_t* row = pb.block_table + int64_t(b) * pb.block_table_stride;
+    const int pages_per_unit = kUnitTokens >> page_shift;
+    const int pages = int((tokens - 1) >> page_shift) + 1;  // pages_holding(tokens, P)
+    prefetch_entries_l2(row + ua * pages_per_unit, row + min(ub * pages_per_unit, pages) - 1);
+}
 
 // A plain load of a value other CTAs may be adding to at the same time (gpu scope, no ordering).
 __device__ __forceinline__ int load_relaxed_gpu(const int* p) {
@@ -393,12 +402,9 @@ __device__ void aligned_plan_by_warp(const PagedProblem& pb, int page_shift, int
     if (lane == 0 && c >= ctas_before) *plan = CtaPlan{};  // no units in this CTA
     if (!mine) return;
     *plan = own;
-    // Entries of units [u0, u0 + kPrefetchUnits) of the sequence, up to its last page.
-    const int32_t* row = pb.block_table + int64_t(own.b_first) * pb.block_table_stride;
-    const int unit = own.u0 - unit_prefix[own.b_first], pages_per_unit = kUnitTokens >> page_shift;
-    const int pages = int((int64_t(seq_len[own.b_first]) - 1) >> page_shift) + 1;  // pages_holding(tokens, P)
-    prefetch_entries_l2(row + unit * pages_per_unit,
-                        row + min(min(own.u1 - own.u0, kPrefetchUnits) * pages_per_unit + unit * pages_per_unit, pages) - 1);
+    const int unit = own.u0 - unit_prefix[own.b_first];
+    prefetch_unit_entries_l2(pb, page_shift, own.b_first, seq_len[own.b_first], unit,
+                             unit + min(own.u1 - own.u0, kPrefetchUnits));
 }
 
 // ---- selection (the consumer threads) -------------------------------------------------------------------
@@ -821,13 +827,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 sh.plan.last_hi = cta_of(hi - 1, U, G);
             }
             const int ua = max(lo, u0), ub = min(hi, min(u1, ua + kPrefetchUnits));
-            if (!try_aligned && ua < ub) {
-                // Entries of units [ua, ub) of b, up to its last page (P a power of two: shifts, no division).
-                const int32_t* row = pb.block_table + int64_t(b) * pb.block_table_stride;
-                const int pages_per_unit = kUnitTokens >> p.page_shift;
-                const int pages = int((tokens[t] - 1) >> p.page_shift) + 1;  // pages_holding(tokens[t], P)
-                prefetch_entries_l2(row + (ua - lo) * pages_per_unit, row + min((ub - lo) * pages_per_unit, pages) - 1);
-            }
+            if (!try_aligned && ua < ub) prefetch_unit_entries_l2(pb, p.page_shift, b, tokens[t], ua - lo, ub - lo);
         }
     }
     __syncthreads();
