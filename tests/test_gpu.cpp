@@ -413,8 +413,6 @@ TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and Na
     }
 }
 
-// Rows longer than 32768 tokens split over many CTAs end through the fused kernel's candidate pool (each part
-// keeps its keys at or above a lower bound of the threshold bin); small enough for compute-sanitizer.
 namespace {
 // Case c (tie-free inputs) at k 1 and 2048, unsorted and sorted with logical indices, with and without scores:
 // exact against its integer scores, and equal to the CPU backend.
@@ -430,6 +428,8 @@ void check_tie_free_case(dsa_context_t gpu, cudaStream_t stream, const PagedCase
 }
 }  // namespace
 
+// Rows longer than 32768 tokens split over many CTAs end through the fused kernel's candidate pool (each part
+// keeps its keys at or above a lower bound of the threshold bin); small enough for compute-sanitizer.
 TEST_CASE("GPU decode: long rows split over many CTAs select from their parts' candidates", "[gpu][paged][exact][sanitize]") {
     Context gpu(&kDevice, 1);
     Stream stream;
