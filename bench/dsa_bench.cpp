@@ -34,7 +34,7 @@ constexpr double kH200Fp8PeakTflops = 1421;
 void print_usage(FILE* to) {
     std::fprintf(to,
         "usage: dsa_bench [--backend cpu|gpu] [--quick] [--json FILE] [--plot FILE] [--only NAME[,NAME...]]\n"
-        "                 [--iterations N] [--scores]\n"
+        "                 [--iterations N] [--scores] [--input-cache DIR]\n"
         "                 [--shape BxL[,BxL...] [--next-n N] [--topk K] [--heads H] [--page-size P]]\n"
         "  Runs named paged-decode workloads and prints latency, GB/s of K read, and on a GPU the %% of the\n"
         "  bandwidth floor (K bytes over the device copy bandwidth measured in the same run), on the CPU its\n"
@@ -45,10 +45,13 @@ void print_usage(FILE* to) {
         "  --only runs the named workloads, on the inputs a full run gives them. --shape runs B sequences of L\n"
         "  tokens per item instead of the named workloads, with next_n (default 1), k (2048), H heads (64) and\n"
         "  page size P (64).\n"
+        "  --input-cache DIR keeps each workload's generated inputs in DIR and reads them back in later runs (a\n"
+        "  run of several builds over the same workloads draws them once; bench/input_cache.hpp).\n"
         "  --json - writes JSON to stdout. --plot FILE writes an SVG: latency and %% of the floor against context\n"
         "  length, one line per batch size, for the workloads named BxL.\n"
         "       dsa_bench --ragged [--backend cpu|gpu] [--quick] [--json FILE] [--only NAME[,NAME...]]\n"
         "                 [--iterations N] [--scores] [--shape S[,S...]] [--topk K] [--heads H] [--fp8-peak TFLOPS]\n"
+        "                 [--input-cache DIR]\n"
         "  Prefill (SPEC 2, dsa_topk_ragged): one causal sequence of S query rows over S keys (row r sees keys\n"
         "  [0, r + 1)) for S = 4096, 8192, 16384, 32768, prefill_16384_front (its first 8192 keys' scales x4) and\n"
         "  prefill_chunked_mix (4 sequences of 1000..12000 keys, the last 100%%..25%% of each query rows) on a\n"
@@ -73,7 +76,7 @@ int usage_error(const std::string& message) {
 
 // What the command line asked for.
 struct Options {
-    std::string backend, json_path, plot_path, only, devices, shapes;
+    std::string backend, json_path, plot_path, only, devices, shapes, input_cache;
     bool quick = false;
     bool ragged = false;
     bool with_scores = false;
@@ -125,6 +128,7 @@ int parse_options(int argc, char** argv, Options* o) {
         else if (arg == "--only") o->only = value;
         else if (arg == "--devices") o->devices = value;
         else if (arg == "--shape") o->shapes = value;
+        else if (arg == "--input-cache") o->input_cache = value;
         else if (arg == "--fp8-peak") {
             if (!parse_positive(value, &o->fp8_peak_tflops))
                 return usage_error("--fp8-peak takes a positive number of TFLOP/s, not \"" + value + "\"");
@@ -162,6 +166,8 @@ std::string mode_conflict(const Options& o) {
             return "--next-n, --topk, --heads and --page-size go with --shape";
     }
     if (!o.shapes.empty() && !o.only.empty()) return "--only picks a named workload: not with --shape";
+    if (!o.devices.empty() && !o.input_cache.empty())
+        return "--input-cache keeps single-device workloads' inputs: not with --devices";
     return "";
 }
 
@@ -242,6 +248,7 @@ struct RunInfo {
     double fp8_peak_tflops = 0;
     int iterations = 0;
     bool with_scores = false;   // --scores
+    std::string input_cache;    // --input-cache: "" for none
 };
 
 // The GPU's name, L2 and copy bandwidth, printed (nothing on the CPU).
@@ -300,8 +307,16 @@ Result caught(const std::string& backend, Run run) {
     }
 }
 
+// Where a workload's inputs came from, on stderr, when a cache is in use.
+void report_inputs(const RunInfo& info, bool cached) {
+    if (!info.input_cache.empty())
+        std::fprintf(stderr, "    inputs %s\n", cached ? "read from the cache" : "drawn, and written to the cache");
+}
+
 Result run_paged_workload(const Workload& w, const RunInfo& info) {
-    const dsa_test::PagedCase c = paged_case_of(w);
+    bool cached = false;
+    const dsa_test::PagedCase c = paged_case_of(w, info.input_cache, &cached);
+    report_inputs(info, cached);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
         if (info.gpu) return run_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);
@@ -317,7 +332,9 @@ Result run_paged_workload(const Workload& w, const RunInfo& info) {
 }
 
 Result run_ragged_workload(const RaggedWorkload& w, const RunInfo& info) {
-    const dsa_test::RaggedCase c = ragged_case_of(w);
+    bool cached = false;
+    const dsa_test::RaggedCase c = ragged_case_of(w, info.input_cache, &cached);
+    report_inputs(info, cached);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
         if (info.gpu) return run_ragged_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);
@@ -497,6 +514,7 @@ int run(int argc, char** argv) {
     info.ragged = o.ragged;
     info.fp8_peak_tflops = o.fp8_peak_tflops;
     info.with_scores = o.with_scores;
+    info.input_cache = o.input_cache;
     info.iterations = o.iterations > 0 ? o.iterations : info.gpu ? 50 : (o.quick ? 3 : 5);
     if (info.gpu) describe_gpu(&info);
     std::printf("timed calls return: %s\n", outputs_of(info));

@@ -17,6 +17,7 @@
 
 #include "bench_util.hpp"
 #include "dsa_indexer.h"
+#include "input_cache.hpp"
 
 namespace dsa_bench {
 
@@ -124,7 +125,23 @@ std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkloa
             chunked_mix("prefill_chunked_mix_small", 250, parameters)};
 }
 
-PagedCase paged_case_of(const Workload& w) {
+namespace {
+
+template <class T>
+CachedBytes cached_bytes(dsa_test::Buffer<T>& buffer) {
+    return {buffer.data(), buffer.size() * sizeof(T)};
+}
+
+std::string joined(const std::vector<int32_t>& values) {
+    std::string text;
+    for (int32_t v : values) text += (text.empty() ? "" : ",") + std::to_string(v);
+    return text;
+}
+
+}  // namespace
+
+// The buffers fill_spec6 draws are cached; the rest of a case (block table, paddings) is its constructor's, cheap.
+PagedCase paged_case_of(const Workload& w, const std::string& input_cache, bool* cached) {
     dsa_test::PagedLayout layout;
     layout.heads = w.heads;
     layout.page_size = w.page_size;
@@ -134,17 +151,35 @@ PagedCase paged_case_of(const Workload& w) {
         layout.unused_columns = std::max(1, w.table_width - (longest + w.page_size - 1) / w.page_size);
     }
     PagedCase c(layout, w.seq_lens, 1234 + uint64_t(w.seed));
-    dsa_test::Rng rng(99 + uint64_t(w.seed));
-    dsa_test::fill_spec6(c, rng);
+    const std::string description = "paged spec6 heads " + std::to_string(w.heads) + " page_size " +
+                                    std::to_string(w.page_size) + " next_n " + std::to_string(w.next_n) +
+                                    " table_width " + std::to_string(w.table_width) + " seed " +
+                                    std::to_string(w.seed) + " seq_lens " + joined(w.seq_lens);
+    const auto generate = [&] {
+        dsa_test::Rng rng(99 + uint64_t(w.seed));
+        dsa_test::fill_spec6(c, rng);
+    };
+    const bool read = fill_from_cache(input_cache, description,
+                                      {cached_bytes(c.k_cache), cached_bytes(c.q), cached_bytes(c.weights)}, generate);
+    if (cached) *cached = read;
     return c;
 }
 
-RaggedCase ragged_case_of(const RaggedWorkload& w) {
+RaggedCase ragged_case_of(const RaggedWorkload& w, const std::string& input_cache, bool* cached) {
     int64_t keys = 0;
     for (int32_t len : w.key_lens) keys += len;
     RaggedCase c(w.heads, keys, dsa_test::causal_windows(w.key_lens, w.query_lens));
-    dsa_test::Rng rng(99 + uint64_t(w.seed));
-    dsa_test::fill_spec6(c, rng);
+    const std::string description = "ragged spec6 heads " + std::to_string(w.heads) + " seed " +
+                                    std::to_string(w.seed) + " key_lens " + joined(w.key_lens) + " query_lens " +
+                                    joined(w.query_lens);
+    const auto generate = [&] {
+        dsa_test::Rng rng(99 + uint64_t(w.seed));
+        dsa_test::fill_spec6(c, rng);
+    };
+    const bool read = fill_from_cache(
+        input_cache, description, {cached_bytes(c.q), cached_bytes(c.k), cached_bytes(c.k_scale), cached_bytes(c.weights)},
+        generate);
+    if (cached) *cached = read;
     for (int32_t i = 0; i < w.front_keys && i < keys; ++i) c.k_scale[size_t(i)] *= 4.0f;
     return c;
 }

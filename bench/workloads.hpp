@@ -69,9 +69,11 @@ std::vector<RaggedWorkload> ragged_cpu_workloads(bool quick, const RaggedWorkloa
 bool parse_ragged_shapes(const std::string& text, const RaggedWorkload& parameters, std::vector<RaggedWorkload>* out,
                          std::string* error);
 
-// The case of a workload, with SPEC section 6 inputs drawn from its seed.
-dsa_test::PagedCase paged_case_of(const Workload& w);
-dsa_test::RaggedCase ragged_case_of(const RaggedWorkload& w);
+// The case of a workload, with SPEC section 6 inputs drawn from its seed, or read from the file a run with the
+// same workload wrote in `input_cache` (bench/input_cache.hpp; "": drawn, no file); *cached says which.
+dsa_test::PagedCase paged_case_of(const Workload& w, const std::string& input_cache = {}, bool* cached = nullptr);
+dsa_test::RaggedCase ragged_case_of(const RaggedWorkload& w, const std::string& input_cache = {},
+                                    bool* cached = nullptr);
 
 struct Result {
     std::string name;

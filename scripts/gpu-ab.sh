@@ -13,6 +13,8 @@
 #   DSA_AB_ROUNDS=3                         benchmark rounds (default 1), the trees' order reversed every other
 #                                           round, so that drift during the run falls on every tree alike; a
 #                                           table of the medians over the rounds follows (scripts/ab-summary.py)
+# Every dsa_bench run reads its workloads' inputs from one --input-cache directory (unless the arguments name
+# one), so each workload's inputs are drawn once per call, not once per tree and round.
 # A patch named timing-*.patch is a timing experiment that leaves a stage out, so its answers are wrong by
 # design: its gate may fail (it is still benchmarked), but not hang.
 # Patches apply with `patch -p1` (or `git apply` where patch is missing); a patch that does not apply stops
@@ -22,13 +24,17 @@ cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/dsa-gpu-ab}
 logs=$(mktemp -d /tmp/gpu-ab-logs.XXXX)
 mkdir -p "$out"
-trap 'tar -czf "$out/ab-logs.tgz" -C "$logs" .' EXIT
+trap 'tar -czf "$out/ab-logs.tgz" -C "$logs" .; [ -n "${inputs:-}" ] && rm -rf "$inputs"' EXIT
 exec > >(tee "$out/ab.txt") 2>&1
 
 patches=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do patches+=("$1"); shift; done
 [ $# -gt 0 ] && shift
 bench_args=("$@")
+if [[ " ${bench_args[*]} " != *" --input-cache "* ]]; then
+  inputs=$(mktemp -d /tmp/gpu-ab-inputs.XXXX)
+  bench_args+=(--input-cache "$inputs")
+fi
 gate=${DSA_AB_GATE:-GPU small odd shapes equal the CPU backend exactly}
 rounds=${DSA_AB_ROUNDS:-1}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "DSA_AB_ROUNDS must be a positive integer, not '$rounds'"; exit 2; }

@@ -57,6 +57,16 @@ expect 2 "paged-decode options: not with --ragged" --ragged --next-n 2
 expect 2 "fp8-peak goes with --ragged" --fp8-peak 900
 expect 2 "takes a positive number" --ragged --fp8-peak -3
 
+# --input-cache: the first run draws a workload's inputs and writes them, the next reads them back (the inputs
+# themselves: ctest bench_input_cache).
+cache=${TMPDIR:-/tmp}/dsa_bench_args_inputs.$$
+expect 0 "inputs drawn, and written to the cache" --backend cpu --shape 1x256 --iterations 1 --input-cache "$cache"
+expect 0 "inputs read from the cache" --backend cpu --shape 1x256 --iterations 1 --input-cache "$cache"
+expect 0 "prefill_300 .* PASS" --ragged --backend cpu --shape 300 --iterations 1 --input-cache "$cache"
+expect 0 "inputs read from the cache" --ragged --backend cpu --shape 300 --iterations 1 --input-cache "$cache"
+expect 2 "not with --devices" --devices 1,2 --input-cache "$cache"
+rm -rf "$cache"
+
 # CPU throughput instead of zeros: the Mtok/s and rows/s columns of a CPU run are positive.
 CUDA_VISIBLE_DEVICES= "$bench" --backend cpu --shape 2x2048 --iterations 1 >"$out" 2>&1
 if ! grep -q "Mtok/s" "$out" || ! awk '$1 == "2x2048" { ok = ($7 > 0 && $8 > 0) } END { exit !ok }' "$out"; then
