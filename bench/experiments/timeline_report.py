@@ -22,6 +22,14 @@ SEL = {40: "keys in hand / level-1 bin", 41: "refined / list built", 42: "kept i
        44: "output written", 32: "level 1 counted", 33: "level 1 bin", 34: "level 2 counted", 35: "level 2 bin"}
 
 
+# Phases within a CTA: (label, from mark, to mark).
+PHASES = [("entry -> plan ready", 0, 1), ("plan ready -> first TMA", 1, 2), ("first TMA -> first tile", 2, 4),
+          ("plan ready -> seg 0 setup done", 1, 8), ("seg 0: setup -> scored", 8, 9),
+          ("seg 0: scored -> part-end done", 9, 10), ("seg 0: part-end -> before ticket", 10, 11),
+          ("seg 0: before ticket -> known", 11, 12), ("seg 0: ticket -> selection start", 12, 13),
+          ("seg 0: selection", 13, 14), ("seg 1: setup -> scored", 16, 17), ("seg 1: selection", 21, 22)]
+
+
 def load(path):
     by = defaultdict(list)
     for line in open(path):
@@ -88,18 +96,8 @@ def report(name, ctas):
         if v:
             print(f"   {label:32s} {med(v):7.2f} {max(v):7.2f}  (n={len(v)})")
 
-    dur("entry -> plan ready", 0, 1)
-    dur("plan ready -> first TMA", 1, 2)
-    dur("first TMA -> first tile", 2, 4)
-    dur("plan ready -> seg 0 setup done", 1, 8)
-    dur("seg 0: setup -> scored", 8, 9)
-    dur("seg 0: scored -> part-end done", 9, 10)
-    dur("seg 0: part-end -> before ticket", 10, 11)
-    dur("seg 0: before ticket -> known", 11, 12)
-    dur("seg 0: ticket -> selection start", 12, 13)
-    dur("seg 0: selection", 13, 14)
-    dur("seg 1: setup -> scored", 16, 17)
-    dur("seg 1: selection", 21, 22)
+    for label, a, b in PHASES:
+        dur(label, a, b)
     # The CTA's last selection, by phase.
     sel = [x for x in fused if x["at"][44] is not None]
     if sel:
@@ -110,17 +108,21 @@ def report(name, ctas):
         for x, st in zip(sel, starts):
             x["sel0"] = st
         print(f"   the CTA's last selection ({len(sel)} CTAs):")
-        prev = None
-        for s in (40, 32, 33, 34, 35, 41, 42, 43, 44):
-            if prev is None:
-                v = [(x["at"][s] - x["sel0"]) / 1e3 for x in sel if x["at"][s] is not None and x["sel0"] is not None]
-                lab = f"start -> {SEL[s]}"
-            else:
-                v = [(x["at"][s] - x["at"][prev]) / 1e3 for x in sel if x["at"][s] is not None and x["at"][prev] is not None]
-                lab = f"-> {SEL[s]}"
-            if v:
-                print(f"     {lab:40s} {med(v):7.2f} {max(v):7.2f}")
-            prev = s
+        # Per CTA, the marks of this selection (between its start and its end: a mark an earlier selection left is
+        # older), each timed from the one before it.
+        steps = defaultdict(list)
+        for x in sel:
+            if x["sel0"] is None:
+                continue
+            prev, prev_label = x["sel0"], "start"
+            for s in (40, 32, 33, 34, 35, 41, 42, 43, 44):
+                at = x["at"][s]
+                if at is None or not prev <= at <= x["at"][44]:
+                    continue
+                steps[(prev_label, SEL[s])].append((at - prev) / 1e3)
+                prev, prev_label = at, SEL[s]
+        for (a, b), v in steps.items():
+            print(f"     {a + ' -> ' + b:52s} {med(v):7.2f} {max(v):7.2f}  (n={len(v)})")
     # The last CTA to finish: its chain.
     last = max(fused, key=lambda x: x["at"][5])
     print(f"   last CTA to finish: c={last['c']} units={last['info'][4]} b={last['info'][5]}..{last['info'][6]}")
