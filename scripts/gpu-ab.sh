@@ -15,6 +15,7 @@
 #                                           table of the medians over the rounds follows (scripts/ab-summary.py)
 # Every dsa_bench run reads its workloads' inputs from one --input-cache directory (unless the arguments name
 # one), so each workload's inputs are drawn once per call, not once per tree and round.
+# Each step's header says when it started ([at N s] since the script's start), to budget the next call.
 # A patch named timing-*.patch is a timing experiment that leaves a stage out, so its answers are wrong by
 # design: its gate may fail (it is still benchmarked), but not hang.
 # Patches apply with `patch -p1` (or `git apply` where patch is missing); a patch that does not apply stops
@@ -52,7 +53,7 @@ for p in "${patches[@]}"; do
   names+=("$name") dirs+=("$dir")
 done
 
-echo "== build (${names[*]})"
+echo "== build (${names[*]}) [at ${SECONDS} s]"
 jobs=$(($(nproc) / ${#dirs[@]}))
 builds=()
 for i in "${!dirs[@]}"; do
@@ -74,7 +75,7 @@ for i in "${!dirs[@]}"; do
     continue
   fi
   grep -E "ptxas info *: (Compiling|Used)|spill" "$logs/build_$n.log" | grep -B1 -E "sm_90a|spill" >"$logs/ptxas_$n.txt"
-  echo "== $n: gate"
+  echo "== $n: gate [at ${SECONDS} s]"
   env "${run_env[@]}" timeout 30 "$d/build-ab/tests/dsa_gpu_tests" "$gate" >"$logs/gate_$n.log" 2>&1
   gate_rc=$?
   if [ $gate_rc -ne 0 ]; then
@@ -83,7 +84,7 @@ for i in "${!dirs[@]}"; do
     echo "($n: a timing experiment, benchmarked anyway)"
   fi
   if [ -n "${DSA_AB_SUITE:-}" ] && { [ -z "${DSA_AB_SUITE_TREES:-}" ] || [[ " $DSA_AB_SUITE_TREES " == *" $n "* ]]; }; then
-    echo "== $n: dsa_gpu_tests \"$DSA_AB_SUITE\""
+    echo "== $n: dsa_gpu_tests \"$DSA_AB_SUITE\" [at ${SECONDS} s]"
     env "${run_env[@]}" timeout 200 "$d/build-ab/tests/dsa_gpu_tests" "$DSA_AB_SUITE" >"$logs/suite_$n.log" 2>&1 || status=1
     tail -3 "$logs/suite_$n.log"
   fi
@@ -93,7 +94,7 @@ order=("${ok[@]}")
 for ((r = 1; r <= rounds; r++)); do
   for i in "${order[@]}"; do
     n=${names[$i]}
-    echo "== $n: dsa_bench ${bench_args[*]} (round $r of $rounds)"
+    echo "== $n: dsa_bench ${bench_args[*]} (round $r of $rounds) [at ${SECONDS} s]"
     env "${run_env[@]}" timeout 200 "${dirs[$i]}/build-ab/bench/dsa_bench" --json "$logs/bench_${n}_r$r.json" \
       "${bench_args[@]}" 2>"$logs/bench_progress_${n}_r$r.log" || status=1
   done
@@ -105,5 +106,5 @@ for i in "${ok[@]}"; do
   for ((r = 1; r <= rounds; r++)); do [ -s "$logs/bench_${n}_r$r.json" ] && files+=("$logs/bench_${n}_r$r.json"); done
   columns+=("$n=$(IFS=,; echo "${files[*]}")")
 done
-[ ${#ok[@]} -gt 0 ] && { echo "== summary"; python3 scripts/ab-summary.py "${columns[@]}" || status=1; }
+[ ${#ok[@]} -gt 0 ] && { echo "== summary [at ${SECONDS} s]"; python3 scripts/ab-summary.py "${columns[@]}" || status=1; }
 exit $status
