@@ -1,0 +1,216 @@
+// The decode kernel's register selection alone (kernels/group_select.cuh, as Selector::select_in_registers in
+// kernels/decode_fused.cu runs it for a row of at most 8192 positions): one CTA per row of n scores read from L2,
+// its best k in position order, timed by phase with clock64. What it answers: how long the last arrival's
+// selection takes without the rest of the fused kernel (session 10's timeline: ~7.7 us for 8192 positions, in
+// %globaltimer steps of ~1 us); whether a CTA's second selection (instruction cache warm, another row's scores) is
+// faster than its first; and what the group's size (threads x keys per thread) changes.
+//
+// Not built by CMake. On the GPU machine, from the repository root:
+//   nvcc -std=c++17 -O3 -arch=sm_90a -Isrc -I. bench/experiments/select_microbench.cu -o /tmp/smb && /tmp/smb
+// Prints, per variant (group size) and row length, the median over CTAs of each phase in us (at the clock the
+// CTAs' own clock64 / %globaltimer ratio gives) and of the whole selection (and its max), for the first launch's
+// first and second selection and the second launch's first; checks every row against a host selection (the same
+// rule: larger key first, the smaller position among equal keys; output in position order). Exit status 1 on a
+// wrong row.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "common/order_key.h"
+#include "kernels/group_select.cuh"
+
+using dsa::kernels::GroupSelect;
+using dsa::kernels::kSelectBcast;
+using dsa::kernels::kSelectBins;
+
+namespace {
+
+constexpr int kTopk = 2048;
+constexpr int kPhases = 5;  // start, keys in hand, refined, kept (picked), written
+constexpr int kReps = 2;    // selections per CTA: the first (cold), the second (another row, warm code)
+
+#define CUDA_OK(x)                                                                              \
+    do {                                                                                        \
+        cudaError_t e_ = (x);                                                                   \
+        if (e_ != cudaSuccess) {                                                                \
+            std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));    \
+            std::exit(2);                                                                       \
+        }                                                                                       \
+    } while (0)
+
+struct BlockSync {
+    __device__ void operator()() const { __syncthreads(); }
+};
+
+__device__ __forceinline__ unsigned long long globaltimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+    return t;
+}
+
+// Rows r = rep * gridDim.x + blockIdx.x of `scores` (n each, 16-byte aligned rows); out: k positions per row.
+// clocks: [row][kPhases] clock64; spans: [row] globaltimer ns of the whole selection (for the clock rate).
+template <int Threads, int Items>
+__global__ void __launch_bounds__(Threads) select_rows(const float* scores, int n, int k, int32_t* out,
+                                                       long long* clocks, long long* spans) {
+    static_assert(Items % 4 == 0);
+    __shared__ int hist[2][kSelectBins];
+    __shared__ int warp_total[2][Threads / 32];
+    __shared__ int bcast[kSelectBcast];
+    __shared__ uint64_t picked[kTopk];
+    const int t = threadIdx.x;
+    GroupSelect<Threads, BlockSync> group{{}, t, warp_total, bcast};
+    for (int rep = 0; rep < kReps; ++rep) {
+        const int64_t row = int64_t(rep) * gridDim.x + blockIdx.x;
+        const float* s = scores + row * n;
+        for (int i = t; i < kSelectBins; i += Threads) hist[0][i] = hist[1][i] = 0;
+        __syncthreads();
+        long long c[kPhases];
+        const unsigned long long g0 = globaltimer();
+        c[0] = clock64();
+        // As select_in_registers: every load before the first conversion; padding key 0 past n.
+        const int i0 = t * Items;
+        uint32_t key[Items];
+        float4 f[Items / 4];
+#pragma unroll
+        for (int q = 0; q < Items / 4; ++q)
+            f[q] = i0 + 4 * q < n ? __ldcg(reinterpret_cast<const float4*>(s + i0) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int q = 0; q < Items / 4; ++q) {
+            const float x[4] = {f[q].x, f[q].y, f[q].z, f[q].w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) key[4 * q + e] = i0 + 4 * q + e < n ? dsa::score_order_key(x[e]) : 0u;
+        }
+        __syncthreads();
+        c[1] = clock64();
+        uint32_t prefix = 0;
+        int shift = 32, need = k, above = 0, ties = Threads * Items;
+        group.refine(key, prefix, shift, need, above, ties, hist[0], hist[1]);
+        c[2] = clock64();
+        group.keep_in_order(key, prefix, shift, need, [&](int slot, int e) {
+            picked[slot] = (uint64_t(key[e]) << 32) | uint64_t(~uint32_t(i0 + e));
+        });
+        __syncthreads();
+        c[3] = clock64();
+        for (int i = t; i < k; i += Threads) out[row * k + i] = int32_t(dsa::candidate_position(picked[i]));
+        __syncthreads();
+        c[4] = clock64();
+        const unsigned long long g1 = globaltimer();
+        if (t == 0) {
+            for (int p = 0; p < kPhases; ++p) clocks[row * kPhases + p] = c[p];
+            spans[row] = (long long)(g1 - g0);
+        }
+        __syncthreads();
+    }
+}
+
+// The host's answer for one row: the best k positions (larger key first, smaller position among equals), in
+// position order.
+std::vector<int32_t> expected(const float* s, int n, int k) {
+    std::vector<uint64_t> c(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) c[size_t(i)] = dsa::candidate_key(s[i], uint32_t(i));
+    std::nth_element(c.begin(), c.begin() + (k - 1), c.end(), std::greater<uint64_t>());
+    std::vector<int32_t> pos;
+    for (int i = 0; i < k; ++i) pos.push_back(int32_t(dsa::candidate_position(c[size_t(i)])));
+    std::sort(pos.begin(), pos.end());
+    return pos;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+template <int Threads, int Items>
+bool run(const char* name, int n, int ctas, const std::vector<float>& host_scores, const float* scores) {
+    const int rows = ctas * kReps;
+    int32_t* out;
+    long long *clocks, *spans;
+    CUDA_OK(cudaMalloc(&out, size_t(rows) * kTopk * 4));
+    CUDA_OK(cudaMalloc(&clocks, size_t(rows) * kPhases * 8));
+    CUDA_OK(cudaMalloc(&spans, size_t(rows) * 8));
+    // Two launches: the first runs the selection's code for the first time on each SM (fetched from memory, as
+    // the fused kernel's last arrival fetches it after its tile loop's code), the second may find it cached.
+    std::vector<int32_t> h_out(size_t(rows) * kTopk);
+    std::vector<long long> h_clocks(size_t(rows) * kPhases * 2), h_spans(static_cast<size_t>(rows) * 2);
+    for (int launch = 0; launch < 2; ++launch) {
+        select_rows<Threads, Items><<<ctas, Threads>>>(scores, n, kTopk, out, clocks, spans);
+        CUDA_OK(cudaGetLastError());
+        CUDA_OK(cudaDeviceSynchronize());
+        CUDA_OK(cudaMemcpy(h_clocks.data() + size_t(launch) * rows * kPhases, clocks, size_t(rows) * kPhases * 8,
+                           cudaMemcpyDeviceToHost));
+        CUDA_OK(cudaMemcpy(h_spans.data() + size_t(launch) * rows, spans, size_t(rows) * 8, cudaMemcpyDeviceToHost));
+    }
+    CUDA_OK(cudaMemcpy(h_out.data(), out, h_out.size() * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaFree(out));
+    CUDA_OK(cudaFree(clocks));
+    CUDA_OK(cudaFree(spans));
+
+    int wrong = 0;
+    for (int r = 0; r < rows; ++r) {
+        const std::vector<int32_t> want = expected(host_scores.data() + size_t(r) * n, n, kTopk);
+        if (!std::equal(want.begin(), want.end(), h_out.begin() + size_t(r) * kTopk)) ++wrong;
+    }
+    // Cycles per ns from the whole selections (globaltimer steps average out over the CTAs).
+    double cycles = 0, ns = 0;
+    for (int r = 0; r < 2 * rows; ++r) {
+        cycles += double(h_clocks[size_t(r) * kPhases + kPhases - 1] - h_clocks[size_t(r) * kPhases]);
+        ns += double(h_spans[size_t(r)]);
+    }
+    const double ghz = ns > 0 ? cycles / ns : 1.98;
+    static const char* labels[kPhases - 1] = {"keys loaded", "refined", "kept (picked)", "written"};
+    std::printf("%-28s n %5d: %s, SM clock %.2f GHz; medians over CTAs, us\n", name, n,
+                wrong ? "WRONG ROWS" : "all rows right", ghz);
+    // Code never run before on the SM: launch 1's first selection of a variant's first row length (8192) only.
+    static const char* runs[3] = {"launch 1, selection 1", "launch 1, selection 2", "launch 2, selection 1"};
+    for (int which = 0; which < 3; ++which) {
+        const size_t first_row = which == 0 ? 0 : which == 1 ? size_t(ctas) : size_t(rows);
+        std::printf("  %-34s", runs[which]);
+        std::vector<double> total;
+        for (int p = 1; p < kPhases; ++p) {
+            std::vector<double> v;
+            for (int cta = 0; cta < ctas; ++cta) {
+                const size_t r = first_row + size_t(cta);
+                v.push_back(double(h_clocks[r * kPhases + p] - h_clocks[r * kPhases + p - 1]));
+            }
+            std::printf("  %s %.2f", labels[p - 1], median(v) / ghz / 1e3);
+        }
+        for (int cta = 0; cta < ctas; ++cta) {
+            const size_t r = first_row + size_t(cta);
+            total.push_back(double(h_clocks[r * kPhases + kPhases - 1] - h_clocks[r * kPhases]));
+        }
+        std::printf("  | total %.2f us (max %.2f)\n", median(total) / ghz / 1e3,
+                    *std::max_element(total.begin(), total.end()) / ghz / 1e3);
+    }
+    if (wrong) std::printf("  %d of %d rows differ from the host's selection\n", wrong, rows);
+    return wrong == 0;
+}
+
+}  // namespace
+
+int main() {
+    int sms = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const int ctas = sms;  // one row per SM at a time, as a small batch's last arrivals
+    bool ok = true;
+    for (int n : {8192, 6400, 4096}) {
+        // Scores like the benchmark's (SPEC 6 inputs give |score| up to a few hundred, mostly within +-100).
+        std::mt19937_64 rng(static_cast<uint64_t>(n));
+        std::normal_distribution<float> normal(0.0f, 60.0f);
+        std::vector<float> host(size_t(ctas) * kReps * n);
+        for (float& x : host) x = normal(rng);
+        float* scores;
+        CUDA_OK(cudaMalloc(&scores, host.size() * 4));
+        CUDA_OK(cudaMemcpy(scores, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
+        ok &= run<512, 16>("512 threads x 16 (main)", n, ctas, host, scores);
+        ok &= run<256, 32>("256 threads x 32", n, ctas, host, scores);
+        ok &= run<1024, 8>("1024 threads x 8", n, ctas, host, scores);
+        if (n <= 4096) ok &= run<512, 8>("512 threads x 8", n, ctas, host, scores);
+        CUDA_OK(cudaFree(scores));
+    }
+    return ok ? 0 : 1;
+}
