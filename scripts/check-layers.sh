@@ -10,7 +10,8 @@
 #   src/gpu/multi  common/, core/, gpu/device.hpp, gpu/multi/ and kernels/: never the backend above it
 #   src/api        api/, common/ and core/: never a backend or kernels/
 #   bench/, examples/, tests/  the public header; tests/test_sharding.cpp alone compiles gpu/multi's plans,
-#                  tests/test_decode_plan.cpp the decode kernel's (kernels/decode_plan.h)
+#                  tests/test_decode_plan.cpp the decode kernel's (kernels/decode_plan.h), and bench/experiments/
+#                  (kernel experiments, not built) may compile kernels/ and common/ pieces on their own
 # Usage: scripts/check-layers.sh [root]   (default: this checkout). Exit 0: clean; 1: back-includes listed.
 set -euo pipefail
 cd "${1:-$(dirname "$0")/..}"
@@ -43,7 +44,8 @@ check src/cpu "common/|core/|cpu/|$public"
 check src/gpu "common/|core/|gpu/|kernels/|$public" --exclude-dir=multi
 check src/gpu/multi "common/|core/|gpu/device\.hpp$|gpu/multi/|kernels/|$public"
 check src/api "api/|common/|core/|$public"
-check bench "$public|test_util\.hpp$|[a-z_]+\.hpp$"
+check bench "$public|test_util\.hpp$|[a-z_]+\.hpp$" --exclude-dir=experiments
+check bench/experiments "$public|test_util\.hpp$|[a-z_]+\.hpp$|common/|kernels/"
 check examples "$public"
 check tests "$public|catch_shim\.hpp$|test_util\.hpp$|[a-z_]+\.hpp$" --exclude=test_sharding.cpp --exclude=test_decode_plan.cpp
 check tests/test_sharding.cpp "$public|catch_shim\.hpp$|test_util\.hpp$|gpu/multi/(sharding|worker_pool)\.hpp$"
