@@ -1,5 +1,6 @@
-// File layout: the magic line, then little-endian uint64 fields: the description's length, the description, the
-// number of parts and each part's size, then the parts' bytes back to back, nothing after them.
+// File layout: the magic line, then uint64 fields in the machine's byte order (the files stay on the machine that
+// wrote them): the description's length, the description, the number of parts and each part's size, then the parts'
+// bytes back to back, nothing after them.
 #include "input_cache.hpp"
 
 #include <cstdint>

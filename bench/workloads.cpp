@@ -159,8 +159,8 @@ PagedCase paged_case_of(const Workload& w, const std::string& input_cache, bool*
         dsa_test::Rng rng(99 + uint64_t(w.seed));
         dsa_test::fill_spec6(c, rng);
     };
-    const bool read = fill_from_cache(input_cache, description,
-                                      {cached_bytes(c.k_cache), cached_bytes(c.q), cached_bytes(c.weights)}, generate);
+    const std::vector<CachedBytes> parts = {cached_bytes(c.k_cache), cached_bytes(c.q), cached_bytes(c.weights)};
+    const bool read = fill_from_cache(input_cache, description, parts, generate);
     if (cached) *cached = read;
     return c;
 }
@@ -176,9 +176,9 @@ RaggedCase ragged_case_of(const RaggedWorkload& w, const std::string& input_cach
         dsa_test::Rng rng(99 + uint64_t(w.seed));
         dsa_test::fill_spec6(c, rng);
     };
-    const bool read = fill_from_cache(
-        input_cache, description, {cached_bytes(c.q), cached_bytes(c.k), cached_bytes(c.k_scale), cached_bytes(c.weights)},
-        generate);
+    const std::vector<CachedBytes> parts = {cached_bytes(c.q), cached_bytes(c.k), cached_bytes(c.k_scale),
+                                            cached_bytes(c.weights)};
+    const bool read = fill_from_cache(input_cache, description, parts, generate);
     if (cached) *cached = read;
     for (int32_t i = 0; i < w.front_keys && i < keys; ++i) c.k_scale[size_t(i)] *= 4.0f;
     return c;

@@ -14,7 +14,8 @@
 #                                           round, so that drift during the run falls on every tree alike; a
 #                                           table of the medians over the rounds follows (scripts/ab-summary.py)
 # Every dsa_bench run reads its workloads' inputs from one --input-cache directory (unless the arguments name
-# one), so each workload's inputs are drawn once per call, not once per tree and round.
+# one), so each workload's inputs are drawn once per call, not once per tree and round; every tree then sees the
+# inputs the first run drew (`--input-cache ''` draws them in every run: for a patch that changes how).
 # Each step's header says when it started ([at N s] since the script's start), to budget the next call.
 # A patch named timing-*.patch is a timing experiment that leaves a stage out, so its answers are wrong by
 # design: its gate may fail (it is still benchmarked), but not hang.
@@ -106,5 +107,8 @@ for i in "${ok[@]}"; do
   for ((r = 1; r <= rounds; r++)); do [ -s "$logs/bench_${n}_r$r.json" ] && files+=("$logs/bench_${n}_r$r.json"); done
   columns+=("$n=$(IFS=,; echo "${files[*]}")")
 done
-[ ${#ok[@]} -gt 0 ] && { echo "== summary [at ${SECONDS} s]"; python3 scripts/ab-summary.py "${columns[@]}" || status=1; }
+if [ ${#ok[@]} -gt 0 ]; then
+  echo "== summary [at ${SECONDS} s]"
+  python3 scripts/ab-summary.py "${columns[@]}" || status=1
+fi
 exit $status
