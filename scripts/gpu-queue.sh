@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine: scripts/gpu-ab.sh over prepared patches of bench/experiments, named without the folder or
 # ".patch". A name X-on-Y is a patch that applies on top of patch Y (bench/experiments/README.md): it is measured
-# as Y's chain followed by X. When diag-decode-timeline is among the names, its tree's dsa_bench writes the
+# as Y's chain followed by X. A name A+B (+C...) measures those patches (each with its chain) stacked in one tree. When diag-decode-timeline is among the names, its tree's dsa_bench writes the
 # timeline to $OUT/timeline.txt and bench/experiments/timeline_report.py's summary follows the A/B tables
 # ($OUT/timeline-report.txt). The environment of scripts/gpu-ab.sh applies (DSA_AB_ROUNDS, DSA_AB_SUITE, ...).
 #   scripts/gpu-queue.sh NAME... [-- dsa_bench arguments]
@@ -23,8 +23,13 @@ base_file() {
   echo "${found[0]}"
 }
 
-# The files of a name's chain, base first, one per line.
+# The files of a name's chain, base first, one per line; A+B: A's chain, then B's.
 chain_of() {
+  if [[ $1 == *+* ]]; then
+    local part
+    for part in ${1//+/ }; do chain_of "$part" || return 1; done
+    return
+  fi
   local name=$1 file=$experiments/$1.patch
   [ -f "$file" ] || { echo "gpu-queue: no $file" >&2; return 1; }
   if [[ $name == *-on-* ]]; then
@@ -48,6 +53,7 @@ for n in "${names[@]}"; do
   echo "$n: $(echo $chain)"
   # shellcheck disable=SC2086  # one file per line, no spaces in the names
   cat $chain >"$queue/$n.patch"
+  if [ "$(echo "$chain" | sort | uniq -d)" ]; then echo "gpu-queue: $n names a patch twice" >&2; exit 2; fi
   patches+=("$queue/$n.patch")
 done
 [ -n "${DSA_QUEUE_DRY:-}" ] && exit 0
