@@ -4,7 +4,7 @@
 // first compaction), early (est3 with session 18's early threshold for rows of 4097..16384 keys: main since
 // 8a7567b) and k1024 (bench/experiments/prefill-estimate-at-1024.patch). Prints per row
 // of more than k keys: compactions, early threshold passes, re-scorings, the final candidate count (and how many
-// rows' final selections fall in each width's range: 24, 28 or 32 items per thread). Scores are
+// rows' final selections fall in each width's range: 20, 24, 28 or 32 items per thread). Scores are
 // float64 sums rounded to float (ties aside, the kernel's order); admission is per 64-key tile as in the kernel.
 // Build against a CPU build of the repository (build/ with DSA_BUILD_TESTS), e.g.:
 //   g++ -O2 -std=c++17 -Iinclude -Itests bench/experiments/prefill_candidate_sim.cpp \
@@ -22,7 +22,7 @@ using namespace dsa_test;
 struct Stats {
     double compactions = 0, early = 0, redo = 0, final_count = 0;
     int rows = 0;
-    int selected[3] = {0, 0, 0};  // rows ending with k < n <= 3072, 3072 < n <= 3584, n > 3584 candidates
+    int selected[4] = {0, 0, 0, 0};  // rows ending with k < n <= 2560, <= 3072, <= 3584, more candidates
     int wrong = 0;                // rows not scored again whose buffer's best k are not the row's best k
 };
 
@@ -78,7 +78,7 @@ static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
     const int n = int(buf.size());
     const bool redo = forced || (est && n - below < k);
     st.compactions += comps; st.early += early; st.redo += redo; st.final_count += n; st.rows++;
-    if (n > k) st.selected[n <= 3072 ? 0 : n <= 3584 ? 1 : 2]++;
+    if (n > k) st.selected[n <= 2560 ? 0 : n <= 3072 ? 1 : n <= 3584 ? 2 : 3]++;
     if (!redo) {  // the rule's claim: a row that is not scored again holds its best k (as scores)
         std::vector<float> got = buf, want = s;
         std::sort(got.begin(), got.end(), std::greater<float>());
@@ -121,8 +121,9 @@ int main(int argc, char** argv) {
     const char* names[4] = {"main", "est3", "early", "k1024"};
     for (int m = 0; m < 4; ++m)
         printf("S %d front %d %-5s rows %d (of W > k): compactions/row %.2f early/row %.2f redo/row %.3f "
-               "final count %.0f, final selections of <= 3072 / <= 3584 / more: %d / %d / %d, wrong %d\n",
+               "final count %.0f, final selections of <= 2560 / <= 3072 / <= 3584 / more: %d / %d / %d / %d, "
+               "wrong %d\n",
                S, front, names[m], st[m].rows, st[m].compactions / st[m].rows, st[m].early / st[m].rows,
                st[m].redo / st[m].rows, st[m].final_count / st[m].rows, st[m].selected[0], st[m].selected[1],
-               st[m].selected[2], st[m].wrong);
+               st[m].selected[2], st[m].selected[3], st[m].wrong);
 }
