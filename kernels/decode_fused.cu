@@ -21,8 +21,9 @@
 //  Batches of up to kSelfPlanMax sequences are self-planned: every fused CTA scans the batch's unit counts
 //  into shared memory and derives its own plan before waiting on anything: the even plan's fields (as the plan
 //  kernel computes them), each written by the thread that holds its sequence in the scan, which also
-//  prefetches the block-table entries of the CTA's first tiles; then, for a batch of at most one sequence per
-//  CTA, the aligned plan where it fits (each CTA within one sequence). So its first tiles load while
+//  prefetches the block-table entries of the CTA's first tiles (batches of more sequences than CTAs); then, for
+//  a batch of at most one sequence per CTA, the aligned plan where it fits (each CTA within one sequence),
+//  whose warp prefetches them instead. So its first tiles load while
 //  decode_clear_kernel still runs: that kernel's CTAs hold no shared memory and few registers, so a fused CTA
 //  fits on the SM beside one (a plan CTA, 1024 threads and static shared memory, keeps it off until it
 //  exits). The fused CTA waits for the first kernel
@@ -31,7 +32,8 @@
 // Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys (32
 // with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the
 // threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
-// result, whose block-table entries come from a shared-memory copy of the row. Longer rows: the histogram gives
+// result, whose block-table entries come from a shared-memory copy of the row (a sequence of at most 8192
+// tokens; else from global memory). Longer rows: the histogram gives
 // the bin of the k-th best key; one ordered pass over the scores keeps the keys at or above that bin (in
 // position order) in shared memory, where the remaining bits are refined; an ordered pass writes the result. A
 // row longer than 32768 split over CTAs is not read whole by its last arrival: each part, before its ticket,
@@ -70,6 +72,7 @@ constexpr int kProducerWarps = 4;     // the producer warpgroup's warps; each ow
 static_assert(kFusedStages % kProducerWarps == 0, "a stage is always refilled by the same warp");
 constexpr int kBins = kSelectBins;    // first-level histogram: the key's top 11 bits
 constexpr int kBinShift = 21;
+static_assert(kBins == 1 << (32 - kBinShift), "level 1 bins the key's top bits");
 constexpr int kListCap = 8192;        // candidates one CTA refines in shared memory
 constexpr int kMaxCtas = 256;         // grid bound: histogram slots in the workspace
 constexpr int kTicketBad = 1 << 16;   // a part's bad flag in its ticket; the low bits count parts (<= kMaxCtas)
@@ -82,15 +85,17 @@ constexpr int kSelfPlanMax = 1024;      // largest batch whose unit prefix every
 constexpr int kMaxSmemPerBlock = 227 * 1024;  // sm_90's opt-in limit of shared memory per block
 constexpr int kRegRowMax = 8192;    // rows selected with their keys in the consumers' registers
 constexpr int kMinPageSize = 32;    // the smaller of the two page sizes the API accepts (src/api/validate.cpp)
-constexpr int kGlobalItems = 16;    // scores per thread per pass step (16 KB per CTA), the next step prefetched
+constexpr int kGlobalItems = 16;    // scores per thread per pass step (32 KB with 512 consumers), the next prefetched
 // Split rows longer than this go through the candidate pool: below it, the last arrival's one pass over the
 // row costs less than the pass every part makes for the pool (measured on H200: bench/NOTES.md, session 7).
 constexpr int kPoolRowMin = 32768;
 static_assert(kPoolRowMin >= kRegRowMax, "rows selected in registers read their scores whole");
 constexpr int64_t kPoolMaxEntries = int64_t(1) << 22;  // candidate pool of long split rows: 32 MB at most
+static_assert(kMaxCtas * (kPoolMaxEntries + 1) <= INT_MAX, "a row's pool counts (each <= capacity + 1) sum in an int");
 constexpr int kPoolItems = 8;       // pool entries per thread per gather step
 constexpr int kHistLoads = 4;       // float4 loads per thread in flight in a part's histogram pass
 constexpr int kPrefetchUnits = 32;  // a producer batch: units of each sequence a self-planned CTA prefetches
+static_assert(kPrefetchUnits * (kUnitTokens / kMinPageSize) <= 64, "prefetch_entries_l2 covers at most 64 entries");
 
 // The CTA: one producer warpgroup and the consumer warpgroups. Four consumers while their
 // accumulators (32 per MTP row) fit the 104 registers setmaxnreg leaves each; two otherwise. setmaxnreg only
@@ -282,7 +287,8 @@ __device__ int scan_units(const PagedProblem& pb, int first, typename cub::Block
 }
 
 // What the fused kernel's atomics start from, and the rows it never writes; each CTA of the kernel before it
-// (plan or clear): its histogram slot, a share of tickets and flags, and the rows of sequences with no tile:
+// (plan or clear): its histogram slot, a share of tickets (which carry the parts' bad flags), the pool counter,
+// and the rows of sequences with no tile:
 // padding, or every visible position when the rows need no scores (a block-table entry out of range makes
 // the sequence bad, as in the fused kernel: padding and the error flag).
 template <int NN>
@@ -373,7 +379,8 @@ __global__ void __maxnreg__(kClearRegisters) decode_clear_kernel(FusedParams p, 
 // The aligned plan of a self-planned CTA of a batch of at most G sequences (kernels/decode_plan.h), by one warp
 // once the unit prefix and the sequences' lengths are in shared memory: written over *plan (the even plan)
 // only when every sequence's share fits. The lane holding this CTA's sequence also prefetches into L2 the
-// block-table entries of the CTA's first kPrefetchUnits units, as the scan does for the even plan.
+// block-table entries of the CTA's first kPrefetchUnits units, as the scan does for the even plan of a larger
+// batch. (A batch of at most G sequences whose aligned plan does not fit keeps the even plan with no prefetch.)
 __device__ void aligned_plan_by_warp(const PagedProblem& pb, int page_shift, int c, int G, const int* unit_prefix,
                                      const int* seq_len, CtaPlan* plan) {
     const int lane = threadIdx.x % 32, B = pb.batch_size, U = unit_prefix[B];
@@ -588,7 +595,7 @@ struct Selector {
         int2 r = make_int2(0, 0);
         if (ct < parts) r = __ldcg(records + ct);
         int total;
-        const int first = exclusive_scan(r.y, total);  // counts <= capacity + 1 each: no overflow for 256 parts
+        const int first = exclusive_scan(r.y, total);  // counts <= capacity + 1 each: no overflow for kMaxCtas parts
         if (ct < parts) {
             sh.part_at[ct] = r.x;
             sh.part_first[ct] = first;
@@ -787,11 +794,12 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     // even plan's fields (even_plan_of_cta's) are written before the scan's barrier publishes them, with no
     // search: thread 0 writes the unit range; the thread whose sequence holds unit u0 (u1 - 1) writes b_first,
     // end_a and its CTA range (b_last, start_b and theirs): that sequence is the last one whose prefix is at
-    // most u0 (u1 - 1), the one even_plan_of_cta's searches find. A CTA without units (c >= G) gets zeros. The
-    // thread of each sequence the CTA holds also prefetches into L2 the block-table entries of the CTA's first
-    // kPrefetchUnits units of it, which the producers load first: the K stream between two calls can evict the
-    // table, and this is one DRAM round trip fewer after the barrier. A batch of at most G sequences then
-    // takes the aligned plan where it fits (aligned_plan_by_warp, behind a second barrier).
+    // most u0 (u1 - 1), the one even_plan_of_cta's searches find. A CTA without units (c >= G) gets zeros. In a
+    // batch of more sequences than CTAs, the thread of each sequence the CTA holds also prefetches into L2 the
+    // block-table entries of the CTA's first kPrefetchUnits units of it, which the producers load first: the
+    // table may have left L2 between two calls, and this is one DRAM round trip fewer after the barrier. A
+    // batch of at most G sequences takes the aligned plan where it fits instead (aligned_plan_by_warp, behind a
+    // second barrier), whose warp prefetches.
     bool try_aligned = false;
     if (p.self_planned) {
         constexpr int kItems = kSelfPlanMax / Roles::kThreads + 1;  // covers sequences 0 .. kSelfPlanMax
@@ -1111,7 +1119,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             consumer_sync<kConsumerThreads>();
         }
         if (seg_split) {
-            grid_dependency_wait();  // self-planned, the first wait: the clear kernel clears tickets, flags and slots
+            grid_dependency_wait();  // self-planned, the first wait: the clear kernel clears tickets, slots, the pool counter
             int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) {
                 const int v = (&sh.hist[0][0])[idx];

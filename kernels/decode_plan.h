@@ -38,7 +38,9 @@ DSA_HOST_DEVICE int64_t unit_begin(int c, int units, int ctas) { return int64_t(
 DSA_HOST_DEVICE int cta_of(int64_t u, int units, int ctas) { return int(((u + 1) * ctas - 1) / units); }
 
 // CTA c's even plan among G CTAs sharing U units of B sequences, from the unit prefix (prefix_at(b), b in
-// [0, B]); CTAs c >= G get no units.
+// [0, B]); CTAs c >= G get no units. decode_fused.cu's self-planned CTAs write the same fields during their unit
+// scan, without these searches; the GPU test "self-planned and plan-kernel batches give the same rows" holds the
+// two to the same result.
 template <class PrefixAt>
 DSA_HOST_DEVICE CtaPlan even_plan_of_cta(int c, int B, int U, int G, PrefixAt prefix_at) {
     // The sequence holding unit u: the last b with prefix_at(b) <= u (empty sequences come before it).

@@ -1,6 +1,7 @@
-// Hopper (sm_90) building blocks shared by the fused kernels (decode_fused.cu, prefill_fused.cu): mbarrier
-// waits and arrivals, TMA and bulk copies that complete on an mbarrier, programmatic dependent launch, and
-// the host's handle on cuTensorMapEncodeTiled. Each is one PTX instruction or a loop around one.
+// Hopper (sm_90) building blocks shared by the fused kernels (decode_fused.cu, prefill_fused.cu) and the wgmma
+// score kernels (score_kernels.cuh): mbarrier waits and arrivals, TMA and bulk copies that complete on an
+// mbarrier, wgmma and its descriptors, setmaxnreg, L2 policies, programmatic dependent launch, and the host's
+// handle on cuTensorMapEncodeTiled: thin wrappers over PTX, one instruction or a few each.
 #pragma once
 
 #include <cstdint>
