@@ -3,7 +3,11 @@
 // its best k in position order, timed by phase with clock64. What it answers: how long the last arrival's
 // selection takes without the rest of the fused kernel (session 10's timeline: ~7.7 us for 8192 positions, in
 // %globaltimer steps of ~1 us); whether a CTA's second selection (instruction cache warm, another row's scores) is
-// faster than its first; and what the group's size (threads x keys per thread) changes.
+// faster than its first; what the group's size (threads x keys per thread) changes, down to one warpgroup of 128
+// (the prefill kernel's final selections: 32 keys a thread up to 4096 candidates, 24 up to 3072); and whether a
+// DRAM stream running meanwhile (the fused kernels' K stream; here a kernel of light CTAs beside the selection's,
+// reading a 2 GB buffer) slows the selection's L2 round trips and barriers ("under load" lines: the stream's own
+// bandwidth is printed, and whether it covered every selection).
 //
 // Not built by CMake. On the GPU machine, from the repository root:
 //   nvcc -std=c++17 -O3 -arch=sm_90a -Isrc -I. bench/experiments/select_microbench.cu -o /tmp/smb && /tmp/smb
@@ -53,10 +57,11 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 }
 
 // Rows r = rep * gridDim.x + blockIdx.x of `scores` (n each, 16-byte aligned rows); out: k positions per row.
-// clocks: [row][kPhases] clock64; spans: [row] globaltimer ns of the whole selection (for the clock rate).
+// clocks: [row][kPhases] clock64; spans: [row] globaltimer ns of the whole selection (for the clock rate), starts:
+// [row] its %globaltimer start.
 template <int Threads, int Items>
 __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int n, int k, int32_t* out,
-                                                       long long* clocks, long long* spans) {
+                                                       long long* clocks, long long* spans, long long* starts) {
     static_assert(Items % 4 == 0);
     __shared__ int hist[2][kSelectBins];
     __shared__ int warp_total[2][Threads / 32];
@@ -103,8 +108,36 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
         if (t == 0) {
             for (int p = 0; p < kPhases; ++p) clocks[row * kPhases + p] = c[p];
             spans[row] = (long long)(g1 - g0);
+            starts[row] = (long long)g0;
         }
         __syncthreads();
+    }
+}
+
+// The load: every thread streams 16-byte reads over buf (n4 a power of two, evict-first) with 8 in flight until
+// `ns` of %globaltimer have passed; window[0] / [1] get the first CTA's start and end, *bytes the bytes read.
+__global__ void __launch_bounds__(256) stream_reads(const float4* buf, size_t n4, unsigned long long ns,
+                                                    unsigned long long* window, unsigned long long* bytes,
+                                                    float* sink) {
+    const unsigned long long start = globaltimer(), end = start + ns;
+    const size_t mask = n4 - 1, stride = size_t(gridDim.x) * blockDim.x;
+    size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    float acc = 0.0f;
+    unsigned long long reads = 0;
+    while (globaltimer() < end) {
+        float4 v[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[j] = __ldcs(buf + ((i + size_t(j) * stride) & mask));
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc += v[j].x + v[j].y + v[j].z + v[j].w;
+        i = (i + 8 * stride) & mask;
+        reads += 8;
+    }
+    if (acc == 1.0f) *sink = acc;  // keeps the loads
+    atomicAdd(bytes, reads * 16);
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        window[0] = start;
+        window[1] = globaltimer();
     }
 }
 
@@ -125,22 +158,57 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
+// The DRAM stream of the "under load" runs: a 2 GB buffer, read by 2 CTAs of 256 threads per SM.
+struct Load {
+    float4* buf = nullptr;
+    size_t n4 = 0;
+    unsigned long long *window = nullptr, *bytes = nullptr;
+    float* sink = nullptr;
+    cudaStream_t stream = nullptr;
+    int ctas = 0;
+};
+
 template <int Threads, int Items>
-bool run(const char* name, int n, int ctas, const std::vector<float>& host_scores, const float* scores) {
+bool run(const char* name, int n, int ctas, const std::vector<float>& host_scores, const float* scores,
+         const Load* load = nullptr) {
     const int rows = ctas * kReps;
     int32_t* out;
-    long long *clocks, *spans;
+    long long *clocks, *spans, *starts;
     CUDA_OK(cudaMalloc(&out, size_t(rows) * kTopk * 4));
     CUDA_OK(cudaMalloc(&clocks, size_t(rows) * kPhases * 8));
     CUDA_OK(cudaMalloc(&spans, size_t(rows) * 8));
+    CUDA_OK(cudaMalloc(&starts, size_t(rows) * 8));
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    bool covered = true;
+    double stream_gbs = 0;
     // Two launches: the first runs the selection's code for the first time on each SM (fetched from memory, as
     // the fused kernel's last arrival fetches it after its tile loop's code), the second may find it cached.
     std::vector<int32_t> h_out(size_t(rows) * kTopk);
     std::vector<long long> h_clocks(size_t(rows) * kPhases * 2), h_spans(static_cast<size_t>(rows) * 2);
     for (int launch = 0; launch < 2; ++launch) {
-        select_rows<Threads, Items><<<ctas, Threads>>>(scores, n, kTopk, out, clocks, spans);
+        if (load) {  // the stream first, for 20 ms (the first launch of a kernel loads its code): the selection's
+                     // launch comes while it runs
+            CUDA_OK(cudaMemsetAsync(load->bytes, 0, 8, load->stream));
+            stream_reads<<<load->ctas, 256, 0, load->stream>>>(load->buf, load->n4, 20000000ull, load->window,
+                                                                 load->bytes, load->sink);
+            CUDA_OK(cudaGetLastError());
+        }
+        select_rows<Threads, Items><<<ctas, Threads, 0, stream>>>(scores, n, kTopk, out, clocks, spans, starts);
         CUDA_OK(cudaGetLastError());
         CUDA_OK(cudaDeviceSynchronize());
+        if (load) {
+            unsigned long long window[2], bytes;
+            std::vector<long long> h_starts(static_cast<size_t>(rows)), h_span(static_cast<size_t>(rows));
+            CUDA_OK(cudaMemcpy(window, load->window, 16, cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(&bytes, load->bytes, 8, cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(h_starts.data(), starts, size_t(rows) * 8, cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(h_span.data(), spans, size_t(rows) * 8, cudaMemcpyDeviceToHost));
+            for (int r = 0; r < rows; ++r)
+                covered &= (unsigned long long)h_starts[size_t(r)] >= window[0] &&
+                           (unsigned long long)(h_starts[size_t(r)] + h_span[size_t(r)]) <= window[1];
+            stream_gbs = double(bytes) / double(window[1] - window[0]);
+        }
         CUDA_OK(cudaMemcpy(h_clocks.data() + size_t(launch) * rows * kPhases, clocks, size_t(rows) * kPhases * 8,
                            cudaMemcpyDeviceToHost));
         CUDA_OK(cudaMemcpy(h_spans.data() + size_t(launch) * rows, spans, size_t(rows) * 8, cudaMemcpyDeviceToHost));
@@ -149,6 +217,8 @@ bool run(const char* name, int n, int ctas, const std::vector<float>& host_score
     CUDA_OK(cudaFree(out));
     CUDA_OK(cudaFree(clocks));
     CUDA_OK(cudaFree(spans));
+    CUDA_OK(cudaFree(starts));
+    CUDA_OK(cudaStreamDestroy(stream));
 
     int wrong = 0;
     for (int r = 0; r < rows; ++r) {
@@ -163,8 +233,12 @@ bool run(const char* name, int n, int ctas, const std::vector<float>& host_score
     }
     const double ghz = ns > 0 ? cycles / ns : 1.98;
     static const char* labels[kPhases - 1] = {"keys loaded", "refined", "kept (picked)", "written"};
-    std::printf("%-28s n %5d: %s, SM clock %.2f GHz; medians over CTAs, us\n", name, n,
+    std::printf("%-28s n %5d: %s, SM clock %.2f GHz; medians over CTAs, us", name, n,
                 wrong ? "WRONG ROWS" : "all rows right", ghz);
+    if (load)
+        std::printf("; under load (stream %.0f GB/s, %s)", stream_gbs,
+                    covered ? "covering every selection" : "NOT covering every selection");
+    std::printf("\n");
     // Code never run before on the SM: launch 1's first selection of a variant's first row length (8192) only.
     static const char* runs[3] = {"launch 1, selection 1", "launch 1, selection 2", "launch 2, selection 1"};
     for (int which = 0; which < 3; ++which) {
@@ -196,8 +270,17 @@ int main() {
     int sms = 0;
     CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     const int ctas = sms;  // one row per SM at a time, as a small batch's last arrivals
+    Load load;
+    load.n4 = size_t(1) << 27;  // 2 GB
+    load.ctas = 2 * sms;
+    CUDA_OK(cudaMalloc(&load.buf, load.n4 * 16));
+    CUDA_OK(cudaMemset(load.buf, 0, load.n4 * 16));
+    CUDA_OK(cudaMalloc(&load.window, 16));
+    CUDA_OK(cudaMalloc(&load.bytes, 8));
+    CUDA_OK(cudaMalloc(&load.sink, 4));
+    CUDA_OK(cudaStreamCreateWithFlags(&load.stream, cudaStreamNonBlocking));
     bool ok = true;
-    for (int n : {8192, 6400, 4096}) {
+    for (int n : {8192, 6400, 4096, 3072}) {
         // Scores like the benchmark's (SPEC 6 inputs give |score| up to a few hundred, mostly within +-100).
         std::mt19937_64 rng(static_cast<uint64_t>(n));
         std::normal_distribution<float> normal(0.0f, 60.0f);
@@ -206,11 +289,18 @@ int main() {
         float* scores;
         CUDA_OK(cudaMalloc(&scores, host.size() * 4));
         CUDA_OK(cudaMemcpy(scores, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
-        ok &= run<512, 16>("512 threads x 16 (main)", n, ctas, host, scores);
+        ok &= run<512, 16>("512 threads x 16 (decode)", n, ctas, host, scores);
+        ok &= run<512, 16>("512 threads x 16 (decode)", n, ctas, host, scores, &load);
         ok &= run<256, 32>("256 threads x 32", n, ctas, host, scores);
         ok &= run<1024, 8>("1024 threads x 8", n, ctas, host, scores);
         if (n <= 4096) ok &= run<512, 8>("512 threads x 8", n, ctas, host, scores);
+        if (n <= 4096) {  // the prefill kernel's final selections
+            ok &= run<128, 32>("128 threads x 32 (prefill)", n, ctas, host, scores);
+            ok &= run<128, 32>("128 threads x 32 (prefill)", n, ctas, host, scores, &load);
+        }
+        if (n <= 3072) ok &= run<128, 24>("128 threads x 24 (prefill)", n, ctas, host, scores);
         CUDA_OK(cudaFree(scores));
     }
+    CUDA_OK(cudaFree(load.buf));
     return ok ? 0 : 1;
 }

@@ -1,0 +1,97 @@
+// Simulates a prefill design in the shape of DeepGEMM's fp8_mqa_logits (jobs of 2 rows, 256-key blocks, each of
+// 16 math warps taking 16 keys of a block per row) whose math warps append a row's scores at or above a shared
+// entry threshold to per-warp buffers (no position order, no exchange between warps), and whose selector
+// warpgroup sets that threshold from estimates and selects each row at its end. Per sampled row of the benchmark's
+// causal inputs: the scores appended (the math's stores, the selector's staging reads), those at or above the
+// final threshold (the final selection's radix items), the estimates made (each a selection over the candidates
+// so far), the largest per-warp count (the buffers' capacity) and rows whose estimate fails (scored again).
+// Estimate rule (one per row): once the row has seen m >= E keys, the r-th best of them, r = k m / W + 4 sqrt(k m / W),
+// becomes the threshold D blocks later (the selector's response time); rows of at most W0 keys make none and
+// append every key. A row whose candidates at or above the final threshold are fewer than k "fails" (its job
+// would be scored again without estimates). Build like prefill_candidate_sim.cpp (same includes and libraries):
+//   g++ -O2 -std=c++17 -Iinclude -Itests -Isrc bench/experiments/prefill_append_sim.cpp
+//       build/libdsa_test_util.a -Lbuild -ldsa_indexer -Wl,-rpath,$PWD/build -o /tmp/append_sim
+//   /tmp/append_sim S [front_keys] [sampled_rows]      e.g. /tmp/append_sim 16384 8192 48
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <vector>
+#include "test_util.hpp"
+using namespace dsa_test;
+static float kth_largest(std::vector<float> v, int k) {
+    std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<float>());
+    return v[k - 1];
+}
+struct Cfg { int E, D, W0; };
+struct Acc { double rows = 0, appended = 0, final_items = 0, estimates = 0, fail = 0, maxwarp_sum = 0; int maxwarp = 0; };
+static void sim(const std::vector<float>& s, int k, const Cfg& c, Acc& a) {
+    const int W = int(s.size()), block = 256;
+    float T = -INFINITY, pending = -INFINITY;
+    int publish_at = -1, estimates = 0;
+    std::vector<int> cnt(16, 0);
+    std::vector<float> cand;
+    const bool estimate = W > c.W0;
+    for (int b = 0; b * block < W; ++b) {
+        if (b == publish_at) T = std::max(T, pending);
+        for (int i = 0; i < block && b * block + i < W; ++i) {
+            const float x = s[size_t(b * block + i)];
+            if (x >= T) { cnt[size_t(i / 16)]++; cand.push_back(x); }
+        }
+        const int seen = std::min(W, (b + 1) * block);
+        if (estimate && estimates == 0 && seen >= c.E && seen < W) {
+            const double r0 = double(k) * seen / W;
+            const int r = int(std::ceil(r0 + 4 * std::sqrt(r0)));
+            int above = 0; for (float x : cand) above += x >= T;
+            if (r <= above) {  // the r-th best of the keys seen is among the candidates
+                pending = kth_largest(cand, r);
+                publish_at = b + 1 + c.D;
+                ++estimates;
+            }
+        }
+    }
+    int final_items = 0; for (float x : cand) final_items += x >= T;
+    a.rows++; a.appended += cand.size(); a.final_items += final_items; a.estimates += estimates;
+    a.fail += estimate && final_items < k;
+    const int mw = *std::max_element(cnt.begin(), cnt.end());
+    a.maxwarp = std::max(a.maxwarp, mw); a.maxwarp_sum += mw;
+}
+int main(int argc, char** argv) {
+    const int S = argc > 1 ? atoi(argv[1]) : 16384, front = argc > 2 ? atoi(argv[2]) : 0;
+    const int samples = argc > 3 ? atoi(argv[3]) : 64, k = 2048, H = 64;
+    RaggedCase c(H, S, causal_windows({S}, {S}));
+    Rng rng(99); fill_spec6(c, rng);
+    for (int i = 0; i < front && i < S; ++i) c.k_scale[size_t(i)] *= 4.0f;
+    const Cfg cfgs[] = {{1024, 4, 4096}, {1024, 16, 4096}, {512, 8, 4096}, {512, 4, 2048}, {256, 4, 2048}};
+    const int nc = int(sizeof(cfgs) / sizeof(cfgs[0]));
+    std::vector<Acc> acc(static_cast<size_t>(nc));
+    for (int si = 0; si < samples; ++si) {
+        const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
+        const int W = row + 1;
+        if (W <= k) continue;
+        std::vector<float> sc(static_cast<size_t>(W));
+        const uint8_t* q = c.query(row); const float* w = c.row_weights(row);
+        std::vector<float> qf(size_t(H) * 128);
+        for (int i = 0; i < H * 128; ++i) qf[size_t(i)] = float(fp8_decode(q[i]));
+        for (int p = 0; p < W; ++p) {
+            const uint8_t* kk = c.key(row, p); float kf[128];
+            for (int d = 0; d < 128; ++d) kf[d] = float(fp8_decode(kk[d]));
+            double sum = 0;
+            for (int h = 0; h < H; ++h) {
+                double dot = 0;
+                for (int d = 0; d < 128; ++d) dot += double(qf[size_t(h * 128 + d)]) * kf[d];
+                sum += w[h] * std::max(dot, 0.0);
+            }
+            sc[size_t(p)] = float(sum * c.key_scale(row, p));
+        }
+        for (int i = 0; i < nc; ++i) sim(sc, k, cfgs[i], acc[size_t(i)]);
+    }
+    for (int i = 0; i < nc; ++i) {
+        const Acc& a = acc[size_t(i)];
+        printf("S %5d front %5d E %4d D %2d W0 %4d rows %2.0f: appended %5.0f final items %5.0f estimated %.2f "
+               "fail %.0f per-warp max mean %3.0f max %3d\n",
+               S, front, cfgs[i].E, cfgs[i].D, cfgs[i].W0, a.rows,
+               a.appended / a.rows, a.final_items / a.rows, a.estimates / a.rows, a.fail, a.maxwarp_sum / a.rows,
+               a.maxwarp);
+    }
+}
