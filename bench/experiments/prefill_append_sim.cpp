@@ -56,6 +56,48 @@ static void sim(const std::vector<float>& s, int k, const Cfg& c, Acc& a) {
     const int mw = *std::max_element(cnt.begin(), cnt.end());
     a.maxwarp = std::max(a.maxwarp, mw); a.maxwarp_sum += mw;
 }
+// prefill-v12-warp-appends.patch's rules on the same row: chunks of 1920 keys; the math appends a chunk's keys at
+// or above the threshold the selector had `lag` chunks earlier; the selector keeps the best k of a list that the
+// chunk could overflow (4096), gathers what reaches its current threshold, and estimates once (window over 4096,
+// at least 1024 keys in, more to come: keep the best r of them). Counts per row: the math's stores, the selector's
+// gathered entries, its keeps (selections before the final one), the final list, and whether it came up short.
+struct AccV12 { double rows = 0, stored = 0, gathered = 0, keeps = 0, final_items = 0, shortrows = 0; };
+static void sim_v12(const std::vector<float>& s, int k, int lag, AccV12& a) {
+    const int W = int(s.size()), chunk = 1920, cap = 4096;
+    std::vector<float> list, thr_after;  // the selector's threshold after each chunk
+    float thr = -INFINITY;
+    bool estimated = false, tried = false;
+    double stored = 0, gathered = 0, keeps = 0;
+    auto keep = [&](int r) {  // the best r of the list; the threshold just above the r-th (ties: rare on floats)
+        const float kth = kth_largest(list, r);
+        std::vector<float> kept;
+        for (float x : list) if (x > kth) kept.push_back(x);
+        for (float x : list) if (x == kth && int(kept.size()) < r) kept.push_back(x);
+        list = kept;
+        thr = std::max(thr, std::nextafter(kth, INFINITY));
+        ++keeps;
+    };
+    for (int c = 0; c * chunk < W; ++c) {
+        const float math_thr = c - lag >= 0 ? thr_after[size_t(c - lag)] : -INFINITY;
+        std::vector<float> app;
+        for (int p = c * chunk; p < std::min(W, (c + 1) * chunk); ++p)
+            if (s[size_t(p)] >= math_thr) app.push_back(s[size_t(p)]);
+        stored += app.size();
+        if (int(list.size() + app.size()) > cap) { estimated = false; keep(k); }
+        for (float x : app) if (x >= thr) { list.push_back(x); ++gathered; }
+        const int n = int(list.size());
+        if (W > cap && !tried && thr == -INFINITY && n >= 1024 && W > (c + 1) * chunk) {
+            tried = true;
+            const double r0 = double(k) * n / W;
+            const int r = int(std::ceil(r0 + 4 * std::sqrt(r0)));
+            if (r < n) { keep(r); estimated = true; }
+        }
+        thr_after.push_back(thr);
+    }
+    a.rows++; a.stored += stored; a.gathered += gathered; a.keeps += keeps; a.final_items += list.size();
+    a.shortrows += estimated && int(list.size()) < k;
+}
+
 int main(int argc, char** argv) {
     const int S = argc > 1 ? atoi(argv[1]) : 16384, front = argc > 2 ? atoi(argv[2]) : 0;
     const int samples = argc > 3 ? atoi(argv[3]) : 64, k = 2048, H = 64;
@@ -65,6 +107,7 @@ int main(int argc, char** argv) {
     const Cfg cfgs[] = {{1024, 4, 4096}, {1024, 16, 4096}, {512, 8, 4096}, {512, 4, 2048}, {256, 4, 2048}};
     const int nc = int(sizeof(cfgs) / sizeof(cfgs[0]));
     std::vector<Acc> acc(static_cast<size_t>(nc));
+    std::vector<AccV12> v12(2);
     for (int si = 0; si < samples; ++si) {
         const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
         const int W = row + 1;
@@ -85,6 +128,14 @@ int main(int argc, char** argv) {
             sc[size_t(p)] = float(sum * c.key_scale(row, p));
         }
         for (int i = 0; i < nc; ++i) sim(sc, k, cfgs[i], acc[size_t(i)]);
+        for (int lag = 1; lag <= 2; ++lag) sim_v12(sc, k, lag, v12[size_t(lag - 1)]);
+    }
+    for (int lag = 1; lag <= 2; ++lag) {
+        const AccV12& a = v12[size_t(lag - 1)];
+        printf("S %5d front %5d v12 rules, the math %d chunk(s) behind: rows %2.0f: stored %5.0f gathered %5.0f keeps %.2f "
+               "final items %5.0f short %.0f\n",
+               S, front, lag, a.rows, a.stored / a.rows, a.gathered / a.rows, a.keeps / a.rows, a.final_items / a.rows,
+               a.shortrows);
     }
     for (int i = 0; i < nc; ++i) {
         const Acc& a = acc[size_t(i)];
