@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <functional>
 #include <vector>
+#include "causal_row_scores.hpp"
 #include "test_util.hpp"
 using namespace dsa_test;
 static float kth_largest(std::vector<float> v, int k) {
@@ -112,21 +113,7 @@ int main(int argc, char** argv) {
         const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
         const int W = row + 1;
         if (W <= k) continue;
-        std::vector<float> sc(static_cast<size_t>(W));
-        const uint8_t* q = c.query(row); const float* w = c.row_weights(row);
-        std::vector<float> qf(size_t(H) * 128);
-        for (int i = 0; i < H * 128; ++i) qf[size_t(i)] = float(fp8_decode(q[i]));
-        for (int p = 0; p < W; ++p) {
-            const uint8_t* kk = c.key(row, p); float kf[128];
-            for (int d = 0; d < 128; ++d) kf[d] = float(fp8_decode(kk[d]));
-            double sum = 0;
-            for (int h = 0; h < H; ++h) {
-                double dot = 0;
-                for (int d = 0; d < 128; ++d) dot += double(qf[size_t(h * 128 + d)]) * kf[d];
-                sum += w[h] * std::max(dot, 0.0);
-            }
-            sc[size_t(p)] = float(sum * c.key_scale(row, p));
-        }
+        const std::vector<float> sc = causal_row_scores(c, H, row);
         for (int i = 0; i < nc; ++i) sim(sc, k, cfgs[i], acc[size_t(i)]);
         for (int lag = 1; lag <= 2; ++lag) sim_v12(sc, k, lag, v12[size_t(lag - 1)]);
     }

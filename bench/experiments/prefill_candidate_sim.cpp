@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <functional>
 #include <vector>
+#include "causal_row_scores.hpp"
 #include "test_util.hpp"
 using namespace dsa_test;
 
@@ -101,21 +102,7 @@ int main(int argc, char** argv) {
         const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
         const int W = row + 1;
         if (W <= k) continue;
-        std::vector<float> sc(W);
-        const uint8_t* q = c.query(row); const float* w = c.row_weights(row);
-        std::vector<float> qf(H * 128);
-        for (int i = 0; i < H * 128; ++i) qf[i] = fp8_decode(q[i]);
-        for (int p = 0; p < W; ++p) {
-            const uint8_t* kk = c.key(row, p); float kf[128];
-            for (int d = 0; d < 128; ++d) kf[d] = fp8_decode(kk[d]);
-            double acc = 0;
-            for (int h = 0; h < H; ++h) {
-                double dot = 0;
-                for (int d = 0; d < 128; ++d) dot += double(qf[h * 128 + d]) * kf[d];
-                acc += w[h] * std::max(dot, 0.0);
-            }
-            sc[p] = float(acc * c.key_scale(row, p));
-        }
+        const std::vector<float> sc = causal_row_scores(c, H, row);
         for (int m = 0; m < 4; ++m) simulate(sc, k, m, st[m]);
     }
     const char* names[4] = {"main", "est3", "early", "k1024"};
