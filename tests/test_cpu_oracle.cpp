@@ -95,4 +95,19 @@ TEST_CASE("oracle: the checkers reject broken results", "[cpu][oracle]") {
             return check_exact(c, exact, k, kSorted, idx, s);
         });
     }
+    SECTION("exact checker, unsorted results: the set in ascending position order") {
+        PagedCase c(layout_of(32, 32, 2), {300, 45, 0}, 12);
+        Rng rng(13);
+        fill_tie_free(c, rng);
+        const auto exact = integer_scores(c);
+        Context ctx;
+        const TopkOutput good = expect_success(ctx.get(), c, k, 0, true);
+        REQUIRE(check_exact(c, exact, k, 0, good.indices(), good.scores()) == "");
+        std::vector<int32_t> indices(good.indices(), good.indices() + c.rows() * k);
+        std::vector<float> scores(good.scores(), good.scores() + c.rows() * k);
+        std::swap(indices[0], indices[1]);  // the same set, out of order
+        std::swap(scores[0], scores[1]);
+        CHECK(check_exact(c, exact, k, 0, indices.data(), scores.data()).find("ascending position order") !=
+              std::string::npos);
+    }
 }

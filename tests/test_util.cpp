@@ -671,9 +671,14 @@ std::string check_exact(const TopkCase& c, const std::vector<std::vector<double>
         const int64_t ranked = std::count_if(expected.begin(), expected.end(),
                                              [&](int64_t p) { return !std::isnan(score[size_t(p)]); });
         const std::unordered_set<int64_t> expected_ranked(expected.begin(), expected.begin() + ranked);
-        int64_t members = 0;
+        int64_t members = 0, previous = -1;
         for (int64_t i = 0; i < count; ++i) {
             const int64_t p = c.position_of(r, indices[r * topk + i], flags);
+            // Unsorted results come in ascending position order (dsa_indexer.h), on every backend.
+            if (!sorted && p <= previous)
+                return text("row ", r, " slot ", i, ": position ", p, " after position ", previous,
+                            ": unsorted results not in ascending position order");
+            previous = p;
             const double s = score[size_t(p)];
             const bool member = expected_ranked.count(p) == 1;
             members += member;
