@@ -7,7 +7,8 @@
 // (the prefill kernel's final selections: 32 keys a thread up to 4096 candidates, 24 up to 3072); and whether a
 // DRAM stream running meanwhile (the fused kernels' K stream; here a kernel of light CTAs beside the selection's,
 // reading a 2 GB buffer) slows the selection's L2 round trips and barriers ("under load" lines: the stream's own
-// bandwidth is printed, and whether it covered every selection).
+// bandwidth is printed, and whether it covered every selection). "striped" lines lay the row over the threads so
+// that loads are coalesced and the kept items' slots nearly consecutive (Layout below), with its own keep.
 //
 // Not built by CMake. On the GPU machine, from the repository root:
 //   nvcc -std=c++17 -O3 -arch=sm_90a -Isrc -I. bench/experiments/select_microbench.cu -o /tmp/smb && /tmp/smb
@@ -59,7 +60,63 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 // Rows r = rep * gridDim.x + blockIdx.x of `scores` (n each, 16-byte aligned rows); out: k positions per row.
 // clocks: [row][kPhases] clock64; spans: [row] globaltimer ns of the whole selection (for the clock rate), starts:
 // [row] its %globaltimer start.
-template <int Threads, int Items>
+// How a variant lays a row over its threads. Blocked: thread t holds positions [t * Items, (t + 1) * Items), as
+// select_in_registers and the prefill kernel's selections do. Striped: warp w's lane l holds, as items 4q .. 4q + 3,
+// positions w * 32 * Items + 128 q + 4 l + (0 .. 3), so each float4 load of a warp reads 512 contiguous bytes
+// (blocked: 32 loads 16 x Items bytes apart), and kept items of one store land in nearby slots.
+enum class Layout { blocked, striped };
+
+// keep_in_order for the striped layout: within a warp, position order is (q, lane, c), so an item's rank among the
+// kept follows from the warp's ballots of its items and one scan of the warps' totals. warp_total: kWarps ints,
+// free (GroupSelect's scans end behind find_bin's last barrier).
+template <int Threads, int Items, class Keep>
+__device__ void keep_striped(const uint32_t (&key)[Items], uint32_t prefix, int shift, int need, int* warp_total,
+                             Keep keep) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const unsigned before_lane = (1u << lane) - 1u;
+    const typename GroupSelect<Threads, BlockSync>::PrefixRange range(prefix, shift);
+    const uint32_t highest = range.lowest + range.span;
+    unsigned gt[Items], eq[Items];
+    int gt_warp = 0, eq_warp = 0;
+#pragma unroll
+    for (int e = 0; e < Items; ++e) {
+        const bool above = key[e] > highest;
+        gt[e] = __ballot_sync(0xffffffffu, above);
+        eq[e] = __ballot_sync(0xffffffffu, !above && key[e] - range.lowest <= range.span);
+        gt_warp += __popc(gt[e]);
+        eq_warp += __popc(eq[e]);
+    }
+    if (lane == 0) warp_total[warp] = gt_warp | (eq_warp << 16);
+    __syncthreads();
+    int gt_before = 0, eq_before = 0;
+#pragma unroll
+    for (int w = 0; w < Threads / 32; ++w) {
+        const int x = warp_total[w];
+        gt_before += w < warp ? x & 0xffff : 0;
+        eq_before += w < warp ? x >> 16 : 0;
+    }
+#pragma unroll
+    for (int q = 0; q < Items / 4; ++q) {
+        int gt_at = gt_before, eq_at = eq_before;  // kept / equal items before this lane's first item of group q
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            gt_at += __popc(gt[4 * q + c] & before_lane);
+            eq_at += __popc(eq[4 * q + c] & before_lane);
+            gt_before += __popc(gt[4 * q + c]);
+            eq_before += __popc(eq[4 * q + c]);
+        }
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const int e = 4 * q + c;
+            const bool above = (gt[e] >> lane) & 1u, equal = (eq[e] >> lane) & 1u;
+            if (above || (equal && eq_at < need)) keep(gt_at + min(eq_at, need), e);
+            gt_at += above;
+            eq_at += equal;
+        }
+    }
+}
+
+template <int Threads, int Items, Layout L>
 __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int n, int k, int32_t* out,
                                                        long long* clocks, long long* spans, long long* starts) {
     static_assert(Items % 4 == 0);
@@ -77,18 +134,20 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
         long long c[kPhases];
         const unsigned long long g0 = globaltimer();
         c[0] = clock64();
-        // As select_in_registers: every load before the first conversion; padding key 0 past n.
-        const int i0 = t * Items;
+        // As select_in_registers: every load before the first conversion; padding key 0 past n. Item e's position:
+        const int i0 = L == Layout::blocked ? t * Items : (t / 32) * 32 * Items + (t % 32) * 4;
+        auto position = [&](int e) { return L == Layout::blocked ? i0 + e : i0 + (e / 4) * 128 + e % 4; };
         uint32_t key[Items];
         float4 f[Items / 4];
 #pragma unroll
         for (int q = 0; q < Items / 4; ++q)
-            f[q] = i0 + 4 * q < n ? __ldcg(reinterpret_cast<const float4*>(s + i0) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+            f[q] = position(4 * q) < n ? __ldcg(reinterpret_cast<const float4*>(s + position(4 * q)))
+                                       : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
         for (int q = 0; q < Items / 4; ++q) {
             const float x[4] = {f[q].x, f[q].y, f[q].z, f[q].w};
 #pragma unroll
-            for (int e = 0; e < 4; ++e) key[4 * q + e] = i0 + 4 * q + e < n ? dsa::score_order_key(x[e]) : 0u;
+            for (int e = 0; e < 4; ++e) key[4 * q + e] = position(4 * q + e) < n ? dsa::score_order_key(x[e]) : 0u;
         }
         __syncthreads();
         c[1] = clock64();
@@ -96,9 +155,11 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
         int shift = 32, need = k, above = 0, ties = Threads * Items;
         group.refine(key, prefix, shift, need, above, ties, hist[0], hist[1]);
         c[2] = clock64();
-        group.keep_in_order(key, prefix, shift, need, [&](int slot, int e) {
-            picked[slot] = (uint64_t(key[e]) << 32) | uint64_t(~uint32_t(i0 + e));
-        });
+        auto keep = [&](int slot, int e) { picked[slot] = (uint64_t(key[e]) << 32) | uint64_t(~uint32_t(position(e))); };
+        if constexpr (L == Layout::blocked)
+            group.keep_in_order(key, prefix, shift, need, keep);
+        else
+            keep_striped<Threads, Items>(key, prefix, shift, need, warp_total[0], keep);
         __syncthreads();
         c[3] = clock64();
         for (int i = t; i < k; i += Threads) out[row * k + i] = int32_t(dsa::candidate_position(picked[i]));
@@ -168,7 +229,7 @@ struct Load {
     int ctas = 0;
 };
 
-template <int Threads, int Items>
+template <int Threads, int Items, Layout L = Layout::blocked>
 bool run(const char* name, int n, int ctas, const std::vector<float>& host_scores, const float* scores,
          const Load* load = nullptr) {
     const int rows = ctas * kReps;
@@ -194,7 +255,7 @@ bool run(const char* name, int n, int ctas, const std::vector<float>& host_score
                                                                  load->bytes, load->sink);
             CUDA_OK(cudaGetLastError());
         }
-        select_rows<Threads, Items><<<ctas, Threads, 0, stream>>>(scores, n, kTopk, out, clocks, spans, starts);
+        select_rows<Threads, Items, L><<<ctas, Threads, 0, stream>>>(scores, n, kTopk, out, clocks, spans, starts);
         CUDA_OK(cudaGetLastError());
         CUDA_OK(cudaDeviceSynchronize());
         if (load) {
@@ -290,12 +351,14 @@ int main() {
         CUDA_OK(cudaMalloc(&scores, host.size() * 4));
         CUDA_OK(cudaMemcpy(scores, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
         ok &= run<512, 16>("512 threads x 16 (decode)", n, ctas, host, scores);
+        ok &= run<512, 16, Layout::striped>("512 x 16 (decode) striped", n, ctas, host, scores);
         ok &= run<512, 16>("512 threads x 16 (decode)", n, ctas, host, scores, &load);
         ok &= run<256, 32>("256 threads x 32", n, ctas, host, scores);
         ok &= run<1024, 8>("1024 threads x 8", n, ctas, host, scores);
         if (n <= 4096) ok &= run<512, 8>("512 threads x 8", n, ctas, host, scores);
         if (n <= 4096) {  // the prefill kernel's final selections
             ok &= run<128, 32>("128 threads x 32 (prefill)", n, ctas, host, scores);
+            ok &= run<128, 32, Layout::striped>("128 x 32 (prefill) striped", n, ctas, host, scores);
             ok &= run<128, 32>("128 threads x 32 (prefill)", n, ctas, host, scores, &load);
         }
         if (n <= 3072) ok &= run<128, 24>("128 threads x 24 (prefill)", n, ctas, host, scores);
