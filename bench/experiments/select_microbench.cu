@@ -66,50 +66,42 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 // (blocked: 32 loads 16 x Items bytes apart), and kept items of one store land in nearby slots.
 enum class Layout { blocked, striped };
 
-// keep_in_order for the striped layout: within a warp, position order is (q, lane, c), so an item's rank among the
-// kept follows from the warp's ballots of its items and one scan of the warps' totals. warp_total: kWarps ints,
-// free (GroupSelect's scans end behind find_bin's last barrier).
+// keep_in_order for the striped layout: within a warp, position order is (q, lane, c), so an item's slot follows
+// from one scan of the threads' counts (GroupSelect::exclusive_scan, read at each warp's lane 0: the warps before)
+// and the warp's ballots of each group of four (the lanes before). The kept items of one store land in nearby slots.
 template <int Threads, int Items, class Keep>
-__device__ void keep_striped(const uint32_t (&key)[Items], uint32_t prefix, int shift, int need, int* warp_total,
-                             Keep keep) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+__device__ void keep_striped(GroupSelect<Threads, BlockSync>& group, const uint32_t (&key)[Items], uint32_t prefix,
+                             int shift, int need, Keep keep) {
+    const int lane = threadIdx.x % 32;
     const unsigned before_lane = (1u << lane) - 1u;
     const typename GroupSelect<Threads, BlockSync>::PrefixRange range(prefix, shift);
     const uint32_t highest = range.lowest + range.span;
-    unsigned gt[Items], eq[Items];
-    int gt_warp = 0, eq_warp = 0;
+    auto is_equal = [&](uint32_t x) { return x <= highest && x - range.lowest <= range.span; };
+    int gt = 0, eq = 0;  // this thread's (ballots here would be kept live for the second pass's)
 #pragma unroll
     for (int e = 0; e < Items; ++e) {
-        const bool above = key[e] > highest;
-        gt[e] = __ballot_sync(0xffffffffu, above);
-        eq[e] = __ballot_sync(0xffffffffu, !above && key[e] - range.lowest <= range.span);
-        gt_warp += __popc(gt[e]);
-        eq_warp += __popc(eq[e]);
+        gt += key[e] > highest;
+        eq += is_equal(key[e]);
     }
-    if (lane == 0) warp_total[warp] = gt_warp | (eq_warp << 16);
-    __syncthreads();
-    int gt_before = 0, eq_before = 0;
-#pragma unroll
-    for (int w = 0; w < Threads / 32; ++w) {
-        const int x = warp_total[w];
-        gt_before += w < warp ? x & 0xffff : 0;
-        eq_before += w < warp ? x >> 16 : 0;
-    }
+    int total;
+    const int before = __shfl_sync(0xffffffffu, group.exclusive_scan(gt | (eq << 16), total), 0);
+    int gt_group = before & 0xffff, eq_group = before >> 16;  // before this warp's current group of four
 #pragma unroll
     for (int q = 0; q < Items / 4; ++q) {
-        int gt_at = gt_before, eq_at = eq_before;  // kept / equal items before this lane's first item of group q
+        int gt_at = gt_group, eq_at = eq_group;
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-            gt_at += __popc(gt[4 * q + c] & before_lane);
-            eq_at += __popc(eq[4 * q + c] & before_lane);
-            gt_before += __popc(gt[4 * q + c]);
-            eq_before += __popc(eq[4 * q + c]);
+            const unsigned above = __ballot_sync(0xffffffffu, key[4 * q + c] > highest);
+            const unsigned equal = __ballot_sync(0xffffffffu, is_equal(key[4 * q + c]));
+            gt_at += __popc(above & before_lane);
+            eq_at += __popc(equal & before_lane);
+            gt_group += __popc(above);
+            eq_group += __popc(equal);
         }
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-            const int e = 4 * q + c;
-            const bool above = (gt[e] >> lane) & 1u, equal = (eq[e] >> lane) & 1u;
-            if (above || (equal && eq_at < need)) keep(gt_at + min(eq_at, need), e);
+        for (int c = 0; c < 4; ++c) {  // this lane's own items of the group, in position order
+            const bool above = key[4 * q + c] > highest, equal = !above && is_equal(key[4 * q + c]);
+            if (above || (equal && eq_at < need)) keep(gt_at + min(eq_at, need), 4 * q + c);
             gt_at += above;
             eq_at += equal;
         }
@@ -159,7 +151,7 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
         if constexpr (L == Layout::blocked)
             group.keep_in_order(key, prefix, shift, need, keep);
         else
-            keep_striped<Threads, Items>(key, prefix, shift, need, warp_total[0], keep);
+            keep_striped(group, key, prefix, shift, need, keep);
         __syncthreads();
         c[3] = clock64();
         for (int i = t; i < k; i += Threads) out[row * k + i] = int32_t(dsa::candidate_position(picked[i]));
