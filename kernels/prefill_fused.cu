@@ -421,7 +421,9 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             sh.w[weight_slot<H>(i)] = i / H < job.rows ? __ldg(pb.weights + int64_t(job.r0) * H + i) : 0.0f;
         if (t == 0 && job.tiles > 0) {
             mbar_expect_tx(&sh.q_full, kJobRows * H * kHeadDim);
-            tma_load_2d(sh.q, &q_map, job.r0 * H, &sh.q_full);
+            // A job's queries are read once (256 MB of them at S = 32768): evicted first, so that they do not push
+            // the keys every job reads, or the rows' candidate buffers, out of L2.
+            tma_load_2d(sh.q, &q_map, job.r0 * H, &sh.q_full, l2_evict_first_policy());
             for (int i = 0; i < min(kPrefillStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPrefillTile);
         }
         return true;

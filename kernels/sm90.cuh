@@ -62,6 +62,14 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
         "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(y), "r"(smem_address(bar))
         : "memory");
 }
+// The same under the L2 policy `policy`.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int y, uint64_t* bar, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3}], "
+        "[%4], %5;\n" ::"r"(smem_address(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(y), "r"(smem_address(bar)), "l"(policy)
+        : "memory");
+}
 // `bytes` (a multiple of 16) from src (16-byte aligned) to dst, under the L2 policy `policy`.
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
     asm volatile(
