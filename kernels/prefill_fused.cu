@@ -12,12 +12,12 @@
 //    its best k in place (level 1 from the histogram, then radix refinement of the order key, ties to the
 //    smaller position) and raises the threshold to what the k-th best needs, so most tiles of long windows
 //    store nothing. At the job's end each row is selected exactly from its buffer and written out.
-//  - Rows longer than the buffer estimate their window's (k + 4 sigma)-th best from the keys seen so far: up
-//    to 16384 keys as an entry threshold set at 1024 candidates (nothing dropped), longer ones at their first
-//    compaction (which keeps fewer than k), so the buffer rarely fills again (at most one compaction per row
-//    instead of one per ~e-fold of the window). Exact whenever at least k keys reach the estimate; a job with
-//    a row left short (keys far from identically distributed along the window) is scored again without
-//    estimates, and its warpgroup makes no more.
+//  - A row longer than the buffer compacts first at 1024 candidates and keeps fewer than k: an estimate, from
+//    the keys seen so far, of its window's (k + 4 sigma)-th best, so the buffer rarely fills again (one cheap
+//    compaction per row instead of one full one per ~e-fold of the window) and ends with ~k + 4 sqrt(k window
+//    / 1024) candidates. Exact whenever at least k keys reach the estimate; a job with a row left short (keys
+//    far from identically distributed along the window) is scored again without estimates, and its
+//    warpgroup makes no more.
 // A row that needs no scores (its window holds at most k keys, and neither scores nor sorted output are
 // asked for) is written as its whole window and takes no part in its job's tiles.
 // Every row is computed by one warpgroup alone, in position order, so the result is a pure function of the
@@ -59,12 +59,12 @@ constexpr int kSelectItems = kCandidateCap / kWgThreads;  // candidates per thre
 // loads, the refinement's counts, keep_in_order's unrolled items) for most rows' last selection.
 constexpr int kSmallSelectItems = kSelectItems * 3 / 4;
 constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next tile might not fit
-// A row longer than the buffer but at most kEarlyMaxWindow keys sets an estimated entry threshold once it holds
-// kEarlyEstimateAt candidates, instead of compacting when full; longer rows estimate at their first compaction.
-// Both estimates aim at the window's (k + kEstimateSigmas sigma)-th best.
-constexpr int kEarlyEstimateAt = 1024;
-constexpr int kEarlyMaxWindow = 16384;
+// A row longer than the buffer compacts first once it holds kEstimateAt candidates, keeping an estimate of its
+// window's (k + kEstimateSigmas sigma)-th best; that compaction selects with kEstimateItems per thread.
+constexpr int kEstimateAt = 1024;
 constexpr float kEstimateSigmas = 4.0f;
+constexpr int kEstimateItems = 10;
+static_assert(kEstimateItems * kWgThreads >= kEstimateAt - 1 + kPrefillTile, "one tile past the limit fits");
 
 // How many of the n keys seen so far of a row's window should reach an estimate of the window's
 // (k + kEstimateSigmas sigma)-th best: r0 + kEstimateSigmas sqrt(r0), r0 = k n / window (the share of k those n
@@ -110,7 +110,6 @@ struct alignas(1024) WarpgroupSmem {
     uint64_t q_full;
     int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
     int estimated;               // bit j: row j's threshold is an estimate, not yet known to reach its k-th best
-    int below[kJobRows];         // an estimated row's candidates under its threshold (admitted before it was set)
     int rescoring;               // the current job is being scored again, without estimates
     int estimates_off;           // a job of this warpgroup was scored again: no more estimates (inputs whose
                                  // first keys outscore the rest would have every long job scored twice)
@@ -159,7 +158,6 @@ struct Warpgroup {
     struct Threshold {
         uint32_t prefix;
         int shift, need;
-        int ties;          // the candidates in the final threshold bin
         int bin1, above1;  // level 1: the bin of the k-th key and the count above it
     };
     // Items per thread: kSelectItems, or fewer for n <= Items * kWgThreads.
@@ -202,26 +200,16 @@ struct Warpgroup {
         th.shift = kRowBinShift;
         th.prefix = uint32_t(th.bin1);
         group.refine(key, th.prefix, th.shift, th.need, above, ties, sh.scratch.hist[0], sh.scratch.hist[1]);
-        th.ties = ties;
         return th;
-    }
-
-    // An entry threshold that at least r of the n (r < n <= kCandidateCap) candidates of buf reach: the lowest key
-    // of the bin where the refinement for their r-th best stopped; `reaching` counts the candidates at or above it
-    // (that bin whole and everything above). buf and row_hist stay as they are. Ends behind find_bin's barriers.
-    // A threshold of 0 would count the padding (key 0) as reaching it; it admits every key anyway.
-    __device__ uint32_t reach_threshold(const uint2* buf, int n, int r, const int* row_hist, int& reaching) {
-        uint32_t key[kSelectItems], pos[kSelectItems];
-        const Threshold th = best_threshold(buf, n, r, row_hist, key, pos);
-        reaching = r - th.need + th.ties;
-        return th.prefix << th.shift;
     }
 
     // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
     // row_hist with them. Returns the threshold a later candidate must reach to matter: above the k-th key,
     // or that key's bin when the refinement stopped early (a lower bound, which only lets a few more through).
+    // Items per thread as in best_threshold.
+    template <int Items = kSelectItems>
     __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) {
-        const Threshold th = keep_best_in_scratch(buf, n, k, row_hist);
+        const Threshold th = keep_best_in_scratch<Items>(buf, n, k, row_hist);
         // Every read of buf is behind the barriers above, so the kept items move down in place.
         for (int i = t; i < k; i += kWgThreads) {
             const uint64_t c = sh.scratch.sort[i];
@@ -445,12 +433,11 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         if (t == 0) sh.estimated = 0;
         g.sync();
         int count = 0;
-        uint32_t threshold = 0;  // 0 until the row's first compaction or early estimate
-        // The row compacts or estimates once it holds more candidates than this.
+        uint32_t threshold = 0;  // 0 until the row's first compaction
+        // The row compacts once it holds more candidates than this: early (to an estimate) while its window
+        // exceeds the buffer and this warpgroup still estimates.
         const int my_window = my_end - my_start;
-        int limit = my_window > kCandidateCap && my_window <= kEarlyMaxWindow && !sh.estimates_off
-                        ? kEarlyEstimateAt - 1
-                        : kCompactAt;
+        int limit = my_window > kCandidateCap && !sh.estimates_off ? kEstimateAt - 1 : kCompactAt;
         if (job.tiles > 0 && !sh.rescoring) {  // a job scored again has its queries already
             mbar_wait(&sh.q_full, q_phase);
             q_phase ^= 1u;
@@ -498,50 +485,26 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                 const int n = __shfl_sync(0xffffffffu, count, j);
                 const int row_limit = __shfl_sync(0xffffffffu, limit, j);
                 if (n <= row_limit) continue;
-                const int window = __shfl_sync(0xffffffffu, my_window, j);
                 const int bit = 1 << j;
-                if (row_limit < kCompactAt) {
-                    // The early estimate: a threshold that ~(k + 4 sigma) of the window's keys reach, from the n seen
-                    // so far. Nothing is dropped, so with at least k candidates at or above it at the end the buffer
-                    // holds the row's best k (checked at the job's end); the rest of the window then rarely fills
-                    // the buffer (~n + k + 4 sqrt(k window / n) candidates in all).
-                    const int r = min(n - 1, estimate_rank(k, n, window));
-                    int reaching;
-                    const uint32_t entry =
-                        g.reach_threshold(candidates + j * kCandidateCap, n, r, sh.row_hist[j], reaching);
-                    if (t == 0 && entry != 0u) {  // read behind later barriers
-                        sh.estimated |= bit;
-                        sh.below[j] = n - reaching;
-                    }
-                    if (quad == j) {
-                        threshold = entry;
-                        limit = kCompactAt;
-                    }
-                    continue;
-                }
-                // A long row's first compaction keeps an estimate of its window's ~(k + 4 sigma)-th best from
-                // the n keys seen so far (r of them, r / n = (k + 4 sqrt(k n / window)) / window), so the keys
-                // still to come rarely fill the buffer again. Exact as long as at least k reach it (checked at
-                // the job's end).
-                const bool first = __shfl_sync(0xffffffffu, threshold, j) == 0u;
                 int keep = k;
-                if (first && window >= 2 * kCandidateCap && window >= 4 * k && !sh.estimates_off)
-                    keep = min(k, estimate_rank(k, n, window));
-                if (t == 0) {  // read behind keep_best's barriers
-                    if (keep < k) {
-                        sh.estimated |= bit;
-                        sh.below[j] = 0;  // a compaction leaves nothing under its threshold
-                    } else if (sh.estimated & bit) {
-                        // The best k of a buffer with at least k at or above the estimate: exact from here on.
-                        // With fewer, some of the row's best k may have been turned away: only scoring again helps.
-                        if (n - sh.below[j] >= k) sh.estimated &= ~bit;
-                        else sh.below[j] = kCandidateCap + 1;  // fails the job's end check whatever follows
-                    }
+                if (row_limit < kCompactAt) {
+                    // The first compaction of a row longer than the buffer keeps r of the n keys seen, r / n =
+                    // (k + 4 sqrt(k n / window)) / window: an estimate of its window's ~(k + 4 sigma)-th best, so
+                    // the keys still to come rarely fill the buffer. Exact as long as at least k reach it
+                    // (checked at the job's end).
+                    keep = min(k, estimate_rank(k, n, __shfl_sync(0xffffffffu, my_window, j)));
                 }
-                const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, keep, sh.row_hist[j]);
+                // Read behind keep_best's barriers. A later compaction keeps the best k of more than k candidates,
+                // all at or above the estimate: exact from there on.
+                if (t == 0) sh.estimated = keep < k ? sh.estimated | bit : sh.estimated & ~bit;
+                uint2* const buf = candidates + j * kCandidateCap;
+                const uint32_t raised = row_limit < kCompactAt
+                                            ? g.template keep_best<kEstimateItems>(buf, n, keep, sh.row_hist[j])
+                                            : g.keep_best(buf, n, keep, sh.row_hist[j]);
                 if (quad == j) {
                     threshold = raised;
                     count = keep;
+                    limit = kCompactAt;
                 }
             }
         };
@@ -630,7 +593,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         }
         __threadfence_block();
         g.sync();  // every candidate stored, every wgmma of this job done
-        if (__any_sync(0xffffffffu, ((sh.estimated >> quad) & 1) && count - sh.below[quad] < k)) {
+        if (__any_sync(0xffffffffu, ((sh.estimated >> quad) & 1) && count < k)) {
             // An estimate was above its row's k-th best: the same job again, every tile, no estimates. (The
             // next round's first barrier orders every read of sh.estimated before its reset.)
             if (t == 0) {
