@@ -376,22 +376,30 @@ __global__ void __maxnreg__(kClearRegisters) decode_clear_kernel(FusedParams p, 
     clear_and_pad<NN>(p, grid_ctas);
 }
 
-// The aligned plan of a self-planned CTA of a batch of at most G sequences (kernels/decode_plan.h), by one warp
-// once the unit prefix and the sequences' lengths are in shared memory: written over *plan (the even plan)
-// only when every sequence's share fits. The lane holding this CTA's sequence also prefetches into L2 the
-// block-table entries of the CTA's first kPrefetchUnits units, as the scan does for the even plan of a larger
-// batch. (A batch of at most G sequences whose aligned plan does not fit keeps the even plan with no prefetch.)
-__device__ void aligned_plan_by_warp(const PagedProblem& pb, int page_shift, int c, int G, const int* unit_prefix,
-                                     const int* seq_len, CtaPlan* plan) {
-    const int lane = threadIdx.x % 32, B = pb.batch_size, U = unit_prefix[B];
+// A sequence's units as the aligned plan reads them: its first unit, its count, and its sequence_tokens.
+struct SequenceUnits {
+    int unit0, units, tokens;
+};
+
+// The aligned plan of a self-planned CTA of a batch of at most G sequences among U units (kernels/decode_plan.h),
+// by one warp: written over *plan only when every sequence's share fits; returns whether it did (the same on
+// every lane). sequence_of(b) is called by every lane at once (b = first + lane, past the batch or not: zeros
+// there), so it may shuffle. The lane holding this CTA's sequence also prefetches into L2 the block-table entries
+// of the CTA's first kPrefetchUnits units, as the scan does for the even plan of a larger batch. (A batch of at
+// most G sequences whose aligned plan does not fit keeps the even plan with no prefetch.)
+template <class SequenceOf>
+__device__ bool aligned_plan_by_warp(const PagedProblem& pb, int page_shift, int c, int G, int U, SequenceOf sequence_of,
+                                     CtaPlan* plan) {
+    const int lane = threadIdx.x % 32, B = pb.batch_size;
     bool fits = true, mine = false;
     CtaPlan own{};
+    SequenceUnits own_sequence{};
     int ctas_before = 0;
     for (int first = 0; fits && first < B; first += 32) {
         const int b = first + lane;
-        const int unit0 = b < B ? unit_prefix[b] : 0, units = b < B ? unit_prefix[b + 1] - unit0 : 0;
-        const int ctas = aligned_ctas(units, U, G, B);
-        fits = __all_sync(0xffffffffu, aligned_share_fits(units, ctas, U, G));
+        const SequenceUnits s = sequence_of(b);
+        const int ctas = aligned_ctas(s.units, U, G, B);
+        fits = __all_sync(0xffffffffu, aligned_share_fits(s.units, ctas, U, G));
         int inc = ctas;  // inclusive scan of the CTA counts over the lanes
 #pragma unroll
         for (int off = 1; off < 32; off <<= 1) {
@@ -400,18 +408,20 @@ __device__ void aligned_plan_by_warp(const PagedProblem& pb, int page_shift, int
         }
         const int first_cta = ctas_before + inc - ctas;
         if (c >= first_cta && c < first_cta + ctas) {
-            own = aligned_plan_of_part(b, unit0, units, first_cta, ctas, c - first_cta);
+            own = aligned_plan_of_part(b, s.unit0, s.units, first_cta, ctas, c - first_cta);
+            own_sequence = s;
             mine = true;
         }
         ctas_before += __shfl_sync(0xffffffffu, inc, 31);
     }
-    if (!fits) return;
+    if (!fits) return false;
     if (lane == 0 && c >= ctas_before) *plan = CtaPlan{};  // no units in this CTA
-    if (!mine) return;
+    if (!mine) return true;
     *plan = own;
-    const int unit = own.u0 - unit_prefix[own.b_first];
-    prefetch_unit_entries_l2(pb, page_shift, own.b_first, seq_len[own.b_first], unit,
+    const int unit = own.u0 - own_sequence.unit0;
+    prefetch_unit_entries_l2(pb, page_shift, own.b_first, own_sequence.tokens, unit,
                              unit + min(own.u1 - own.u0, kPrefetchUnits));
+    return true;
 }
 
 // ---- selection (the consumer threads) -------------------------------------------------------------------
@@ -798,19 +808,39 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     // batch of more sequences than CTAs, the thread of each sequence the CTA holds also prefetches into L2 the
     // block-table entries of the CTA's first kPrefetchUnits units of it, which the producers load first: the
     // table may have left L2 between two calls, and this is one DRAM round trip fewer after the barrier. A
-    // batch of at most G sequences takes the aligned plan where it fits instead (aligned_plan_by_warp, behind a
-    // second barrier), whose warp prefetches.
-    bool try_aligned = false;
+    // batch of at most G sequences takes the aligned plan where it fits instead (aligned_plan_by_warp, whose warp
+    // prefetches): from warp 0's registers before the barrier where warp 0 holds the whole batch, else from
+    // shared memory behind a second barrier.
+    bool aligned_after_barrier = false;  // the aligned plan still to try, from shared memory
     if (p.self_planned) {
         constexpr int kItems = kSelfPlanMax / Roles::kThreads + 1;  // covers sequences 0 .. kSelfPlanMax
         int before[kItems];
         int64_t tokens[kItems];
         const int U = scan_units<Roles::kThreads>(pb, 0, sh.plan_scan, before, tokens);
         const int G = min(int(gridDim.x), U);
-        try_aligned = B <= G;
+        const bool aligned_batch = B <= G;
+        // A batch that warp 0's lanes hold whole (kItems sequences each) gets its aligned plan from warp 0's
+        // registers, before the barrier; where it fits, warp 0 skips the even plan's fields (the other warps hold
+        // no sequence of it). Thread 0's walk of its sequences and the aligned plan behind a second barrier took
+        // ~4,000 cycles of single-thread latency together (bench/NOTES.md, session 25).
+        bool aligned = false;
+        if (aligned_batch && B <= 32 * kItems && threadIdx.x < 32) {
+            auto from_registers = [&](int b) {  // sequence b: lane b / kItems, item b % kItems (b < 32 kItems)
+                int unit0 = 0, tok = 0;
+#pragma unroll
+                for (int t = 0; t < kItems; ++t) {
+                    const int u = __shfl_sync(0xffffffffu, before[t], b / kItems);
+                    const int n = __shfl_sync(0xffffffffu, int(tokens[t]), b / kItems);
+                    if (t == b % kItems) unit0 = u, tok = n;
+                }
+                return b < B ? SequenceUnits{unit0, units_of(pb, tok), tok} : SequenceUnits{};
+            };
+            aligned = aligned_plan_by_warp(pb, p.page_shift, c, G, U, from_registers, &sh.plan);
+        }
+        aligned_after_barrier = aligned_batch && B > 32 * kItems;
         const bool has_units = c < G;
         const int u0 = has_units ? int(unit_begin(c, U, G)) : 0, u1 = has_units ? int(unit_begin(c + 1, U, G)) : 0;
-        if (threadIdx.x == 0) {
+        if (threadIdx.x == 0 && !aligned) {
             sh.plan.u0 = u0;
             sh.plan.u1 = u1;
             if (!has_units) sh.plan = CtaPlan{};
@@ -821,7 +851,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             if (b <= B) sh.unit_prefix[b] = before[t];  // b == B: the total (no units past the batch)
             if (b < B) sh.seq_len[b] = int(tokens[t]);
             const int lo = before[t], hi = lo + units_of(pb, tokens[t]);  // [prefix(b), prefix(b + 1)): none past B
-            if (!has_units || lo >= hi) continue;
+            if (aligned || !has_units || lo >= hi) continue;
             if (lo <= u0 && u0 < hi) {
                 sh.plan.b_first = b;
                 sh.plan.end_a = min(u1, hi);
@@ -835,7 +865,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 sh.plan.last_hi = cta_of(hi - 1, U, G);
             }
             const int ua = max(lo, u0), ub = min(hi, min(u1, ua + kPrefetchUnits));
-            if (!try_aligned && ua < ub) prefetch_unit_entries_l2(pb, p.page_shift, b, tokens[t], ua - lo, ub - lo);
+            if (!aligned_batch && ua < ub) prefetch_unit_entries_l2(pb, p.page_shift, b, tokens[t], ua - lo, ub - lo);
         }
     }
     __syncthreads();
@@ -845,10 +875,15 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         grid_dependency_wait();  // the plan kernel's outputs
         if (threadIdx.x == 0) sh.plan = load_plan(p.cta_plan + c);
         __syncthreads();
-    } else if (try_aligned) {
-        if (threadIdx.x < 32)
-            aligned_plan_by_warp(pb, p.page_shift, c, min(int(gridDim.x), sh.unit_prefix[B]), sh.unit_prefix, sh.seq_len,
-                                 &sh.plan);
+    } else if (aligned_after_barrier) {
+        if (threadIdx.x < 32) {
+            const int U = sh.unit_prefix[B];
+            auto from_shared = [&](int b) {
+                return b < B ? SequenceUnits{sh.unit_prefix[b], sh.unit_prefix[b + 1] - sh.unit_prefix[b], sh.seq_len[b]}
+                             : SequenceUnits{};
+            };
+            aligned_plan_by_warp(pb, p.page_shift, c, min(int(gridDim.x), U), U, from_shared, &sh.plan);
+        }
         __syncthreads();
     }
     // The plan's fields are read from shared memory where they are used: kept in registers, they made the

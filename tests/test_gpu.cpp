@@ -443,15 +443,22 @@ TEST_CASE("GPU decode: long rows split over many CTAs select from their parts' c
 }
 
 // The fused kernel gives a batch of at most one sequence per CTA the aligned plan when its shares are close to
-// even (kernels/decode_plan.h), the even plan otherwise; on an H200 (132 SMs) these take, in order: aligned
-// with every sequence over 16 CTAs, aligned with one CTA per sequence, even (one long sequence among short ones).
+// even (kernels/decode_plan.h), the even plan otherwise. Warp 0 plans a batch it holds whole (up to 64 sequences
+// at next_n 1) from its registers, a larger one from shared memory. On an H100 or H200 (132 SMs) these take, in
+// order: aligned with every sequence over 16 CTAs (registers), aligned with one CTA per sequence (shared memory),
+// even (one long sequence among 99 short ones), even once warp 0's aligned plan did not fit (one among 59).
 TEST_CASE("GPU decode: batches of at most one sequence per CTA, aligned or even plan", "[gpu][paged][exact]") {
     Context gpu(&kDevice, 1);
     Stream stream;
     std::vector<int32_t> one_long(99, 2100);
     one_long.insert(one_long.begin() + 40, 40000);
+    std::vector<int32_t> one_long_of_60(59, 2100);
+    one_long_of_60.insert(one_long_of_60.begin() + 40, 96000);
     const std::vector<std::pair<const char*, std::vector<int32_t>>> batches = {
-        {"8 x 8192", repeat(8, 8192)}, {"128 x 4096", repeat(128, 4096)}, {"40000 among 99 x 2100", one_long}};
+        {"8 x 8192", repeat(8, 8192)},
+        {"128 x 4096", repeat(128, 4096)},
+        {"40000 among 99 x 2100", one_long},
+        {"96000 among 59 x 2100", one_long_of_60}};
     for (const auto& [name, lens] : batches) {
         INFO(name);
         PagedCase c(layout_of(64, 64, 1), lens, 16301 + lens.size());
