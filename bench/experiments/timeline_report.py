@@ -15,6 +15,7 @@ from collections import defaultdict
 
 SLOTS = 48
 NAMES = {0: "fused CTA entry", 36: "self-plan: seq_lens in hand", 37: "self-plan: units scanned",
+         45: "self-plan: aligned plan from registers tried",
          38: "self-plan: even plan written", 39: "self-plan: barrier passed", 1: "plan ready", 2: "first TMA issued",
          4: "first tile landed", 3: "last tile issued", 5: "consumers done", 6: "after griddep wait"}
 SEG = ["setup done", "scored", "part-end passes", "before ticket", "ticket known", "selection start",
@@ -25,7 +26,8 @@ SEL = {40: "keys in hand / level-1 bin", 41: "refined / list built", 42: "kept i
 
 # Phases within a CTA: (label, from mark, to mark).
 PHASES = [("entry -> plan ready", 0, 1), ("entry -> seq_lens in hand", 0, 36),
-          ("seq_lens -> units scanned", 36, 37), ("units scanned -> even plan written", 37, 38),
+          ("seq_lens -> units scanned", 36, 37), ("units scanned -> aligned plan from registers", 37, 45),
+          ("aligned plan from registers -> even plan written", 45, 38), ("units scanned -> even plan written", 37, 38),
           ("even plan -> barrier passed", 38, 39), ("barrier -> plan ready (aligned plan)", 39, 1),
           ("plan ready -> first TMA", 1, 2), ("first TMA -> first tile", 2, 4),
           ("plan ready -> seg 0 setup done", 1, 8), ("seg 0: setup -> scored", 8, 9),
@@ -85,7 +87,7 @@ def report(name, ctas):
         if vals:
             print(f"   {label:32s} {med(vals):7.2f} {min(vals):7.2f} {max(vals):7.2f}  (n={len(vals)})")
 
-    for s in (0, 36, 37, 38, 39, 1, 2, 4, 3):
+    for s in (0, 36, 37, 45, 38, 39, 1, 2, 4, 3):
         row(NAMES[s], [us(x["at"][s]) for x in fused if x["at"][s] is not None])
     for k in range(3):
         for o, lab in enumerate(SEG):
