@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 
 SLOTS = 48
-NAMES = {0: "fused CTA entry", 36: "self-plan: seq_lens in hand", 37: "self-plan: units scanned",
+NAMES = {0: "fused CTA entry", 46: "self-plan: own clears done", 47: "grid barrier passed (clears)", 36: "self-plan: seq_lens in hand", 37: "self-plan: units scanned",
          45: "self-plan: aligned plan from registers tried",
          38: "self-plan: even plan written", 39: "self-plan: barrier passed", 1: "plan ready", 2: "first TMA issued",
          4: "first tile landed", 3: "last tile issued", 5: "consumers done", 6: "after griddep wait"}
@@ -25,7 +25,7 @@ SEL = {40: "keys in hand / level-1 bin", 41: "refined / list built", 42: "kept i
 
 
 # Phases within a CTA: (label, from mark, to mark).
-PHASES = [("entry -> plan ready", 0, 1), ("entry -> seq_lens in hand", 0, 36),
+PHASES = [("entry -> plan ready", 0, 1), ("entry -> own clears done", 0, 46), ("entry -> seq_lens in hand", 0, 36),
           ("seq_lens -> units scanned", 36, 37), ("units scanned -> aligned plan from registers", 37, 45),
           ("aligned plan from registers -> even plan written", 45, 38), ("units scanned -> even plan written", 37, 38),
           ("even plan -> barrier passed", 38, 39), ("barrier -> plan ready (aligned plan)", 39, 1),
@@ -87,7 +87,7 @@ def report(name, ctas):
         if vals:
             print(f"   {label:32s} {med(vals):7.2f} {min(vals):7.2f} {max(vals):7.2f}  (n={len(vals)})")
 
-    for s in (0, 36, 37, 45, 38, 39, 1, 2, 4, 3):
+    for s in (0, 46, 36, 37, 45, 38, 39, 1, 2, 4, 3, 47):
         row(NAMES[s], [us(x["at"][s]) for x in fused if x["at"][s] is not None])
     for k in range(3):
         for o, lab in enumerate(SEG):
