@@ -178,14 +178,18 @@ dsa_status_t launch(dsa_context_t ctx, const dsa_topk_params_t& p, const dsa_rag
     return dsa_topk_ragged(ctx, &p, &in, &out, workspace, bytes, stream);
 }
 
-// Workspace of the queried size for one call.
+// Workspace of the queried size for one call, poisoned: an engine's workspace holds whatever its last user
+// left there (a fresh cudaMalloc is often zeros), so every counter the kernels accumulate into must be cleared by
+// the call itself.
 template <class Inputs>
 DeviceArray<uint8_t> workspace_for(dsa_context_t ctx, const dsa_topk_params_t& params, const Inputs& inputs) {
     size_t bytes = 0;
     const dsa_status_t status = workspace_size(ctx, params, inputs, &bytes);
     INFO(describe_status(status));
     REQUIRE(status == DSA_STATUS_SUCCESS);
-    return DeviceArray<uint8_t>(bytes);
+    DeviceArray<uint8_t> workspace(bytes);
+    workspace.poison();
+    return workspace;
 }
 
 // One asynchronous call on `stream`, waited for, with the context's device-input flag checked clean.
