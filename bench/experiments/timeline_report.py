@@ -7,7 +7,8 @@ Each line of FILE is one CTA of one workload's last timed replay: "cta PID NAME 
 clear_exit info[8] clock[48] time[48]" (one dsa_bench run per PID, reported apart) (clock: the SM's clock64 at each mark, time: %globaltimer in ns; 0 = mark not
 reached). Within a CTA, phases come from clock64 (cycle-exact; converted with the clock rate fitted over all
 CTAs); CTAs are placed against each other by %globaltimer (whose update interval may be ~1 us: each CTA's start
-is taken as the latest start that all its marks allow). Times are us from the first clear CTA's entry (without a clear kernel, as in a single launch: the first fused CTA's).
+is taken as the latest start that all its marks allow). Times are us from the first clear CTA's entry (without a
+clear kernel, as in a single launch: the first fused CTA's).
 """
 import statistics
 import sys
@@ -15,7 +16,8 @@ from collections import defaultdict
 
 SLOTS = 48
 NAMES = {0: "fused CTA entry", 46: "self-plan: own clears done", 47: "grid barrier passed (clears)",
-         36: "self-plan: seq_lens in hand", 37: "self-plan: units scanned", 45: "self-plan: aligned plan from registers tried",
+         36: "self-plan: seq_lens in hand", 37: "self-plan: units scanned",
+         45: "self-plan: aligned plan from registers tried",
          38: "self-plan: even plan written", 39: "self-plan: barrier passed", 1: "plan ready", 2: "first TMA issued",
          4: "first tile landed", 3: "last tile issued", 5: "consumers done", 6: "after griddep wait"}
 SEG = ["setup done", "scored", "part-end passes", "before ticket", "ticket known", "selection start",
