@@ -2,7 +2,7 @@
 # On a GPU machine: scripts/gpu-ab.sh over prepared patches of bench/experiments, named without the folder or
 # ".patch". A name X-on-Y is a patch that applies on top of patch Y (bench/experiments/README.md): it is measured
 # as Y's chain followed by X. A name A+B (+C...) measures those patches (each with its chain) stacked in one tree.
-# When diag-decode-timeline is among the names (or in a stack), its tree's dsa_bench writes the timeline to
+# When diag-decode-timeline (or diag-decode-timeline-on-Y) is among the names (or in a stack), its tree's dsa_bench writes the timeline to
 # $OUT/timeline.txt and bench/experiments/timeline_report.py's summary follows the A/B tables
 # ($OUT/timeline-report.txt). The environment of scripts/gpu-ab.sh applies (DSA_AB_ROUNDS, DSA_AB_SUITE, ...).
 #   scripts/gpu-queue.sh NAME... [-- dsa_bench arguments]
@@ -62,7 +62,7 @@ done
 out=${OUT:-/tmp/dsa-gpu-ab}
 mkdir -p "$out"
 timeline=
-if [[ " ${names[*]//+/ } " == *" diag-decode-timeline "* ]]; then  # alone or in a stack
+if [[ " ${names[*]//+/ } " =~ \ diag-decode-timeline(-on-[^ ]*)?\  ]]; then  # alone, on a patch, or in a stack
   timeline=$out/timeline.txt
   rm -f "$timeline"
   export DSA_AB_ENV="${DSA_AB_ENV:+$DSA_AB_ENV }DSA_TIMELINE=$timeline"
