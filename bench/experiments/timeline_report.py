@@ -19,7 +19,8 @@ NAMES = {0: "fused CTA entry", 46: "self-plan: own clears done", 47: "grid barri
          36: "self-plan: seq_lens in hand", 37: "self-plan: units scanned",
          45: "self-plan: aligned plan from registers tried",
          38: "self-plan: even plan written", 39: "self-plan: barrier passed", 1: "plan ready", 2: "first TMA issued",
-         4: "first tile landed", 3: "last tile issued", 5: "consumers done", 6: "after griddep wait"}
+         4: "first tile landed", 3: "last tile issued", 5: "consumers done", 6: "after griddep wait",
+         7: "producer: first window loaded", 15: "producer: first entry in hand"}
 SEG = ["setup done", "scored", "part-end passes", "before ticket", "ticket known", "selection start",
        "selection end"]
 SEL = {40: "keys in hand / level-1 bin", 41: "refined / list built", 42: "kept in order", 43: "selected",
@@ -31,7 +32,9 @@ PHASES = [("entry -> plan ready", 0, 1), ("entry -> own clears done", 0, 46), ("
           ("seq_lens -> units scanned", 36, 37), ("units scanned -> aligned plan from registers", 37, 45),
           ("aligned plan from registers -> even plan written", 45, 38), ("units scanned -> even plan written", 37, 38),
           ("even plan -> barrier passed", 38, 39), ("barrier -> plan ready (aligned plan)", 39, 1),
-          ("plan ready -> first TMA", 1, 2), ("first TMA -> first tile", 2, 4),
+          ("plan ready -> first TMA", 1, 2), ("plan ready -> producer's first window", 1, 7),
+          ("first window -> first entry in hand", 7, 15), ("first entry in hand -> first TMA", 15, 2),
+          ("first TMA -> first tile", 2, 4),
           ("plan ready -> seg 0 setup done", 1, 8), ("seg 0: setup -> scored", 8, 9),
           ("seg 0: scored -> part-end done", 9, 10), ("seg 0: part-end -> before ticket", 10, 11),
           ("seg 0: before ticket -> known", 11, 12), ("seg 0: ticket -> selection start", 12, 13),
