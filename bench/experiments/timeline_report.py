@@ -20,7 +20,7 @@ NAMES = {0: "fused CTA entry", 46: "self-plan: own clears done", 47: "grid barri
          45: "self-plan: aligned plan from registers tried",
          38: "self-plan: even plan written", 39: "self-plan: barrier passed", 1: "plan ready", 2: "first TMA issued",
          4: "first tile landed", 3: "last tile issued", 5: "consumers done", 6: "after griddep wait",
-         7: "producer: first window loaded", 15: "producer: first entry in hand"}
+         7: "producer: first window loaded", 15: "producer: first entry in hand", 23: "plan taken from the cache"}
 SEG = ["setup done", "scored", "part-end passes", "before ticket", "ticket known", "selection start",
        "selection end"]
 SEL = {40: "keys in hand / level-1 bin", 41: "refined / list built", 42: "kept in order", 43: "selected",
