@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a GPU machine: scripts/gpu-ab.sh over prepared patches of bench/experiments, named without the folder or
 # ".patch". A name X-on-Y is a patch that applies on top of patch Y (bench/experiments/README.md): it is measured
-# as Y's chain followed by X; Y may be such a name itself (X-on-Y-on-Z: Z, Y-on-Z, then X). A name A+B (+C...) measures those patches (each with its chain) stacked in one tree.
-# When diag-decode-timeline (or diag-decode-timeline-on-Y) is among the names (or in a stack), its tree's dsa_bench writes the timeline to
+# as Y's chain followed by X; Y may be such a name itself (X-on-Y-on-Z: Z, Y-on-Z, then X). A name A+B (+C...)
+# measures those patches (each with its chain) stacked in one tree. When diag-decode-timeline (or
+# diag-decode-timeline-on-Y) is among the names (or in a stack), its tree's dsa_bench writes the timeline to
 # $OUT/timeline.txt and bench/experiments/timeline_report.py's summary follows the A/B tables
 # ($OUT/timeline-report.txt). The environment of scripts/gpu-ab.sh applies (DSA_AB_ROUNDS, DSA_AB_SUITE, ...).
 #   scripts/gpu-queue.sh NAME... [-- dsa_bench arguments]

@@ -92,6 +92,18 @@ __device__ void record_span(const Out& out, int cta, unsigned long long c0, unsi
     out.span[cta * 4 + 3] = globaltimer();
 }
 
+// A round's end in both variants: the threshold bin of the row's gathered counts h (written before this call),
+// with its mark.
+__device__ void finish_round(const int* h, Scan::TempStorage& scan, int* found, const Out& out, int cta, int r) {
+    if (threadIdx.x == 0) *found = -1;
+    __syncthreads();
+    const int bin = find_threshold_bin(h, kTopk, scan, found);
+    if (threadIdx.x == 0) {
+        out.marks[(int64_t(cta) * kRounds + r) * kMarks + 4] = clock64();
+        out.bins[cta * kRounds + r] = bin;
+    }
+}
+
 // Parts of a row exchange counts through global memory: row_hist [rows][kRounds][kBins] and row_count
 // [rows][kRounds], zeroed before the launch.
 __global__ void __launch_bounds__(kThreads, 1)
@@ -126,13 +138,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         __syncthreads();
         for (int i = t; i < kBins; i += kThreads) h[i] = __ldcg(gh + i);
-        if (t == 0) found = -1;
-        __syncthreads();
-        const int bin = find_threshold_bin(h, kTopk, scan, &found);
-        if (t == 0) {
-            marks[r * kMarks + 4] = clock64();
-            out.bins[cta * kRounds + r] = bin;
-        }
+        finish_round(h, scan, &found, out, cta, r);
     }
     record_span(out, cta, c0, g0);
 }
@@ -169,13 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         cluster.sync();
         if (t == 0) marks[r * kMarks + 3] = clock64();
         for (int i = t; i < kBins; i += kThreads) row_h[i] = cluster.map_shared_rank(slice, i / width)[i % width];
-        if (t == 0) found = -1;
-        __syncthreads();
-        const int bin = find_threshold_bin(row_h, kTopk, scan, &found);
-        if (t == 0) {
-            marks[r * kMarks + 4] = clock64();
-            out.bins[cta * kRounds + r] = bin;
-        }
+        finish_round(row_h, scan, &found, out, cta, r);
     }
     cluster.sync();  // no part exits while a peer may still read its shared memory
     record_span(out, cta, c0, g0);

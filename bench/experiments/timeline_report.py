@@ -92,7 +92,7 @@ def report(name, ctas):
         if vals:
             print(f"   {label:32s} {med(vals):7.2f} {min(vals):7.2f} {max(vals):7.2f}  (n={len(vals)})")
 
-    for s in (0, 46, 36, 37, 45, 38, 39, 1, 2, 4, 3, 47):
+    for s in (0, 46, 36, 37, 23, 45, 38, 39, 1, 7, 15, 2, 4, 3, 47):
         row(NAMES[s], [us(x["at"][s]) for x in fused if x["at"][s] is not None])
     for k in range(3):
         for o, lab in enumerate(SEG):
