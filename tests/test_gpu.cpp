@@ -12,6 +12,8 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -192,11 +194,10 @@ DeviceArray<uint8_t> workspace_for(dsa_context_t ctx, const dsa_topk_params_t& p
     return workspace;
 }
 
-// One asynchronous call on `stream`, waited for, with the context's device-input flag checked clean.
+// One asynchronous call on `stream` in `workspace`, waited for, with the context's device-input flag checked clean.
 template <class Inputs>
-HostResult run_gpu(dsa_context_t ctx, const dsa_topk_params_t& params, const Inputs& inputs, int64_t rows,
-                   bool with_scores, cudaStream_t stream) {
-    DeviceArray<uint8_t> workspace = workspace_for(ctx, params, inputs);
+HostResult run_gpu_in(const DeviceArray<uint8_t>& workspace, dsa_context_t ctx, const dsa_topk_params_t& params,
+                      const Inputs& inputs, int64_t rows, bool with_scores, cudaStream_t stream) {
     DeviceOutput out(rows, params.topk, with_scores);
     const dsa_status_t status = launch(ctx, params, inputs, out.outputs(), workspace.get(), workspace.bytes(), stream);
     INFO(describe_status(status));
@@ -206,6 +207,13 @@ HostResult run_gpu(dsa_context_t ctx, const dsa_topk_params_t& params, const Inp
     INFO(describe_status(sync));
     REQUIRE(sync == DSA_STATUS_SUCCESS);
     return out.download();
+}
+
+// The same in a workspace of its own, poisoned.
+template <class Inputs>
+HostResult run_gpu(dsa_context_t ctx, const dsa_topk_params_t& params, const Inputs& inputs, int64_t rows,
+                   bool with_scores, cudaStream_t stream) {
+    return run_gpu_in(workspace_for(ctx, params, inputs), ctx, params, inputs, rows, with_scores, stream);
 }
 
 HostResult run_cpu(const PagedCase& c, int k, uint32_t flags, bool with_scores) {
@@ -469,6 +477,78 @@ TEST_CASE("GPU decode: batches of at most one sequence per CTA, aligned or even 
         Rng rng(16311 + lens.size());
         fill_tie_free(c, rng);
         check_tie_free_case(gpu.get(), stream.get(), c);
+    }
+}
+
+// A decode call's workspace holds what the call accumulates into (merge tickets, histogram slots, the pool
+// counter), its plan and its scores, and every call must set them up for itself: one workspace for a run of calls
+// with the same batch again, a batch and its permutation (same size and total), other sizes (the aligned plan from
+// warp 0's registers and from shared memory, the even plan), k and flags that change which sequences have tiles,
+// and scribbles between calls (a caller may use the workspace for something else) over its first bytes, a range
+// further in, and all of it. Every call equals the CPU backend.
+TEST_CASE("GPU decode: one workspace over a run of calls and batches gives every call its own rows", "[gpu][paged][exact]") {
+    Context gpu(&kDevice, 1);
+    Stream stream;
+    Rng lengths(16401);
+    std::vector<int32_t> fib(22), many(200);
+    for (int32_t& len : fib) len = int32_t(lengths.uniform(1, 5800));  // some sequences without tiles
+    for (int32_t& len : many) len = int32_t(lengths.uniform(1, 3000));
+    const std::vector<std::vector<int32_t>> batches = {
+        repeat(8, 8192),                               // 0: aligned, from warp 0's registers
+        {8192, 100, 5000, 3000, 8192, 1, 7000, 2100},  // 1
+        {2100, 7000, 1, 8192, 3000, 5000, 100, 8192},  // 2: batch 1 permuted (same B, same units in all)
+        fib,                                           // 3
+        {40000, 2049, 0, 9000},                        // 4: the candidate pool, an empty sequence
+        repeat(100, 2100),                             // 5: aligned, from shared memory (B > 64)
+        many};                                         // 6: the even plan (B > the SM count)
+    std::vector<PagedCase> cases;
+    std::vector<std::unique_ptr<DevicePaged>> device;
+    for (size_t i = 0; i < batches.size(); ++i) {
+        cases.emplace_back(layout_of(64, 64, 1), batches[i], 16411 + int(i));
+        Rng rng(16421 + int(i));
+        fill_tie_free(cases.back(), rng);
+    }
+    for (const PagedCase& c : cases) device.push_back(std::make_unique<DevicePaged>(c));
+    size_t bytes = 0;
+    for (size_t i = 0; i < cases.size(); ++i)
+        for (int k : {1000, 2048}) {
+            const dsa_topk_params_t params = cases[i].params(k, kSorted);
+            size_t b = 0;
+            REQUIRE(workspace_size(gpu.get(), params, device[i]->inputs, &b) == DSA_STATUS_SUCCESS);
+            bytes = std::max(bytes, b);
+        }
+    DeviceArray<uint8_t> workspace(bytes);
+    workspace.poison();
+    struct Call {
+        int which;  // a case, or -1: scribble over [from, from + length) of the workspace
+        int k = 2048;
+        uint32_t flags = 0;
+        size_t from = 0, length = 0;
+    };
+    const std::vector<Call> calls = {
+        {0}, {0}, {1}, {2}, {1}, {2}, {2}, {0},             // same batch, permuted batch, back
+        {3}, {3}, {3, 2048, kSorted}, {3, 1000}, {3, 1000},  // k and flags: other sequences without tiles
+        {-1, 0, 0, 0, 4096}, {3, 1000},                     // the first bytes scribbled over
+        {-1, 0, 0, 4096, 64 * 1024}, {3, 1000}, {3, 1000},  // a range further in
+        {4}, {4}, {5}, {5}, {6}, {6}, {5},
+        {-1, 0, 0, 0, bytes}, {6}, {0}};                    // all of it
+    std::map<std::tuple<int, int, uint32_t>, HostResult> expected;  // the CPU backend's, by (case, k, flags)
+    for (size_t i = 0; i < calls.size(); ++i) {
+        const Call& call = calls[i];
+        INFO("call " << i << ": case " << call.which << ", k " << call.k << ", flags " << call.flags);
+        if (call.which < 0) {
+            cuda_ok(cudaMemset(workspace.get() + call.from, 0x3c, std::min(call.length, workspace.bytes() - call.from)),
+                    "cudaMemset");
+            cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after a scribble");
+            continue;
+        }
+        const PagedCase& c = cases[size_t(call.which)];
+        const HostResult r = run_gpu_in(workspace, gpu.get(), c.params(call.k, call.flags),
+                                        device[size_t(call.which)]->inputs, c.rows(), false, stream.get());
+        const auto key = std::make_tuple(call.which, call.k, call.flags);
+        auto at = expected.find(key);
+        if (at == expected.end()) at = expected.emplace(key, run_cpu(c, call.k, call.flags, false)).first;
+        CHECK(same_results(c.rows(), call.k, call.flags & kSorted, at->second, r, false) == "");
     }
 }
 
