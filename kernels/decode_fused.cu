@@ -1,34 +1,36 @@
-// Fused paged decode (sm_90a). Two launches per call:
+// Fused paged decode (sm_90a). One launch per call for batches of at most one sequence per CTA, two above:
 //  1. decode_plan_kernel (batches of more than kSelfPlanMax sequences): per sequence its count of 64-token
 //     tiles ("units") and their exclusive prefix over the batch; the units are split evenly over the CTAs of
-//     step 2 by seq_lens, never by the block table's width (kernels/decode_plan.h).
-//     Smaller batches are planned by every CTA of step 2 (below) and launch decode_clear_kernel instead. Both
-//     clear the tickets, histogram slots and pool counter step 2 accumulates into, and write the rows of
-//     sequences with no tile (clear_and_pad): padding, or, when no row of the sequence sees more than k
-//     positions and neither scores nor sorted output are asked for, all its positions, unscored.
-//  2. decode_fused_kernel (programmatic dependent launch): one CTA per SM. Producer warps walk the CTA's
-//     tiles and load each by TMA (keys: a 3-D tensor map over [pages, P tokens, 128 B], 128B swizzle, so a
-//     box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier stages. Four consumer
-//     warpgroups (two for next_n > 2) take the tiles in turn, each waiting on and freeing only its own
-//     tiles' stages: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights, head sum and scale in
-//     registers; each score goes to the workspace. For sequences longer than 8192 tokens, once the CTA's
-//     part is scored, one pass over its scores (still in L2) builds a shared-memory histogram of their order
-//     keys' top 11 bits.
-//     When a sequence's tiles are done, its rows are selected at once: by this CTA when it owns the whole
-//     sequence, else by the last CTA to finish a part of it (a ticket), from the histograms the parts added
-//     up in global memory. A CTA scores its two shared sequences first, so their selection overlaps the
-//     other CTAs' scoring.
+//     step 2 by seq_lens, never by the block table's width (kernels/decode_plan.h). It also clears the
+//     tickets, histogram slots and pool counter step 2 accumulates into, and writes the rows of sequences with
+//     no tile (pad_unscored): padding, or, when no row of the sequence sees more than k positions and neither
+//     scores nor sorted output are asked for, all its positions, unscored.
+//     Smaller batches are planned by every CTA of step 2 (below). A batch of at most one sequence per CTA is
+//     one cooperative launch, whose CTAs also clear (at entry) and pad (their producer warps, once they have
+//     nothing left to issue) themselves, with a grid barrier ordering every CTA's clears before the first
+//     part's atomics (a second kernel delayed the fused CTAs' start by ~1.5 us; bench/NOTES.md, sessions 26-28).
+//     A larger one launches decode_clear_kernel first, which clears and pads (in one launch, 256x8192 measured
+//     2-4 us slower); so does a batch of at most one sequence per CTA where a cooperative launch cannot hold
+//     the grid (a device partition smaller than its SM count).
+//  2. decode_fused_kernel (alone, or a programmatic dependent launch after the plan or clear kernel): one CTA per
+//     SM. Producer warps walk the CTA's tiles and load each by TMA (keys: a 3-D tensor map over [pages, P tokens,
+//     128 B], 128B swizzle, so a box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier
+//     stages. Four consumer warpgroups (two for next_n > 2) take the tiles in turn, each waiting on and freeing only
+//     its own tiles' stages: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights, head sum and scale
+//     in registers; each score goes to the workspace. For sequences longer than 8192 tokens, once the CTA's part is
+//     scored, one pass over its scores (still in L2) builds a shared-memory histogram of their order keys' top 11
+//     bits. When a sequence's tiles are done, its rows are selected at once: by this CTA when it owns the whole
+//     sequence, else by the last CTA to finish a part of it (a ticket), from the histograms the parts added up in
+//     global memory. A CTA scores its two shared sequences first, so their selection overlaps the other CTAs'
+//     scoring.
 //  Batches of up to kSelfPlanMax sequences are self-planned: every fused CTA scans the batch's unit counts
-//  into shared memory and derives its own plan before waiting on anything: the even plan's fields (as the plan
-//  kernel computes them), each written by the thread that holds its sequence in the scan, which also
-//  prefetches the block-table entries of the CTA's first tiles (batches of more sequences than CTAs); then, for
-//  a batch of at most one sequence per CTA, the aligned plan where it fits (each CTA within one sequence),
-//  whose warp prefetches them instead. So its first tiles load while
-//  decode_clear_kernel still runs: that kernel's CTAs hold no shared memory and few registers, so a fused CTA
-//  fits on the SM beside one (a plan CTA, 1024 threads and static shared memory, keeps it off until it
-//  exits). The fused CTA waits for the first kernel
-//  (griddepcontrol.wait) before its first ticket or histogram-slot atomic, which the clears must precede, and
-//  before it exits, so the call ends after the padding writes.
+//  into shared memory and derives its own plan: the even plan's fields (as the plan kernel computes them), each
+//  written by the thread that holds its sequence in the scan, which also prefetches the block-table entries of
+//  the CTA's first tiles (batches of more sequences than CTAs); then, for a batch of at most one sequence per
+//  CTA, the aligned plan where it fits (each CTA within one sequence), whose warp prefetches them instead.
+//  Behind the plan kernel, the fused CTA waits for it (griddepcontrol.wait) before reading the plan; behind the
+//  plan or clear kernel, before its first ticket or histogram-slot atomic and before it exits, so the call ends
+//  after the padding writes.
 // Selection of a row with n > k visible positions. Up to 8192 positions: every consumer thread keeps 16 keys (32
 // with two consumer warpgroups) in registers, and radix refinement (11 + 11 + 10 bits, stopping once the
 // threshold bin holds exactly what is still needed) runs on them; one scan of per-thread counts places the
@@ -168,6 +170,11 @@ struct FusedSmem {
     int pool_offset;                // a part's reservation in the pool, broadcast
     int part_at[kMaxCtas];          // the last arrival's view of a pooled row: each part's pool offset ...
     int part_first[kMaxCtas];       // ... and the row's index of its first entry (an exclusive prefix)
+    // Single launch: the grid barrier's word as the CTA's arrival found it, and whether the first consumer
+    // thread has yet to wait on it (kept here: in registers they made the tile loop spill). Last, so that the
+    // two-launch kernel's layout does not depend on them.
+    unsigned int clears_arrival;
+    int clears_pending;
 };
 
 // ---- small device helpers ------------------------------------------------------------------------------
@@ -258,7 +265,7 @@ __device__ __forceinline__ int64_t sequence_tokens(const PagedProblem& pb, int b
 // ---- planning ------------------------------------------------------------------------------------------
 
 // Units (64-token tiles) of a sequence of `tokens` tokens (sequence_tokens: -1 for a bad length): none for an
-// empty sequence, a bad length, or rows that need no scores (the last row sees every token; clear_and_pad
+// empty sequence, a bad length, or rows that need no scores (the last row sees every token; pad_unscored
 // writes them).
 __device__ __forceinline__ int units_of(const PagedProblem& pb, int64_t tokens) {
     return tokens > 0 && !row_needs_no_scores(pb.shape, pb.out, tokens) ? int((tokens + kUnitTokens - 1) / kUnitTokens)
@@ -286,40 +293,73 @@ __device__ int scan_units(const PagedProblem& pb, int first, typename cub::Block
     return total;
 }
 
-// What the fused kernel's atomics start from, and the rows it never writes; each CTA of the kernel before it
-// (plan or clear): its histogram slot, a share of tickets (which carry the parts' bad flags), the pool counter,
-// and the rows of sequences with no tile:
-// padding, or every visible position when the rows need no scores (a block-table entry out of range makes
-// the sequence bad, as in the fused kernel: padding and the error flag).
+// What the fused kernel's atomics start from; each CTA of the plan or clear kernel, or of the fused kernel itself
+// in a single launch: its histogram slot, a share of tickets (which carry the parts' bad flags), the pool counter.
 template <int NN>
-__device__ void clear_and_pad(const FusedParams& p, int grid_ctas) {
+__device__ void clear_counters(const FusedParams& p, int grid_ctas) {
     const PagedProblem& pb = p.pb;
-    const int B = pb.batch_size, k = pb.shape.topk;
     if (blockIdx.x < unsigned(grid_ctas)) {
         int4* slot = reinterpret_cast<int4*>(p.hist_slots + int64_t(blockIdx.x) * NN * kBins);
         for (int i = threadIdx.x; i < NN * kBins / 4; i += blockDim.x) slot[i] = make_int4(0, 0, 0, 0);
     }
     if (blockIdx.x == 0 && threadIdx.x == 0 && p.pool_used) *p.pool_used = 0;
-    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) p.tickets[b] = 0;
+    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < pb.batch_size; b += gridDim.x * blockDim.x) p.tickets[b] = 0;
+}
+
+// The rows the fused kernel's tiles never reach, those of the sequences with no tile, by one warp per sequence
+// (this warp: sequences first, first + stride, ...): padding, or every visible position when the rows need no
+// scores (a block-table entry out of range makes the sequence bad, as in the fused kernel: padding and the error
+// flag). With Unroll > 1 (the single launch's producer warps) each lane keeps Unroll block-table loads in flight:
+// one round trip per 32 Unroll positions instead of per 32. The plan and clear kernels take 1 (their 64 and 32
+// registers a thread): plain strided loops, which ptxas unrolls itself; the rounds at Unroll 1 made the clear
+// kernel 12% slower on 256x2000_table2560, all padding (bench/NOTES.md, session 29).
+template <int NN, int Unroll>
+__device__ void pad_unscored(const FusedParams& p, int first, int stride) {
+    const PagedProblem& pb = p.pb;
+    const int B = pb.batch_size, k = pb.shape.topk;
     const int lane = threadIdx.x % 32;
-    const int warps = gridDim.x * (blockDim.x / 32);
-    for (int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; b < B; b += warps) {
+    for (int b = first; b < B; b += stride) {
         if (sequence_units(pb, b) > 0) continue;
         const int64_t tokens = sequence_tokens(pb, b);
         const int32_t* table = pb.block_table + int64_t(b) * pb.block_table_stride;
         bool bad = tokens < 0;
-        for (int64_t i = lane; i < pages_holding(tokens, pb.shape.page_size); i += 32)
-            bad |= !page_entry_in_range(table[i], pb.num_pages);
+        const int64_t pages = pages_holding(tokens, pb.shape.page_size);
+        if constexpr (Unroll == 1) {
+            for (int64_t i = lane; i < pages; i += 32) bad |= !page_entry_in_range(table[i], pb.num_pages);
+        } else {
+#pragma unroll 1
+            for (int64_t i0 = 0; i0 < pages; i0 += 32 * Unroll) {
+#pragma unroll
+                for (int u = 0; u < Unroll; ++u) {
+                    const int64_t i = i0 + lane + 32 * u;
+                    if (i < pages) bad |= !page_entry_in_range(table[i], pb.num_pages);
+                }
+            }
+        }
         bad = __any_sync(0xffffffffu, bad);
         if (bad && lane == 0) *p.error_flag = 1;
-        // Loops kept rolled: unrolled, they spill in decode_clear_kernel's 32 registers.
 #pragma unroll 1
         for (int j = 0; j < NN; ++j) {
             const int64_t r = int64_t(b) * NN + j;
             const int n = bad ? 0 : int(visible_positions(tokens, NN, j));
             int32_t* const out_idx = pb.out.indices + r * k;
+            if constexpr (Unroll == 1) {
 #pragma unroll 1
-            for (int i = lane; i < n; i += 32) out_idx[i] = paged_index(pb, table, p.page_shift, uint32_t(i));
+                for (int i = lane; i < n; i += 32) out_idx[i] = paged_index(pb, table, p.page_shift, uint32_t(i));
+            } else {
+#pragma unroll 1
+                for (int i0 = 0; i0 < n; i0 += 32 * Unroll) {
+                    int32_t index[Unroll];
+#pragma unroll
+                    for (int u = 0; u < Unroll; ++u) {
+                        const int i = i0 + lane + 32 * u;
+                        index[u] = i < n ? paged_index(pb, table, p.page_shift, uint32_t(i)) : 0;
+                    }
+#pragma unroll
+                    for (int u = 0; u < Unroll; ++u)
+                        if (i0 + lane + 32 * u < n) out_idx[i0 + lane + 32 * u] = index[u];
+                }
+            }
 #pragma unroll 1
             for (int i = n + lane; i < k; i += 32) {
                 out_idx[i] = -1;
@@ -333,7 +373,8 @@ __device__ void clear_and_pad(const FusedParams& p, int grid_ctas) {
 template <int NN>
 __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p, int grid_ctas) {
     grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
-    clear_and_pad<NN>(p, grid_ctas);
+    clear_counters<NN>(p, grid_ctas);
+    pad_unscored<NN, 1>(p, blockIdx.x * (kPlanThreads / 32) + threadIdx.x / 32, gridDim.x * (kPlanThreads / 32));
     if (blockIdx.x != 0) return;
 
     // CTA 0: unit prefix, then the first and last sequence of every fused CTA.
@@ -367,13 +408,16 @@ __global__ void __launch_bounds__(kPlanThreads) decode_plan_kernel(FusedParams p
     for (int c = threadIdx.x; c < grid_ctas; c += blockDim.x) p.cta_plan[c] = even_plan_of_cta(c, B, U, G, prefix_at);
 }
 
-// Self-planned batches: the fused CTAs need no plan, only the clears and the padding. No shared memory and
-// at most kClearRegisters registers a thread, so a fused CTA starts on the SM beside this one (__maxnreg__:
-// __launch_bounds__ cannot ask for 32 registers at 32 threads a CTA).
+// Self-planned batches of more sequences than CTAs: the fused CTAs need no plan, only the clears and the
+// padding, which this kernel does before them (PDL), as the single launch does not for such batches (256x8192
+// measured 2-4 us slower in one launch: bench/NOTES.md, session 28). No shared memory and at most kClearRegisters
+// registers a thread, so a fused CTA starts on the SM beside this one (__maxnreg__: __launch_bounds__ cannot ask
+// for 32 registers at 32 threads a CTA).
 template <int NN>
 __global__ void __maxnreg__(kClearRegisters) decode_clear_kernel(FusedParams p, int grid_ctas) {
     grid_dependents_launch();  // the fused kernel may start its prologue; it waits for this grid's writes
-    clear_and_pad<NN>(p, grid_ctas);
+    clear_counters<NN>(p, grid_ctas);
+    pad_unscored<NN, 1>(p, blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, gridDim.x * (blockDim.x / 32));
 }
 
 // A sequence's units as the aligned plan reads them: its first unit, its count, and its sequence_tokens.
@@ -776,7 +820,12 @@ struct Selector {
 
 // ---- the fused kernel ----------------------------------------------------------------------------------
 
-template <int H, int NN>
+// SingleLaunch (self-planned and launched alone, cooperatively; B <= the grid): the fused CTAs also clear the
+// counters (clear_counters; the grid barrier orders the clears before the parts' first ticket or histogram-slot
+// atomic) and pad the sequences with no tile (pad_unscored), which the kernel before them does otherwise. A
+// template argument, not a flag: as a flag, its code, untaken, made the two-launch kernel 2.5% slower on 256x8192
+// (bench/NOTES.md, session 29); so each path has its own kernel.
+template <int H, int NN, bool SingleLaunch>
 __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     decode_fused_kernel(const __grid_constant__ CUtensorMap key_map, FusedParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -800,19 +849,19 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     }
     if (threadIdx.x == 32) tensormap_prefetch(&key_map);
     const int c = blockIdx.x;
-    // Self-planned, the unit prefix is this CTA's own scan, so its plan waits on nothing of the clear kernel. The
-    // even plan's fields (even_plan_of_cta's) are written before the scan's barrier publishes them, with no
-    // search: thread 0 writes the unit range; the thread whose sequence holds unit u0 (u1 - 1) writes b_first,
-    // end_a and its CTA range (b_last, start_b and theirs): that sequence is the last one whose prefix is at
-    // most u0 (u1 - 1), the one even_plan_of_cta's searches find. A CTA without units (c >= G) gets zeros. In a
-    // batch of more sequences than CTAs, the thread of each sequence the CTA holds also prefetches into L2 the
-    // block-table entries of the CTA's first kPrefetchUnits units of it, which the producers load first: the
-    // table may have left L2 between two calls, and this is one DRAM round trip fewer after the barrier. A
-    // batch of at most G sequences takes the aligned plan where it fits instead (aligned_plan_by_warp, whose warp
-    // prefetches): from warp 0's registers before the barrier where warp 0 holds the whole batch, else from
-    // shared memory behind a second barrier.
+    // Self-planned, the unit prefix is this CTA's own scan. The even plan's fields (even_plan_of_cta's) are written
+    // before the scan's barrier publishes them, with no search: thread 0 writes the unit range; the thread whose
+    // sequence holds unit u0 (u1 - 1) writes b_first, end_a and its CTA range (b_last, start_b and theirs): that
+    // sequence is the last one whose prefix is at most u0 (u1 - 1), the one even_plan_of_cta's searches find. A CTA
+    // without units (c >= G) gets zeros. In a batch of more sequences than CTAs, the thread of each sequence the CTA
+    // holds also prefetches into L2 the block-table entries of the CTA's first kPrefetchUnits units of it, which the
+    // producers load first: the table may have left L2 between two calls, and this is one DRAM round trip fewer after
+    // the barrier. A batch of at most G sequences takes the aligned plan where it fits instead (aligned_plan_by_warp,
+    // whose warp prefetches): from warp 0's registers before the barrier where warp 0 holds the whole batch, else
+    // from shared memory behind a second barrier.
     bool aligned_after_barrier = false;  // the aligned plan still to try, from shared memory
     if (p.self_planned) {
+        if constexpr (SingleLaunch) clear_counters<NN>(p, int(gridDim.x));  // published by the grid barrier after the scan
         constexpr int kItems = kSelfPlanMax / Roles::kThreads + 1;  // covers sequences 0 .. kSelfPlanMax
         int before[kItems];
         int64_t tokens[kItems];
@@ -869,6 +918,12 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         }
     }
     __syncthreads();
+    // Single launch: the first consumer thread arrives at the grid barrier for the CTA's clears (ordered before it
+    // by the barrier above), and waits on it at the end of the CTA's first split segment.
+    if (SingleLaunch && threadIdx.x == 128) {
+        sh.clears_arrival = grid_barrier_arrive();
+        sh.clears_pending = 1;
+    }
     // The unit prefix, for every role: unit_prefix[b] is sequence b's first unit, [B] the batch's total.
     auto prefix_at = [&](int b) { return p.self_planned ? sh.unit_prefix[b] : __ldcg(p.unit_prefix + b); };
     if (!p.self_planned) {
@@ -890,8 +945,16 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
     // producers spill.
     const CtaPlan& plan = sh.plan;
     const int &u0 = plan.u0, &u1 = plan.u1;
-    // Every thread waits for the first kernel before it exits, so the call ends after that kernel's padding.
+    // Single launch: the producer warps write the rows of sequences with no tile once they have nothing left to issue
+    // (a CTA without units at once): the padding of a short sequence, ~2 us of dependent block-table loads, held up
+    // the scan's barrier of its CTA at entry, and the call's end wherever it delayed a part of a long sequence.
+    auto pad_when_single_launch = [&]() {
+        if (SingleLaunch && threadIdx.x < 128)
+            pad_unscored<NN, 8>(p, int(blockIdx.x) * kProducerWarps + int(threadIdx.x) / 32, int(gridDim.x) * kProducerWarps);
+    };
+    // Behind the plan or clear kernel, every thread waits for it before it exits, so the call ends after its padding.
     if (u0 >= u1) {
+        pad_when_single_launch();
         grid_dependency_wait();
         return;
     }
@@ -993,6 +1056,7 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         emit_interval(u0, end_a, b_first);
         if (b_last != b_first) emit_interval(start_b, u1, b_last);
         emit_interval(end_a, start_b, b_first + 1);
+        pad_when_single_launch();
         grid_dependency_wait();
         return;
     }
@@ -1129,6 +1193,13 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         tile_base = tile_end;
 
         // ---- the segment's tiles are all scored ----
+        // Single launch: the atomics of a split segment (below) must follow every CTA's clears: the first consumer
+        // thread waits for the grid barrier once, before the first such segment's barrier here, which orders the
+        // wait before every consumer's atomics (the round trip overlaps the other warps' last epilogues).
+        if (SingleLaunch && ct == 0 && seg_split && sh.clears_pending) {  // only this thread touches clears_pending
+            grid_barrier_wait(sh.clears_arrival);
+            sh.clears_pending = 0;
+        }
         consumer_sync<kConsumerThreads>();
         bool bad = sh.seg_bad != 0;
         // Row j's scores, this CTA's part of them ([part_begin, part_end(j)): the part starts at a unit, so it
@@ -1154,7 +1225,9 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
             consumer_sync<kConsumerThreads>();
         }
         if (seg_split) {
-            grid_dependency_wait();  // self-planned, the first wait: the clear kernel clears tickets, slots, the pool counter
+            // The clears of tickets, slots and the pool counter precede the atomics below: the plan or clear kernel's
+            // (griddepcontrol.wait), or, in a single launch, every fused CTA's (the grid barrier, waited for above).
+            grid_dependency_wait();
             int* slot = p.hist_slots + int64_t(c_lo) * NN * kBins;
             for (int idx = ct; seg_hist && idx < NN * kBins; idx += kConsumerThreads) {
                 const int v = (&sh.hist[0][0])[idx];
@@ -1247,8 +1320,8 @@ FusedLayout fused_layout(const PagedProblem& pb) {
 }
 
 template <int H, int NN>
-cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout& l, uint8_t* ws, int* error_flag,
-                         cudaStream_t stream) {
+cudaError_t launch_fused(const PagedProblem& pb, int sm_count, bool two_launches, const FusedLayout& l, uint8_t* ws,
+                         int* error_flag, cudaStream_t stream) {
     CUtensorMap map;
     const cuuint64_t dims[3] = {cuuint64_t(kHeadDim), cuuint64_t(pb.shape.page_size), cuuint64_t(pb.num_pages)};
     const cuuint64_t strides[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.page_stride_bytes)};
@@ -1259,6 +1332,7 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     FusedParams params;
     params.pb = pb;
     params.page_shift = log2_of(pb.shape.page_size);
+    const int ctas = std::max(1, std::min(sm_count, kMaxCtas));
     params.self_planned = pb.batch_size <= kSelfPlanMax;
     params.unit_prefix = reinterpret_cast<int*>(ws + l.prefix);
     params.cta_plan = reinterpret_cast<CtaPlan*>(ws + l.cta_plan);
@@ -1271,7 +1345,32 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     params.pool_capacity = int(l.pool_capacity);
     params.error_flag = error_flag;
 
-    const int ctas = std::max(1, std::min(sm_count, kMaxCtas));
+    constexpr int smem = int(sizeof(FusedSmem<H, NN>)) + 1024;
+    static_assert(smem <= kMaxSmemPerBlock);
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(unsigned(ctas));
+    config.blockDim = dim3(FusedRoles<NN>::kThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    if (params.self_planned && pb.batch_size <= ctas) {
+        // One launch, whose grid barrier needs every CTA resident at once: a cooperative launch (one CTA per
+        // SM, as the kernel is built for). Where the device cannot hold them all (a partition of it smaller
+        // than sm_count) or takes no cooperative launch, the two launches of a larger batch, which need no
+        // CTA resident beside another; two_launches takes them on any device, to verify them.
+        if (!two_launches) {
+            constexpr auto alone = decode_fused_kernel<H, NN, true>;
+            err = allow_dynamic_smem<alone>(smem);
+            if (err != cudaSuccess) return err;
+            attribute.id = cudaLaunchAttributeCooperative;
+            attribute.val.cooperative = 1;
+            err = cudaLaunchKernelEx(&config, alone, map, params);
+            if (err != cudaErrorCooperativeLaunchTooLarge && err != cudaErrorNotSupported) return err;
+            (void)cudaGetLastError();  // that launch's error (not sticky), which the fallback replaces
+        }
+    }
     if (params.self_planned) {
         // The SM's shared memory is split off L1 when its first CTA starts: the clear CTAs (none of their
         // own) ask for the most, so a fused CTA fits beside them.
@@ -1284,33 +1383,22 @@ cudaError_t launch_fused(const PagedProblem& pb, int sm_count, const FusedLayout
     }
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-
-    constexpr auto kernel = decode_fused_kernel<H, NN>;
-    constexpr int smem = int(sizeof(FusedSmem<H, NN>)) + 1024;
-    static_assert(smem <= kMaxSmemPerBlock);
-    err = allow_dynamic_smem<kernel>(smem);
+    constexpr auto behind = decode_fused_kernel<H, NN, false>;
+    err = allow_dynamic_smem<behind>(smem);
     if (err != cudaSuccess) return err;
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(unsigned(ctas));
-    config.blockDim = dim3(FusedRoles<NN>::kThreads);
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    cudaLaunchAttribute attribute{};
     attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute.val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    return cudaLaunchKernelEx(&config, kernel, map, params);
+    return cudaLaunchKernelEx(&config, behind, map, params);
 }
 
 template <int H>
-cudaError_t launch_fused_rows(const PagedProblem& pb, int sm_count, const FusedLayout& l, uint8_t* ws, int* error_flag,
-                              cudaStream_t stream) {
+cudaError_t launch_fused_rows(const PagedProblem& pb, int sm_count, bool two_launches, const FusedLayout& l, uint8_t* ws,
+                              int* error_flag, cudaStream_t stream) {
     switch (pb.shape.next_n) {
-        case 1: return launch_fused<H, 1>(pb, sm_count, l, ws, error_flag, stream);
-        case 2: return launch_fused<H, 2>(pb, sm_count, l, ws, error_flag, stream);
-        case 3: return launch_fused<H, 3>(pb, sm_count, l, ws, error_flag, stream);
-        default: return launch_fused<H, 4>(pb, sm_count, l, ws, error_flag, stream);
+        case 1: return launch_fused<H, 1>(pb, sm_count, two_launches, l, ws, error_flag, stream);
+        case 2: return launch_fused<H, 2>(pb, sm_count, two_launches, l, ws, error_flag, stream);
+        case 3: return launch_fused<H, 3>(pb, sm_count, two_launches, l, ws, error_flag, stream);
+        default: return launch_fused<H, 4>(pb, sm_count, two_launches, l, ws, error_flag, stream);
     }
 }
 
@@ -1325,13 +1413,13 @@ bool decode_fused_available(const PagedProblem& pb, int compute_capability) {
 
 size_t decode_fused_workspace_bytes(const PagedProblem& pb) { return pb.rows() == 0 ? 0 : fused_layout(pb).total; }
 
-cudaError_t decode_fused_topk(const PagedProblem& pb, int sm_count, void* workspace, int* error_flag,
-                              cudaStream_t stream) {
+cudaError_t decode_fused_topk(const PagedProblem& pb, int sm_count, bool two_launches, void* workspace,
+                              int* error_flag, cudaStream_t stream) {
     if (pb.rows() == 0) return cudaSuccess;
     const FusedLayout l = fused_layout(pb);
     uint8_t* ws = static_cast<uint8_t*>(workspace);
-    return pb.shape.num_heads == 64 ? launch_fused_rows<64>(pb, sm_count, l, ws, error_flag, stream)
-                                    : launch_fused_rows<32>(pb, sm_count, l, ws, error_flag, stream);
+    return pb.shape.num_heads == 64 ? launch_fused_rows<64>(pb, sm_count, two_launches, l, ws, error_flag, stream)
+                                    : launch_fused_rows<32>(pb, sm_count, two_launches, l, ws, error_flag, stream);
 }
 
 }  // namespace dsa::kernels

@@ -26,6 +26,9 @@ enum class ScoreKernel {
                // fused decode kernel is also the fastest on every batch measured (bench/NOTES.md, decode v4,
                // session 7: 1x8192 18.0 us against the split kernels' 22.0, 1x131072 35.1 against 54-55)
     Split,     // the score + select kernels, never the fused one
+    FusedTwoLaunches,  // as Auto, but no fused decode call in one cooperative launch: a first kernel (clear or
+                       // plan) before every fused one, the path a device partition too small for a cooperative
+                       // launch of one CTA per SM takes (kernels/decode_fused.cu); for verification
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
 

@@ -1,12 +1,13 @@
-// Hopper (sm_90) building blocks shared by the fused kernels (decode_fused.cu, prefill_fused.cu) and the wgmma
-// score kernels (score_kernels.cuh): mbarrier waits and arrivals, TMA and bulk copies that complete on an
-// mbarrier, wgmma and its descriptors, setmaxnreg, L2 policies, programmatic dependent launch, and the host's
-// handle on cuTensorMapEncodeTiled: thin wrappers over PTX, one instruction or a few each.
+// Hopper (sm_90) building blocks shared by the fused kernels (decode_fused.cu, prefill_fused.cu) and the wgmma score
+// kernels (score_kernels.cuh): mbarrier waits and arrivals, TMA and bulk copies that complete on an mbarrier, wgmma
+// and its descriptors, setmaxnreg, L2 policies, programmatic dependent launch, a cooperative launch's grid barrier,
+// and the host's handle on cuTensorMapEncodeTiled: thin wrappers over PTX, one instruction or a few each.
 #pragma once
 
 #include <cstdint>
 
 #include <cuda.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime_api.h>
 
 #include "kernels/score_common.cuh"
@@ -87,6 +88,36 @@ __device__ __forceinline__ void grid_dependents_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+}
+
+// The grid barrier of a cooperative launch, split into arrive and wait, and waited for by one thread (the
+// public cooperative_groups grid barrier waits with every thread of the CTA, which a warp-specialised kernel
+// cannot do). The word is the driver's (cooperative_groups' grid workspace), and the protocol is
+// cooperative_groups': each CTA adds 1 once, CTA 0 adds 2^31 - (CTAs - 1), so the top bit flips when the last
+// CTA arrives and the low bits return to what they were. Only in a kernel launched cooperatively.
+__device__ __forceinline__ unsigned int* cooperative_grid_barrier() {
+    return &cooperative_groups::details::get_grid_workspace()->barrier;
+}
+// Called once by one thread of every CTA, after a CTA barrier that orders the CTA's writes to publish before it
+// (the release is cumulative); returns the word as found, for grid_barrier_wait.
+__device__ __forceinline__ unsigned int grid_barrier_arrive() {
+    // Not launched cooperatively (no grid workspace): a bug of the launch, never of the input.
+    if (cooperative_groups::details::get_grid_workspace() == nullptr) __trap();
+    const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+    unsigned int before;
+    asm volatile("atom.add.release.gpu.u32 %0, [%1], %2;\n"
+                 : "=r"(before)
+                 : "l"(cooperative_grid_barrier()), "r"(add)
+                 : "memory");
+    return before;
+}
+// Returns once every CTA has arrived; what they published before arriving is visible to this thread (acquire),
+// and to the threads of a barrier (the CTA's, or a named one) it passes after it.
+__device__ __forceinline__ void grid_barrier_wait(unsigned int arrival) {
+    unsigned int now;
+    do {
+        asm volatile("ld.acquire.gpu.u32 %0, [%1];\n" : "=r"(now) : "l"(cooperative_grid_barrier()) : "memory");
+    } while (((now ^ arrival) & 0x80000000u) == 0);
 }
 
 // wgmma operand descriptor of a K-major tile with the 128B swizzle (rows of 128 bytes, 1024-byte aligned

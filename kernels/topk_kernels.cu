@@ -144,7 +144,8 @@ size_t paged_workspace_bytes(const PagedProblem& pb) {
 }
 
 bool ragged_uses_fused(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
-    return kind == ScoreKernel::Auto && prefill_fused_runs(pb, device.compute_capability);
+    return (kind == ScoreKernel::Auto || kind == ScoreKernel::FusedTwoLaunches) &&
+           prefill_fused_runs(pb, device.compute_capability);
 }
 
 size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
@@ -154,8 +155,10 @@ size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& devic
 
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
                        int* error_flag, cudaStream_t stream) {
-    if (kind == ScoreKernel::Auto && decode_fused_available(problem, device.compute_capability))
-        return decode_fused_topk(problem, device.sm_count, workspace, error_flag, stream);
+    if ((kind == ScoreKernel::Auto || kind == ScoreKernel::FusedTwoLaunches) &&
+        decode_fused_available(problem, device.compute_capability))
+        return decode_fused_topk(problem, device.sm_count, kind == ScoreKernel::FusedTwoLaunches, workspace, error_flag,
+                                 stream);
     WorkspacePlan plan = paged_plan(problem);
     float* scores = plan.bind(workspace);
     const int next_n = problem.shape.next_n;

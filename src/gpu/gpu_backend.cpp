@@ -25,14 +25,15 @@
 namespace dsa {
 namespace {
 
-// DSA_INDEXER_KERNEL=portable | split forces one kernel path (to verify one against another); unset or
-// anything else (fused, which older scripts set, included), the library chooses (kernels::ScoreKernel::Auto):
-// the fused kernels wherever they run.
+// DSA_INDEXER_KERNEL=portable | split | fused-two-launches forces one kernel path (to verify one against another);
+// unset or anything else (fused, which older scripts set, included), the library chooses
+// (kernels::ScoreKernel::Auto): the fused kernels wherever they run.
 kernels::ScoreKernel score_kernel_choice() {
     const char* env = std::getenv("DSA_INDEXER_KERNEL");
     if (!env) return kernels::ScoreKernel::Auto;
     if (std::strcmp(env, "portable") == 0) return kernels::ScoreKernel::Portable;
     if (std::strcmp(env, "split") == 0) return kernels::ScoreKernel::Split;
+    if (std::strcmp(env, "fused-two-launches") == 0) return kernels::ScoreKernel::FusedTwoLaunches;
     return kernels::ScoreKernel::Auto;
 }
 
