@@ -98,6 +98,8 @@ for ((r = 1; r <= rounds; r++)); do
     echo "== $n: dsa_bench ${bench_args[*]} (round $r of $rounds) [at ${SECONDS} s]"
     env "${run_env[@]}" timeout 200 "${dirs[$i]}/build-ab/bench/dsa_bench" --json "$logs/bench_${n}_r$r.json" \
       "${bench_args[@]}" 2>"$logs/bench_progress_${n}_r$r.log" || status=1
+    # A timeline file (a diag-decode-timeline tree's DSA_TIMELINE) learns which tree the runs before this line were.
+    for e in "${run_env[@]}"; do [[ $e == DSA_TIMELINE=* && -f ${e#*=} ]] && echo "tree $n round $r" >>"${e#*=}"; done
   done
   order=($(printf '%s\n' "${order[@]}" | tac))  # the next round in the reverse order
 done

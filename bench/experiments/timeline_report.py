@@ -5,7 +5,7 @@ Usage: timeline_report.py FILE   (segments 0-2 of each CTA; levels 1-2 of its la
 
 Each line of FILE is one CTA of one workload's last timed replay: "cta PID NAME LATENCY_US c clear_entry
 clear_exit info[8] clock[48] time[48]" (one dsa_bench run per PID, reported apart) (clock: the SM's clock64 at each mark, time: %globaltimer in ns; 0 = mark not
-reached). Within a CTA, phases come from clock64 (cycle-exact; converted with the clock rate fitted over all
+reached); a line "tree NAME round R" (scripts/gpu-ab.sh, after each run) names the tree of the runs before it. Within a CTA, phases come from clock64 (cycle-exact; converted with the clock rate fitted over all
 CTAs); CTAs are placed against each other by %globaltimer (whose update interval may be ~1 us: each CTA's start
 is taken as the latest start that all its marks allow). Times are us from the first clear CTA's entry (without a
 clear kernel, as in a single launch: the first fused CTA's).
@@ -43,17 +43,25 @@ PHASES = [("entry -> plan ready", 0, 1), ("entry -> own clears done", 0, 46), ("
 
 def load(path):
     by = defaultdict(list)
+    unnamed = []  # runs since the last "tree NAME round R" line (scripts/gpu-ab.sh writes one after each run)
     for line in open(path):
         f = line.split()
+        if f[:1] == ["tree"] and len(f) >= 4:
+            for key in unnamed:
+                by[f"{key}, {f[1]} round {f[3]}"] = by.pop(key)
+            unnamed = []
+            continue
         if not f or f[0] != "cta":
             continue
         pid, name, lat, c = f[1], f[2], float(f[3]), int(f[4])
+        if f"{name} (run {pid}" not in unnamed:
+            unnamed.append(f"{name} (run {pid}")
         clear = (int(f[5]), int(f[6]))
         info = [int(x) for x in f[7:15]]
         clk = [int(x) for x in f[15:15 + SLOTS]]
         tim = [int(x) for x in f[15 + SLOTS:15 + 2 * SLOTS]]
-        by[f"{name} (run {pid})"].append(dict(c=c, lat=lat, clear=clear, info=info, clk=clk, tim=tim))
-    return by
+        by[f"{name} (run {pid}"].append(dict(c=c, lat=lat, clear=clear, info=info, clk=clk, tim=tim))
+    return {key + ")": ctas for key, ctas in by.items()}
 
 
 def med(xs):
