@@ -3,12 +3,13 @@
 
 Usage: timeline_report.py FILE   (segments 0-2 of each CTA; levels 1-2 of its last selection in registers)
 
-Each line of FILE is one CTA of one workload's last timed replay: "cta PID NAME LATENCY_US c clear_entry
-clear_exit info[8] clock[48] time[48]" (one dsa_bench run per PID, reported apart) (clock: the SM's clock64 at each mark, time: %globaltimer in ns; 0 = mark not
-reached); a line "tree NAME round R" (scripts/gpu-ab.sh, after each run) names the tree of the runs before it. Within a CTA, phases come from clock64 (cycle-exact; converted with the clock rate fitted over all
-CTAs); CTAs are placed against each other by %globaltimer (whose update interval may be ~1 us: each CTA's start
-is taken as the latest start that all its marks allow). Times are us from the first clear CTA's entry (without a
-clear kernel, as in a single launch: the first fused CTA's).
+Each line of FILE is one CTA of one workload's last timed replay: "cta PID NAME LATENCY_US c clear_entry clear_exit
+info[8] clock[48] time[48]" (one dsa_bench run per PID, reported apart) (clock: the SM's clock64 at each mark, time:
+%globaltimer in ns; 0 = mark not reached); a line "tree NAME round R" (scripts/gpu-ab.sh, after each run) names the
+tree of the runs before it. Within a CTA, phases come from clock64 (cycle-exact; converted with the clock rate
+fitted over all CTAs); CTAs are placed against each other by %globaltimer (whose update interval may be ~1 us: each
+CTA's start is taken as the latest start that all its marks allow). Times are us from the first clear CTA's entry
+(without a clear kernel, as in a single launch: the first fused CTA's).
 """
 import statistics
 import sys
