@@ -31,6 +31,11 @@ enum class ScoreKernel {
                        // launch of one CTA per SM takes (kernels/decode_fused.cu); for verification
     Portable,  // CUDA cores only, any sm_80+ GPU; kept for verification and older GPUs
 };
+// Whether `kind` runs the fused kernels wherever they run (Auto, and FusedTwoLaunches, which differs only inside
+// the fused decode call).
+constexpr bool fused_kernels_allowed(ScoreKernel kind) {
+    return kind == ScoreKernel::Auto || kind == ScoreKernel::FusedTwoLaunches;
+}
 
 // ---- top k (topk_kernels.cu) ---------------------------------------------------------------------------
 size_t paged_workspace_bytes(const PagedProblem& problem);

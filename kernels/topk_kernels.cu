@@ -144,8 +144,7 @@ size_t paged_workspace_bytes(const PagedProblem& pb) {
 }
 
 bool ragged_uses_fused(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
-    return (kind == ScoreKernel::Auto || kind == ScoreKernel::FusedTwoLaunches) &&
-           prefill_fused_runs(pb, device.compute_capability);
+    return fused_kernels_allowed(kind) && prefill_fused_runs(pb, device.compute_capability);
 }
 
 size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
@@ -155,8 +154,7 @@ size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& devic
 
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
                        int* error_flag, cudaStream_t stream) {
-    if ((kind == ScoreKernel::Auto || kind == ScoreKernel::FusedTwoLaunches) &&
-        decode_fused_available(problem, device.compute_capability))
+    if (fused_kernels_allowed(kind) && decode_fused_available(problem, device.compute_capability))
         return decode_fused_topk(problem, device.sm_count, kind == ScoreKernel::FusedTwoLaunches, workspace, error_flag,
                                  stream);
     WorkspacePlan plan = paged_plan(problem);

@@ -44,25 +44,25 @@ PHASES = [("entry -> plan ready", 0, 1), ("entry -> own clears done", 0, 46), ("
 
 def load(path):
     by = defaultdict(list)
-    unnamed = []  # runs since the last "tree NAME round R" line (scripts/gpu-ab.sh writes one after each run)
+    tree, pending = {}, []  # a run's tree, from the "tree NAME round R" line written after it (scripts/gpu-ab.sh)
     for line in open(path):
         f = line.split()
         if f[:1] == ["tree"] and len(f) >= 4:
-            for key in unnamed:
-                by[f"{key}, {f[1]} round {f[3]}"] = by.pop(key)
-            unnamed = []
+            tree.update((pid, f"{f[1]} round {f[3]}") for pid in pending)
+            pending = []
             continue
         if not f or f[0] != "cta":
             continue
         pid, name, lat, c = f[1], f[2], float(f[3]), int(f[4])
-        if f"{name} (run {pid}" not in unnamed:
-            unnamed.append(f"{name} (run {pid}")
+        if pid not in pending:
+            pending.append(pid)
         clear = (int(f[5]), int(f[6]))
         info = [int(x) for x in f[7:15]]
         clk = [int(x) for x in f[15:15 + SLOTS]]
         tim = [int(x) for x in f[15 + SLOTS:15 + 2 * SLOTS]]
-        by[f"{name} (run {pid}"].append(dict(c=c, lat=lat, clear=clear, info=info, clk=clk, tim=tim))
-    return {key + ")": ctas for key, ctas in by.items()}
+        by[(name, pid)].append(dict(c=c, lat=lat, clear=clear, info=info, clk=clk, tim=tim))
+    return {f"{name} (run {pid}" + (f", {tree[pid]}" if pid in tree else "") + ")": ctas
+            for (name, pid), ctas in by.items()}
 
 
 def med(xs):
