@@ -11,7 +11,9 @@
 //    A tile's scores are appended while the next tile's wgmma runs. When a buffer fills, the warpgroup keeps
 //    its best k in place (level 1 from the histogram, then radix refinement of the order key, ties to the
 //    smaller position) and raises the threshold to what the k-th best needs, so most tiles of long windows
-//    store nothing. At the job's end each row is selected exactly from its buffer and written out.
+//    store nothing. At the job's end each row is selected exactly from its buffer and written out: by one
+//    warp per row, the job's four rows side by side (kernels/warp_select.cuh), or, for sorted output, by the
+//    warpgroup one row after another (the ranking sort needs the whole warpgroup).
 //  - A row longer than the buffer compacts first at 1024 candidates and keeps fewer than k: an estimate, from
 //    the keys seen so far, of its window's (k + 4 sigma)-th best, so the buffer rarely fills again (one cheap
 //    compaction per row instead of one full one per ~e-fold of the window) and ends with ~k + 4 sqrt(k window
@@ -40,6 +42,7 @@
 #include "kernels/launch_once.cuh"
 #include "kernels/score_common.cuh"
 #include "kernels/sm90.cuh"
+#include "kernels/warp_select.cuh"
 
 // In images other than sm_90a the kernel's body is compiled out (it only runs there), which leaves its
 // device helpers unreferenced: nothing to warn about.
@@ -59,6 +62,8 @@ constexpr int kSelectItems = kCandidateCap / kWgThreads;  // candidates per thre
 // loads, the refinement's counts, keep_in_order's unrolled items) for most rows' last selection.
 constexpr int kSmallSelectItems = kSelectItems * 3 / 4;
 constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next tile might not fit
+static_assert(kJobRows == kWgThreads / 32, "a job's final selections: one warp per row");
+static_assert(kCandidateCap % kWarpSelectSpan == 0, "a row's buffer is readable up to its count rounded up a span");
 // A row longer than the buffer compacts first once it holds kEstimateAt candidates, keeping an estimate of its
 // window's (k + kEstimateSigmas sigma)-th best; that compaction selects with kEstimateItems per thread.
 constexpr int kEstimateAt = 1024;
@@ -77,6 +82,7 @@ __device__ __forceinline__ int estimate_rank(int k, int n, int window) {
 constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
 constexpr int kRowBins = 1024;       // each row's running histogram: the order key's top 10 bits
 constexpr int kRowBinShift = 22;
+static_assert(kRowBins == kWarpSelectBins, "a row's histogram is the warp selection's level 1");
 
 struct PrefillParams {
     RaggedProblem pb;
@@ -99,9 +105,10 @@ template <int H>
 struct alignas(1024) WarpgroupSmem {
     uint8_t keys[kPrefillStages][kPrefillTile * kHeadDim];  // 1024-byte aligned: wgmma's swizzle atoms
     uint8_t q[kJobRows * H * kHeadDim];
-    union {
+    union alignas(16) {
         int hist[2][kSelectBins];  // the refinement levels' histograms, in turn
         uint64_t sort[kMaxTopk];
+        int warp_hist[4][kWarpSelectBins];  // a job's final selections, one warp per row
     } scratch;
     alignas(16) float w[kJobRows * H];  // in weight_slot order
     int row_hist[kJobRows][kRowBins];  // of the candidates in each row's buffer
@@ -281,6 +288,37 @@ struct Warpgroup {
             if (out_score) out_score[i] = -__int_as_float(0x7f800000);
         }
         sync();  // scratch is reused by the next row
+    }
+
+    // Writes row r of a finished job by this warp alone, in position order (no ranking): padding for a bad
+    // window (ok false), the window itself for a row that needs no scores, else the best k of the n
+    // candidates of buf (all of them when n <= k, then padding). Indices as in write_row.
+    __device__ void warp_write_row(const RaggedProblem& pb, int64_t r, bool ok, bool unscored, int start, int end,
+                                   const uint2* buf, int n, const int* row_hist, int32_t base) const {
+        const int k = pb.shape.topk;
+        int32_t* out_idx = pb.out.indices + r * k;
+        float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
+        if (unscored) {
+            for (int i = lane; i < k; i += 32) out_idx[i] = start + i < end ? start + i - base : -1;
+            return;
+        }
+        const int taken = ok ? n : 0;
+        if (taken <= k) {
+            for (int i = lane; i < k; i += 32) {
+                const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
+                out_idx[i] = i < taken ? int32_t(c.y) - base : -1;
+                if (out_score) out_score[i] = i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000);
+            }
+            return;
+        }
+        const WarpSelect list{buf, n};
+        uint32_t prefix;
+        int shift, need;
+        list.threshold<kRowBinShift>(k, row_hist, sh.scratch.warp_hist[warp], prefix, shift, need);
+        list.keep_in_order(k, prefix, shift, need, [&](int slot, uint32_t key, uint32_t position) {
+            out_idx[slot] = int32_t(position) - base;
+            if (out_score) out_score[slot] = score_from_order_key(key);
+        });
     }
 
     // Writes row r: the `taken` (<= k) candidates of buf (position order), then padding. Indices are key
@@ -606,6 +644,18 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
         if (t == 0) sh.rescoring = 0;
         const Job done = job;
         have = begin_job(round, job);  // the next job's loads overlap this job's selection
+        if (!pb.shape.sorted) {
+            // Warp j writes row j. (The next round's first barrier orders these reads and writes of scratch and
+            // row_hist before their next use.)
+            if (warp < done.rows) {
+                const int j = warp;
+                const int n = __shfl_sync(0xffffffffu, count, j);
+                g.warp_write_row(pb, int64_t(done.r0) + j, (done.ok >> j) & 1, (done.unscored >> j) & 1,
+                                 done.start[j], done.end[j], candidates + j * kCandidateCap, n, sh.row_hist[j],
+                                 pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j]);
+            }
+            continue;
+        }
 #pragma unroll 1
         for (int j = 0; j < done.rows; ++j) {
             const int n = __shfl_sync(0xffffffffu, count, j);
