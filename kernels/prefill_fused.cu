@@ -11,15 +11,15 @@
 //    A tile's scores are appended while the next tile's wgmma runs. When a buffer fills, the warpgroup keeps
 //    its best k in place (level 1 from the histogram, then radix refinement of the order key, ties to the
 //    smaller position) and raises the threshold to what the k-th best needs, so most tiles of long windows
-//    store nothing. At the job's end each row is selected exactly from its buffer and written out: by one
-//    warp per row, the job's four rows side by side (kernels/warp_select.cuh), or, for sorted output, by the
-//    warpgroup one row after another (the ranking sort needs the whole warpgroup).
-//  - A row longer than the buffer compacts first at 1024 candidates and keeps fewer than k: an estimate, from
-//    the keys seen so far, of its window's (k + 4 sigma)-th best, so the buffer rarely fills again (one cheap
-//    compaction per row instead of one full one per ~e-fold of the window) and ends with ~k + 4 sqrt(k window
-//    / 1024) candidates. Exact whenever at least k keys reach the estimate; a job with a row left short (keys
-//    far from identically distributed along the window) is scored again without estimates, and its
-//    warpgroup makes no more.
+//    store nothing. At the job's end each row is selected exactly from its buffer and written out by one warp
+//    (warp j of the warpgroup for row j, the job's rows side by side: kernels/warp_select.cuh), or, for sorted
+//    output, by the warpgroup one row after another (the ranking sort needs the whole warpgroup).
+//  - A row longer than the buffer compacts first at 1024 candidates (by its warp, as its final selection) and
+//    keeps fewer than k: an estimate, from the keys seen so far, of its window's (k + 4 sigma)-th best, so the
+//    buffer rarely fills again (one cheap compaction per row instead of one full one per ~e-fold of the
+//    window) and ends with ~k + 4 sqrt(k window / 1024) candidates. Exact whenever at least k keys reach the
+//    estimate; a job with a row left short (keys far from identically distributed along the window) is scored
+//    again without estimates, and its warpgroup makes no more.
 // A row that needs no scores (its window holds at most k keys, and neither scores nor sorted output are
 // asked for) is written as its whole window and takes no part in its job's tiles.
 // Every row is computed by one warpgroup alone, in position order, so the result is a pure function of the
@@ -65,11 +65,9 @@ constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next
 static_assert(kJobRows == kWgThreads / 32, "a job's final selections: one warp per row");
 static_assert(kCandidateCap % kWarpSelectSpan == 0, "a row's buffer is readable up to its count rounded up a span");
 // A row longer than the buffer compacts first once it holds kEstimateAt candidates, keeping an estimate of its
-// window's (k + kEstimateSigmas sigma)-th best; that compaction selects with kEstimateItems per thread.
+// window's (k + kEstimateSigmas sigma)-th best.
 constexpr int kEstimateAt = 1024;
 constexpr float kEstimateSigmas = 4.0f;
-constexpr int kEstimateItems = 10;
-static_assert(kEstimateItems * kWgThreads >= kEstimateAt - 1 + kPrefillTile, "one tile past the limit fits");
 
 // How many of the n keys seen so far of a row's window should reach an estimate of the window's
 // (k + kEstimateSigmas sigma)-th best: r0 + kEstimateSigmas sqrt(r0), r0 = k n / window (the share of k those n
@@ -116,6 +114,8 @@ struct alignas(1024) WarpgroupSmem {
     uint64_t empty[kPrefillStages];
     uint64_t q_full;
     int counts[2][4][kJobRows];  // per tile parity, warp and row: candidates (a = 0) | (a = 1) << 16
+    int compacted[kJobRows];      // a compaction's result per row: the candidates kept (0: not compacted) ...
+    uint32_t raised[kJobRows];    // ... and the threshold a later candidate must reach
     int estimated;               // bit j: row j's threshold is an estimate, not yet known to reach its k-th best
     int rescoring;               // the current job is being scored again, without estimates
     int estimates_off;           // a job of this warpgroup was scored again: no more estimates (inputs whose
@@ -213,10 +213,8 @@ struct Warpgroup {
     // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
     // row_hist with them. Returns the threshold a later candidate must reach to matter: above the k-th key,
     // or that key's bin when the refinement stopped early (a lower bound, which only lets a few more through).
-    // Items per thread as in best_threshold.
-    template <int Items = kSelectItems>
     __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) {
-        const Threshold th = keep_best_in_scratch<Items>(buf, n, k, row_hist);
+        const Threshold th = keep_best_in_scratch(buf, n, k, row_hist);
         // Every read of buf is behind the barriers above, so the kept items move down in place.
         for (int i = t; i < k; i += kWgThreads) {
             const uint64_t c = sh.scratch.sort[i];
@@ -312,13 +310,26 @@ struct Warpgroup {
             return;
         }
         const WarpSelect list{buf, n};
-        uint32_t prefix;
-        int shift, need;
-        list.threshold<kRowBinShift>(k, row_hist, sh.scratch.warp_hist[warp], prefix, shift, need);
-        list.keep_in_order(k, prefix, shift, need, [&](int slot, uint32_t key, uint32_t position) {
-            out_idx[slot] = int32_t(position) - base;
-            if (out_score) out_score[slot] = score_from_order_key(key);
+        list.keep_in_order(k, list.threshold<kRowBinShift>(k, row_hist, sh.scratch.warp_hist[warp]),
+                           [&](int slot, uint32_t key, uint32_t position) {
+                               out_idx[slot] = int32_t(position) - base;
+                               if (out_score) out_score[slot] = score_from_order_key(key);
+                           });
+    }
+
+    // Keeps the best `keep` (< n) of the n candidates of buf in place, in position order, and row_hist with them,
+    // by this warp alone. Returns the threshold a later candidate must reach to matter: above the keep-th key, or
+    // that key's bin when the refinement stopped early (a lower bound, which only lets a few more through).
+    __device__ uint32_t warp_keep_best(uint2* buf, int n, int keep, int* row_hist) const {
+        const WarpSelect list{buf, n};
+        const WarpSelect::Threshold th = list.threshold<kRowBinShift>(keep, row_hist, sh.scratch.warp_hist[warp]);
+        list.keep_in_order(keep, th, [&](int slot, uint32_t key, uint32_t position) {
+            buf[slot] = make_uint2(key, position);
         });
+        __syncwarp();  // row_hist's reads (level 1) are done
+        // What stays: every bin above bin1 whole, keep - above1 of bin1, nothing below.
+        for (int i = lane; i <= th.bin1; i += 32) row_hist[i] = i == th.bin1 ? keep - th.above1 : 0;
+        return th.shift == 0 ? th.prefix + 1u : th.prefix << th.shift;  // the largest key is +inf's: no overflow
     }
 
     // Writes row r: the `taken` (<= k) candidates of buf (position order), then padding. Indices are key
@@ -513,37 +524,59 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             count += added;
         };
         auto passes = [&](uint32_t key, int p) { return p >= my_start && p < my_end && key >= threshold; };
-        // Uniform over the warpgroup: every warp holds every row's count.
+        // Uniform over the warpgroup: every warp holds every row's count. A row's first compaction to an estimate
+        // (it holds kEstimateAt candidates) is its warp's, the job's such rows side by side; a full buffer is the
+        // warpgroup's, row after row (by warps, the full buffers' compactions measured slower where they are
+        // common: prefill_16384_front +5.4%, bench/NOTES.md, session 31).
         auto compact_full_rows = [&]() {
             if (!__any_sync(0xffffffffu, count > limit)) return;
             __threadfence_block();
-            g.sync();
-#pragma unroll 1
-            for (int j = 0; j < kJobRows; ++j) {
+            g.sync();  // every row's candidates stored
+            {
+                const int j = warp;
                 const int n = __shfl_sync(0xffffffffu, count, j);
                 const int row_limit = __shfl_sync(0xffffffffu, limit, j);
-                if (n <= row_limit) continue;
-                const int bit = 1 << j;
-                int keep = k;
-                if (row_limit < kCompactAt) {
+                int keep = 0;  // row j not compacted here
+                uint32_t raised = 0;
+                if (n > row_limit && row_limit < kCompactAt) {
                     // The first compaction of a row longer than the buffer keeps r of the n keys seen, r / n =
                     // (k + 4 sqrt(k n / window)) / window: an estimate of its window's ~(k + 4 sigma)-th best, so
                     // the keys still to come rarely fill the buffer. Exact as long as at least k reach it
                     // (checked at the job's end).
                     keep = min(k, estimate_rank(k, n, __shfl_sync(0xffffffffu, my_window, j)));
+                    raised = g.warp_keep_best(candidates + j * kCandidateCap, n, keep, sh.row_hist[j]);
+                    if (lane == 0) {
+                        if (keep < k) atomicOr(&sh.estimated, 1 << j);
+                        else atomicAnd(&sh.estimated, ~(1 << j));
+                    }
                 }
-                // Read behind keep_best's barriers. A later compaction keeps the best k of more than k candidates,
-                // all at or above the estimate: exact from there on.
-                if (t == 0) sh.estimated = keep < k ? sh.estimated | bit : sh.estimated & ~bit;
-                uint2* const buf = candidates + j * kCandidateCap;
-                const uint32_t raised = row_limit < kCompactAt
-                                            ? g.template keep_best<kEstimateItems>(buf, n, keep, sh.row_hist[j])
-                                            : g.keep_best(buf, n, keep, sh.row_hist[j]);
-                if (quad == j) {
-                    threshold = raised;
-                    count = keep;
-                    limit = kCompactAt;
+                if (lane == 0) {
+                    sh.compacted[j] = keep;
+                    sh.raised[j] = raised;
                 }
+            }
+            if (__any_sync(0xffffffffu, count > limit && limit == kCompactAt)) {
+                __threadfence_block();
+                g.sync();  // the warps' compactions are done with scratch
+#pragma unroll 1
+                for (int j = 0; j < kJobRows; ++j) {
+                    const int n = __shfl_sync(0xffffffffu, count, j);
+                    if (n <= __shfl_sync(0xffffffffu, limit, j) || __shfl_sync(0xffffffffu, limit, j) < kCompactAt) continue;
+                    // Keeps the best k of more than k candidates, all at or above any estimate: exact from here on.
+                    if (t == 0) atomicAnd(&sh.estimated, ~(1 << j));
+                    const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k, sh.row_hist[j]);
+                    if (quad == j) {
+                        threshold = raised;
+                        count = k;
+                    }
+                }
+            }
+            __threadfence_block();
+            g.sync();  // the warps' compacted rows, their histograms and thresholds
+            if (sh.compacted[quad] > 0) {
+                threshold = sh.raised[quad];
+                count = sh.compacted[quad];
+                limit = kCompactAt;
             }
         };
         const uint64_t key_desc = wgmma_descriptor(sh.keys[0]), q_desc = wgmma_descriptor(sh.q);

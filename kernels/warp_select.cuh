@@ -101,42 +101,53 @@ struct WarpSelect {
     }
 
     // The threshold of the best k (k < n): keys whose bits above `shift` exceed `prefix` are kept, and the first
-    // `need` equal to it. Level 1 from top_hist (kWarpSelectBins bins of the key's bits above TopShift, counting
-    // the list's keys); each further level counts into hist (kWarpSelectBins ints of shared memory, this warp's
-    // own): 10 bits, then what is left once fewer than 10 are (at most 5: warp_find_bin's narrow levels).
+    // `need` equal to it; bin1 and above1 are level 1's bin and the count above it.
+    struct Threshold {
+        uint32_t prefix;
+        int shift, need;
+        int bin1, above1;
+    };
+    // Level 1 from top_hist (kWarpSelectBins bins of the key's bits above TopShift, counting the list's keys);
+    // each further level counts into hist (kWarpSelectBins ints of shared memory, this warp's own): 10 bits,
+    // then what is left once fewer than 10 are (at most 5: warp_find_bin's narrow levels).
     template <int TopShift>
-    __device__ void threshold(int k, const int* top_hist, int* hist, uint32_t& prefix, int& shift, int& need) const {
+    __device__ Threshold threshold(int k, const int* top_hist, int* hist) const {
         static_assert(32 - TopShift == 10 && TopShift % 10 <= 5, "level 1: 10 bits; the last level at most 5");
-        int bin, above, ties;
-        warp_find_bin(top_hist, kWarpSelectBins, k, bin, above, ties);
-        prefix = uint32_t(bin);
-        shift = TopShift;
-        need = k - above;
-        while (ties > need && shift > 0) {
-            const int width = shift < 10 ? shift : 10, bshift = shift - width;
+        Threshold th;
+        int ties;
+        warp_find_bin(top_hist, kWarpSelectBins, k, th.bin1, th.above1, ties);
+        th.prefix = uint32_t(th.bin1);
+        th.shift = TopShift;
+        th.need = k - th.above1;
+        while (ties > th.need && th.shift > 0) {
+            const int width = th.shift < 10 ? th.shift : 10, bshift = th.shift - width;
             const uint32_t mask = (1u << width) - 1u;
             __syncwarp();  // the previous level's reads of hist are done
             for (int i = lane; i < (1 << width); i += 32) hist[i] = 0;
             __syncwarp();
-            const uint32_t p = prefix;
-            const int s = shift;
+            const uint32_t p = th.prefix;
+            const int s = th.shift;
             for_each_run([&](int i, const uint4& e) {
                 if (i < n && (e.x >> s) == p) atomicAdd(&hist[(e.x >> bshift) & mask], 1);
                 if (i + 1 < n && (e.z >> s) == p) atomicAdd(&hist[(e.z >> bshift) & mask], 1);
             });
             __syncwarp();
-            int up;
-            warp_find_bin(hist, 1 << width, need, bin, up, ties);
-            need -= up;
-            prefix = (prefix << width) | uint32_t(bin);
-            shift = bshift;
+            int bin, up;
+            warp_find_bin(hist, 1 << width, th.need, bin, up, ties);
+            th.need -= up;
+            th.prefix = (th.prefix << width) | uint32_t(bin);
+            th.shift = bshift;
         }
+        return th;
     }
 
-    // keep(slot, key, position) for every kept entry (slot: its rank in position order among the kept), the
-    // kept entries being those threshold() describes. Stops once all k are placed.
+    // keep(slot, key, position) for every entry the threshold keeps (slot: its rank in position order among the
+    // kept), k of them. Stops once all k are placed. Each entry's slot is at most its index, and every entry of a
+    // span is read before the first keep of it: keep may write the list itself (a compaction in place).
     template <class Keep>
-    __device__ void keep_in_order(int k, uint32_t prefix, int shift, int need, Keep keep) const {
+    __device__ void keep_in_order(int k, const Threshold& th, Keep keep) const {
+        const uint32_t prefix = th.prefix;
+        const int shift = th.shift, need = th.need;
         const unsigned below = (1u << lane) - 1u;
         int placed = 0, equal_seen = 0;
         const uint4* words = reinterpret_cast<const uint4*>(list);
