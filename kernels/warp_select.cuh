@@ -87,11 +87,13 @@ struct WarpSelect {
     // the first use.
     template <class F>
     __device__ void for_each_run(F f) const {
-        const uint4* words = reinterpret_cast<const uint4*>(list);
+        uint4 next[kWarpSelectLoads];
+        load_span(0, next);
         for (int base = 0; base < n; base += kWarpSelectSpan) {
             uint4 v[kWarpSelectLoads];
 #pragma unroll
-            for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = __ldcg(words + (base / 2 + 32 * m + lane));
+            for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = next[m];
+            if (base + kWarpSelectSpan < n) load_span(base + kWarpSelectSpan, next);
 #pragma unroll
             for (int m = 0; m < kWarpSelectLoads; ++m) {
                 if (base + 64 * m >= n) break;  // uniform: the runs past the list
@@ -100,11 +102,20 @@ struct WarpSelect {
         }
     }
 
+    // The span of entries [base, base + kWarpSelectSpan), this lane's words of it: issued here, used a span later,
+    // so that a pass waits for the memory once, not once a span.
+    __device__ void load_span(int base, uint4 (&v)[kWarpSelectLoads]) const {
+        const uint4* words = reinterpret_cast<const uint4*>(list);
+#pragma unroll
+        for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = __ldcg(words + (base / 2 + 32 * m + lane));
+    }
+
     // The threshold of the best k (k < n): keys whose bits above `shift` exceed `prefix` are kept, and the first
-    // `need` equal to it; bin1 and above1 are level 1's bin and the count above it.
+    // `need` of the `ties` equal to it (all of them when ties == need, as where the refinement stopped before the
+    // last bit); bin1 and above1 are level 1's bin and the count above it.
     struct Threshold {
         uint32_t prefix;
-        int shift, need;
+        int shift, need, ties;
         int bin1, above1;
     };
     // Level 1 from top_hist (kWarpSelectBins bins of the key's bits above TopShift, counting the list's keys);
@@ -138,6 +149,7 @@ struct WarpSelect {
             th.prefix = (th.prefix << width) | uint32_t(bin);
             th.shift = bshift;
         }
+        th.ties = ties;
         return th;
     }
 
@@ -149,28 +161,36 @@ struct WarpSelect {
         const uint32_t prefix = th.prefix;
         const int shift = th.shift, need = th.need;
         const unsigned below = (1u << lane) - 1u;
+        const bool every_tie = th.ties == need;  // no rank among the equal keys needed
         int placed = 0, equal_seen = 0;
-        const uint4* words = reinterpret_cast<const uint4*>(list);
+        uint4 next[kWarpSelectLoads];
+        load_span(0, next);
         for (int base = 0; base < n && placed < k; base += kWarpSelectSpan) {
+            // Every word of this span is in registers before the first keep: the in-place compaction's writes
+            // (at or below their entries' indices) never reach an entry not yet read, in this span or the next.
             uint4 v[kWarpSelectLoads];
 #pragma unroll
-            for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = __ldcg(words + (base / 2 + 32 * m + lane));
+            for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = next[m];
+            if (base + kWarpSelectSpan < n) load_span(base + kWarpSelectSpan, next);
 #pragma unroll
             for (int m = 0; m < kWarpSelectLoads; ++m) {
                 const int i = base + 64 * m + 2 * lane;
                 const uint32_t t0 = v[m].x >> shift, t1 = v[m].z >> shift;
                 const bool in0 = i < n, in1 = i + 1 < n;
-                const bool eq0 = in0 && t0 == prefix, eq1 = in1 && t1 == prefix;
-                const unsigned eq_a = __ballot_sync(0xffffffffu, eq0), eq_b = __ballot_sync(0xffffffffu, eq1);
-                const int eq_rank = equal_seen + __popc(eq_a & below) + __popc(eq_b & below);
-                const bool kept0 = (in0 && t0 > prefix) || (eq0 && eq_rank < need);
-                const bool kept1 = (in1 && t1 > prefix) || (eq1 && eq_rank + int(eq0) < need);
+                bool kept0 = in0 && t0 >= prefix, kept1 = in1 && t1 >= prefix;
+                if (!every_tie) {  // uniform
+                    const bool eq0 = in0 && t0 == prefix, eq1 = in1 && t1 == prefix;
+                    const unsigned eq_a = __ballot_sync(0xffffffffu, eq0), eq_b = __ballot_sync(0xffffffffu, eq1);
+                    const int eq_rank = equal_seen + __popc(eq_a & below) + __popc(eq_b & below);
+                    kept0 = (in0 && t0 > prefix) || (eq0 && eq_rank < need);
+                    kept1 = (in1 && t1 > prefix) || (eq1 && eq_rank + int(eq0) < need);
+                    equal_seen += __popc(eq_a) + __popc(eq_b);
+                }
                 const unsigned kept_a = __ballot_sync(0xffffffffu, kept0), kept_b = __ballot_sync(0xffffffffu, kept1);
                 const int slot = placed + __popc(kept_a & below) + __popc(kept_b & below);
                 if (kept0) keep(slot, v[m].x, v[m].y);
                 if (kept1) keep(slot + int(kept0), v[m].z, v[m].w);
                 placed += __popc(kept_a) + __popc(kept_b);
-                equal_seen += __popc(eq_a) + __popc(eq_b);
             }
         }
     }
