@@ -11,8 +11,9 @@
 namespace dsa::kernels {
 
 constexpr int kWarpSelectBins = 1024;  // a warp refinement level: 10 bits of the key (4 KB of shared memory)
-constexpr int kWarpSelectLoads = 8;    // 16-byte loads (two entries each) a lane has in flight in a pass
-// Entries a pass reads at once: a list's storage must be readable up to n rounded up to this.
+constexpr int kWarpSelectLoads = 8;    // 16-byte loads (two entries each) a lane makes for one span of a pass
+// Entries a pass reads at once (a span; the next one's loads go out while one is used): a list's storage must be
+// readable up to n rounded up to this. (16 loads a span measured slower than 8: bench/NOTES.md, session 31.)
 constexpr int kWarpSelectSpan = 32 * 2 * kWarpSelectLoads;
 
 // The bin of hist (nbins bins: kWarpSelectBins, or at most 32, larger keys in higher bins) holding the
