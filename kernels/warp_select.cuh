@@ -92,15 +92,21 @@ struct WarpSelect {
         load_span(0, next);
         for (int base = 0; base < n; base += kWarpSelectSpan) {
             uint4 v[kWarpSelectLoads];
-#pragma unroll
-            for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = next[m];
-            if (base + kWarpSelectSpan < n) load_span(base + kWarpSelectSpan, next);
+            take_span(base, v, next);
 #pragma unroll
             for (int m = 0; m < kWarpSelectLoads; ++m) {
                 if (base + 64 * m >= n) break;  // uniform: the runs past the list
                 f(base + 64 * m + 2 * lane, v[m]);
             }
         }
+    }
+
+    // The span at base into v from next, where load_span put it, and the loads of the span after it (if any) into
+    // next, to be in flight while v is used.
+    __device__ void take_span(int base, uint4 (&v)[kWarpSelectLoads], uint4 (&next)[kWarpSelectLoads]) const {
+#pragma unroll
+        for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = next[m];
+        if (base + kWarpSelectSpan < n) load_span(base + kWarpSelectSpan, next);
     }
 
     // The span of entries [base, base + kWarpSelectSpan), this lane's words of it: issued here, used a span later,
@@ -170,9 +176,7 @@ struct WarpSelect {
             // Every word of this span is in registers before the first keep: the in-place compaction's writes
             // (at or below their entries' indices) never reach an entry not yet read, in this span or the next.
             uint4 v[kWarpSelectLoads];
-#pragma unroll
-            for (int m = 0; m < kWarpSelectLoads; ++m) v[m] = next[m];
-            if (base + kWarpSelectSpan < n) load_span(base + kWarpSelectSpan, next);
+            take_span(base, v, next);
 #pragma unroll
             for (int m = 0; m < kWarpSelectLoads; ++m) {
                 const int i = base + 64 * m + 2 * lane;
