@@ -106,7 +106,7 @@ struct alignas(1024) WarpgroupSmem {
     union alignas(16) {
         int hist[2][kSelectBins];  // the refinement levels' histograms, in turn
         uint64_t sort[kMaxTopk];
-        int warp_hist[4][kWarpSelectBins];  // a job's final selections, one warp per row
+        int warp_hist[kWgThreads / 32][kWarpSelectBins];  // a warp's selection or compaction of its row
     } scratch;
     alignas(16) float w[kJobRows * H];  // in weight_slot order
     int row_hist[kJobRows][kRowBins];  // of the candidates in each row's buffer
