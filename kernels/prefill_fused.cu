@@ -139,6 +139,13 @@ __device__ __forceinline__ float load_global_nc(const float* p) {
 
 __device__ __forceinline__ uint64_t order_candidate(uint2 c) { return (uint64_t(c.x) << 32) | uint64_t(~c.y); }
 
+// The threshold a candidate arriving after a row kept its best must reach to matter, from the keep's threshold
+// prefix (the key's bits above shift): above the last kept key, or that key's bin when the refinement stopped early (a
+// lower bound, which only lets a few more through). The largest key is +inf's: no overflow.
+__device__ __forceinline__ uint32_t threshold_after_keep(uint32_t prefix, int shift) {
+    return shift == 0 ? prefix + 1u : prefix << shift;
+}
+
 // A warpgroup's barrier: named barrier 1 + id over its 128 threads.
 struct WarpgroupSync {
     int id;
@@ -211,8 +218,7 @@ struct Warpgroup {
     }
 
     // Keeps the best k of the n (k < n <= kCandidateCap) candidates of buf in place, in position order, and
-    // row_hist with them. Returns the threshold a later candidate must reach to matter: above the k-th key,
-    // or that key's bin when the refinement stopped early (a lower bound, which only lets a few more through).
+    // row_hist with them. Returns threshold_after_keep.
     __device__ uint32_t keep_best(uint2* buf, int n, int k, int* row_hist) {
         const Threshold th = keep_best_in_scratch(buf, n, k, row_hist);
         // Every read of buf is behind the barriers above, so the kept items move down in place.
@@ -225,7 +231,7 @@ struct Warpgroup {
             if (i <= th.bin1) row_hist[i] = i == th.bin1 ? k - th.above1 : 0;
         __threadfence_block();
         sync();
-        return th.shift == 0 ? th.prefix + 1u : th.prefix << th.shift;  // the largest key is +inf's: no overflow
+        return threshold_after_keep(th.prefix, th.shift);
     }
 
     // The best k of the n (k < n <= kCandidateCap) candidates of buf into sh.scratch.sort[0, k), in position
@@ -318,8 +324,7 @@ struct Warpgroup {
     }
 
     // Keeps the best `keep` (< n) of the n candidates of buf in place, in position order, and row_hist with them,
-    // by this warp alone. Returns the threshold a later candidate must reach to matter: above the keep-th key, or
-    // that key's bin when the refinement stopped early (a lower bound, which only lets a few more through).
+    // by this warp alone. Returns threshold_after_keep.
     __device__ uint32_t warp_keep_best(uint2* buf, int n, int keep, int* row_hist) const {
         const WarpSelect list{buf, n};
         const WarpSelect::Threshold th = list.threshold<kRowBinShift>(keep, row_hist, sh.scratch.warp_hist[warp]);
@@ -329,7 +334,7 @@ struct Warpgroup {
         __syncwarp();  // row_hist's reads (level 1) are done
         // What stays: every bin above bin1 whole, keep - above1 of bin1, nothing below.
         for (int i = lane; i <= th.bin1; i += 32) row_hist[i] = i == th.bin1 ? keep - th.above1 : 0;
-        return th.shift == 0 ? th.prefix + 1u : th.prefix << th.shift;  // the largest key is +inf's: no overflow
+        return threshold_after_keep(th.prefix, th.shift);
     }
 
     // Writes row r: the `taken` (<= k) candidates of buf (position order), then padding. Indices are key
