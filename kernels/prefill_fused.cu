@@ -140,8 +140,8 @@ __device__ __forceinline__ float load_global_nc(const float* p) {
 __device__ __forceinline__ uint64_t order_candidate(uint2 c) { return (uint64_t(c.x) << 32) | uint64_t(~c.y); }
 
 // The threshold a candidate arriving after a row kept its best must reach to matter, from the keep's threshold
-// prefix (the key's bits above shift): above the last kept key, or that key's bin when the refinement stopped early (a
-// lower bound, which only lets a few more through). The largest key is +inf's: no overflow.
+// prefix (the key's bits above shift): above the last kept key, or that key's bin when the refinement stopped
+// early (a lower bound, which only lets a few more through). The largest key is +inf's: no overflow.
 __device__ __forceinline__ uint32_t threshold_after_keep(uint32_t prefix, int shift) {
     return shift == 0 ? prefix + 1u : prefix << shift;
 }
