@@ -566,7 +566,8 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
 #pragma unroll 1
                 for (int j = 0; j < kJobRows; ++j) {
                     const int n = __shfl_sync(0xffffffffu, count, j);
-                    if (n <= __shfl_sync(0xffffffffu, limit, j) || __shfl_sync(0xffffffffu, limit, j) < kCompactAt) continue;
+                    if (n <= __shfl_sync(0xffffffffu, limit, j) || __shfl_sync(0xffffffffu, limit, j) < kCompactAt)
+                        continue;  // not full, or compacted by its warp
                     // Keeps the best k of more than k candidates, all at or above any estimate: exact from here on.
                     if (t == 0) atomicAnd(&sh.estimated, ~(1 << j));
                     const uint32_t raised = g.keep_best(candidates + j * kCandidateCap, n, k, sh.row_hist[j]);
