@@ -215,8 +215,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 w1r[i] = w1s[i];
             }
         }
-        // A block's candidate waiting for its store (kDeferredStores): lanes 0 and 2 hold their row's first slot.
-        // Packed: a leader lane (0 or 2: rank 0 in its row) holds its row's first slot b as b when it has a candidate
+        // A block's candidate waiting for its store (kDeferredStores). Packed: a leader lane (0 or 2: rank 0 in its row) holds its row's first slot b as b when it has a candidate
         // and as -2 - b when it has none; another lane holds its rank, or -1 when it has no candidate.
         bool pend = false;
         uint32_t pend_key = 0;
@@ -418,7 +417,7 @@ int main(int argc, char** argv) {
             const cuuint32_t box[2] = {kD, kRows * kH};
             CHECK(encode_rows_128b(&q_map, 2, dq, dims, strides, box));
         }
-        // Thresholds admitting ~25% / 50% of the scores of scored rows, from a CPU sample.
+        // Thresholds admitting ~25% / 50% / all of the scores of scored rows, from a CPU sample.
         std::mt19937_64 rng(99);
         std::vector<uint32_t> sample;
         for (int i = 0; i < 4000; ++i) {
@@ -437,10 +436,6 @@ int main(int argc, char** argv) {
         p.num_jobs = (S + kRows - 1) / kRows;
         p.row_count = dcount;
         p.row_max = dmax;
-        // Timing buffers: per CTA, 4096 entries per row, about what a row would hold between compactions (an L2
-        // footprint of 8.6 MB); a candidate past the end is counted, not stored.
-        p.cap = 4096;
-        CHECK(cudaMalloc(&p.buffers, size_t(sms) * kRows * p.cap * sizeof(uint2)));
         cudaEvent_t e0, e1;
         CHECK(cudaEventCreate(&e0));
         CHECK(cudaEventCreate(&e1));
@@ -472,12 +467,14 @@ int main(int argc, char** argv) {
             std::sort(us.begin(), us.end());
             return us[1];
         };
+        double scored_pairs = 0;
+        for (int r = kTopk; r < S; ++r) scored_pairs += r + 1;
         for (variant = 0; variant < 4; ++variant) {
+            // Timing buffers: per CTA, 4096 entries per row, about what a row would hold between compactions (an
+            // L2 footprint of 8.6 MB); a candidate past the end is counted, not stored.
             p.per_row_buffers = 0;
             p.cap = 4096;
-            if (variant > 0) CHECK(cudaMalloc(&p.buffers, size_t(sms) * kRows * p.cap * sizeof(uint2)));
-            double scored_pairs = 0;
-            for (int r = kTopk; r < S; ++r) scored_pairs += r + 1;
+            CHECK(cudaMalloc(&p.buffers, size_t(sms) * kRows * p.cap * sizeof(uint2)));
             p.mode = 0;
             const float t0 = time_mode(p);
             std::printf("[%s] S=%d no appends: %.1f us (%.0f TFLOP/s over scored rows' windows)\n", variant_names[variant], S, t0,
@@ -501,22 +498,14 @@ int main(int argc, char** argv) {
             std::vector<unsigned> maxes(S);
             CHECK(cudaMemset(dmax, 0, S * sizeof(unsigned)));  // the best keys of the checking run only
             CHECK(cudaFree(p.buffers));
-            p.per_row_buffers = 1;
-            p.cap = 0;
             const std::vector<int> check_rows = {kTopk, kTopk + 1, S / 2, S / 2 + 1, S - 2, S - 1};
-            // Per-row buffers for the checked rows only would need an index; give every row S / 2 + 1 entries at 50%
-            // is too large for big S, so rows are checked with cap = rows' own window only where memory allows.
-            const int64_t per_row = S;
-            const size_t bytes = size_t(S) * size_t(per_row) * sizeof(uint2);
-            if (bytes > (size_t(12) << 30)) {
-                std::printf("S=%d: set check skipped (%zu MB of buffers)\n", S, bytes >> 20);
-                CHECK(cudaMalloc(&p.buffers, size_t(sms) * kRows * S * sizeof(uint2)));
-                p.per_row_buffers = 0;
-                p.cap = S;
-            } else {
-                CHECK(cudaMalloc(&p.buffers, bytes));
-                p.cap = per_row;
-            }
+            // Every row gets a buffer of S entries (nothing is dropped) where that fits in 12 GB; past that only
+            // the best scores are checked.
+            p.cap = S;
+            const size_t bytes = size_t(S) * size_t(S) * sizeof(uint2);
+            p.per_row_buffers = bytes <= (size_t(12) << 30);
+            if (!p.per_row_buffers) std::printf("S=%d: set check skipped (%zu MB of buffers)\n", S, bytes >> 20);
+            CHECK(cudaMalloc(&p.buffers, p.per_row_buffers ? bytes : size_t(sms) * kRows * S * sizeof(uint2)));
             p.mode = 1;
             p.threshold = thresholds[1];
             launch(p);
