@@ -215,8 +215,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                 w1r[i] = w1s[i];
             }
         }
-        // A block's candidate waiting for its store (kDeferredStores). Packed: a leader lane (0 or 2: rank 0 in its row) holds its row's first slot b as b when it has a candidate
-        // and as -2 - b when it has none; another lane holds its rank, or -1 when it has no candidate.
+        // A block's candidate waiting for its store (kDeferredStores). Packed: a leader lane (0 or 2: rank 0 in its
+        // row) holds its row's first slot b as b when it has a candidate and as -2 - b when it has none; another
+        // lane holds its rank, or -1 when it has no candidate.
         bool pend = false;
         uint32_t pend_key = 0;
         int pend_slot = -1;
