@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             for (int i = lane; i < kRows * kH; i += 32) {
                 const int j = i / kH, h = i % kH, c = h / 8, q = (h % 8) / 2, e = h % 2;
-                sh.w[qs][j * kH + q * 16 + c * 2 + e] = job.r0 + j < p.S ? __ldg(p.weights + int64_t(job.r0) * kH + i) : 0.f;
+                sh.w[qs][j * kH + q * 16 + c * 2 + e] =
+                    job.r0 + j < p.S ? __ldg(p.weights + int64_t(job.r0) * kH + i) : 0.f;
             }
             mbar_arrive(&sh.q_full[qs]);
             if (++qs == kQStages) { qs = 0; qph ^= 1u; }
@@ -278,7 +279,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                 const unsigned mask = __ballot_sync(0xffffffffu, pass);
                 int base = 0;
                 // lane 0 takes row 0's slots, lane 2 row 1's: one atomic instruction for both rows
-                if ((lane == 0 || lane == 2) && (mask & row_mask)) base = atomicAdd(&sh.count[par][my_row], __popc(mask & row_mask));
+                if ((lane == 0 || lane == 2) && (mask & row_mask))
+                    base = atomicAdd(&sh.count[par][my_row], __popc(mask & row_mask));
                 const int rank = __popc(mask & row_mask & below);
                 const int packed = (lane == 0 || lane == 2) ? (pass ? base : -2 - base) : (pass ? rank : -1);
                 if constexpr (kDeferredStores) {
@@ -478,7 +480,8 @@ int main(int argc, char** argv) {
             CHECK(cudaMalloc(&p.buffers, size_t(sms) * kRows * p.cap * sizeof(uint2)));
             p.mode = 0;
             const float t0 = time_mode(p);
-            std::printf("[%s] S=%d no appends: %.1f us (%.0f TFLOP/s over scored rows' windows)\n", variant_names[variant], S, t0,
+            std::printf("[%s] S=%d no appends: %.1f us (%.0f TFLOP/s over scored rows' windows)\n",
+                        variant_names[variant], S, t0,
                         2.0 * kH * kD * scored_pairs / (t0 * 1e-6) / 1e12);
             std::vector<int> counts(S);
             for (int i = 0; i < 3; ++i) {
@@ -488,7 +491,8 @@ int main(int argc, char** argv) {
                 CHECK(cudaMemcpy(counts.data(), dcount, S * sizeof(int), cudaMemcpyDeviceToHost));
                 double admitted = 0;
                 for (int r = kTopk; r < S; ++r) admitted += counts[r];
-                std::printf("[%s] S=%d appends at %s: %.1f us (+%.1f%%), admitted %.1f%% of scored pairs\n", variant_names[variant], S, names[i], t,
+                std::printf("[%s] S=%d appends at %s: %.1f us (+%.1f%%), admitted %.1f%% of scored pairs\n",
+                            variant_names[variant], S, names[i], t,
                             100.0 * (t - t0) / t0, 100.0 * admitted / scored_pairs);
             }
             if (variant == 3) {  // scores wrong by design
@@ -543,7 +547,8 @@ int main(int argc, char** argv) {
                 }
                 const bool ok = max_ok && missing == 0 && extra == 0 && dup == 0;
                 bad += !ok;
-                std::printf("  row %d: best %.6g (cpu %.6g) count %d must_in %d must_out %d missing %d wrong %d dup %d %s\n", r,
+                std::printf("  row %d: best %.6g (cpu %.6g) count %d must_in %d must_out %d missing %d wrong %d "
+                            "dup %d %s\n", r,
                             got, best, counts[r], must_in, must_out, missing, extra, dup, ok ? "ok" : "FAIL");
             }
             std::printf("[%s] S=%d check: %s\n", variant_names[variant], S, bad ? "FAIL" : "ok");
