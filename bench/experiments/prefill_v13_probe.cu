@@ -109,6 +109,27 @@ __device__ __forceinline__ void keep_regs(float (&d)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// A block's two wgmma banks for this warpgroup's 64 keys (a: their descriptor), row 0's queries into d0 and row
+// 1's into d1 (bq: the job's query descriptor), each bank its own commit group.
+__device__ __forceinline__ void issue_banks(float (&d0)[32], float (&d1)[32], uint64_t a, uint64_t bq) {
+    constexpr uint32_t kBankDesc = kH * kD / 16;
+    keep_regs(d0);
+    keep_regs(d1);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        if (s == 0) wgmma_fp8<64, 0>(d0, a + 2 * s, bq + 2 * s);
+        else wgmma_fp8<64, 1>(d0, a + 2 * s, bq + 2 * s);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        if (s == 0) wgmma_fp8<64, 0>(d1, a + 2 * s, bq + kBankDesc + 2 * s);
+        else wgmma_fp8<64, 1>(d1, a + 2 * s, bq + kBankDesc + 2 * s);
+    }
+    wgmma_commit();
+}
+
 // Row j's partial head sums of keys a = 0 (lane / 4) and a = 1 (lane / 4 + 8) from one bank (bank_partials: this
 // lane's 16 heads), then the quad's transpose-reduce (bank_scores: lane quad q ends with the full sum of key
 // a = q & 1). w[2 c + e] is the weight of head 8 c + 2 q + e (16 per row and lane), from registers or shared memory.
@@ -229,7 +250,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int key_in_block = m * 64 + warp * 16 + (lane >> 2) + 8 * my_a;
     const uint64_t key_desc = wgmma_descriptor(sh.keys[0]) + uint64_t(m * 64 * kD / 16);
     const uint64_t q_desc = wgmma_descriptor(sh.q[0]);
-    constexpr uint32_t kKeyStageDesc = kBlock * kD / 16, kQStageDesc = kRows * kH * kD / 16, kBankDesc = kH * kD / 16;
+    constexpr uint32_t kKeyStageDesc = kBlock * kD / 16, kQStageDesc = kRows * kH * kD / 16;
     uint2* const cta_buf = p.buffers + int64_t(blockIdx.x) * kRows * p.cap;
     uint32_t ks = 0, kph = 0, qs = 0, qph = 0;
     int local = 0;
@@ -279,22 +300,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             const float sc = __ldg(p.k_scale + min(pos, p.S - 1));
             float d0[32], d1[32];
             mbar_wait(&sh.key_full[ks], kph);
-            keep_regs(d0);
-            keep_regs(d1);
-            wgmma_fence();
-            const uint64_t a = key_desc + ks * kKeyStageDesc, bq = q_desc + qs * kQStageDesc;
-#pragma unroll
-            for (int s = 0; s < 4; ++s) {
-                if (s == 0) wgmma_fp8<64, 0>(d0, a + 2 * s, bq + 2 * s);
-                else wgmma_fp8<64, 1>(d0, a + 2 * s, bq + 2 * s);
-            }
-            wgmma_commit();
-#pragma unroll
-            for (int s = 0; s < 4; ++s) {
-                if (s == 0) wgmma_fp8<64, 0>(d1, a + 2 * s, bq + kBankDesc + 2 * s);
-                else wgmma_fp8<64, 1>(d1, a + 2 * s, bq + kBankDesc + 2 * s);
-            }
-            wgmma_commit();
+            issue_banks(d0, d1, key_desc + ks * kKeyStageDesc, q_desc + qs * kQStageDesc);
             if (kDeferredStores && pend) {  // the previous block's slots are known: stored under this block's MMA
                 store(pend_key, pos - kBlock, pend_slot);
                 pend = false;
@@ -345,7 +351,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
         }
         if (kDeferredStores && pend) store(pend_key, (blocks - 1) * kBlock + key_in_block, pend_slot);
-        if (kWarpSegments && (lane == 0 || lane == 2)) atomicAdd(&sh.count[par][my_row], my_row ? seg_count1 : seg_count0);
+        if (kWarpSegments && (lane == 0 || lane == 2))
+            atomicAdd(&sh.count[par][my_row], my_row ? seg_count1 : seg_count0);
         // The row's best key, one atomic per lane.
         if (my_end > 0) atomicMax(p.row_max + r, best);
         __syncwarp();
@@ -447,7 +454,7 @@ __global__ void __launch_bounds__(kHandoffThreads, 1)
     const int key_a0 = m * 64 + warp * 16 + (lane >> 2);  // this lane's keys a = 0 and a = 1 (+ 8) in the block
     const uint64_t key_desc = wgmma_descriptor(sh.keys[0]) + uint64_t(m * 64 * kD / 16);
     const uint64_t q_desc = wgmma_descriptor(sh.q[0]);
-    constexpr uint32_t kKeyStageDesc = kBlock * kD / 16, kQStageDesc = kRows * kH * kD / 16, kBankDesc = kH * kD / 16;
+    constexpr uint32_t kKeyStageDesc = kBlock * kD / 16, kQStageDesc = kRows * kH * kD / 16;
     uint32_t ks = 0, kph = 0, qs = 0, qph = 0, es = 0, eph = 0;
     for (int round = 0; deal(p, round, job); ++round) {
         const int blocks = __shfl_sync(0xffffffffu, job.blocks, 0);
@@ -462,22 +469,7 @@ __global__ void __launch_bounds__(kHandoffThreads, 1)
         for (int b = 0; b < blocks; ++b) {
             float d0[32], d1[32];
             mbar_wait(&sh.key_full[ks], kph);
-            keep_regs(d0);
-            keep_regs(d1);
-            wgmma_fence();
-            const uint64_t a = key_desc + ks * kKeyStageDesc, bq = q_desc + qs * kQStageDesc;
-#pragma unroll
-            for (int s = 0; s < 4; ++s) {
-                if (s == 0) wgmma_fp8<64, 0>(d0, a + 2 * s, bq + 2 * s);
-                else wgmma_fp8<64, 1>(d0, a + 2 * s, bq + 2 * s);
-            }
-            wgmma_commit();
-#pragma unroll
-            for (int s = 0; s < 4; ++s) {
-                if (s == 0) wgmma_fp8<64, 0>(d1, a + 2 * s, bq + kBankDesc + 2 * s);
-                else wgmma_fp8<64, 1>(d1, a + 2 * s, bq + kBankDesc + 2 * s);
-            }
-            wgmma_commit();
+            issue_banks(d0, d1, key_desc + ks * kKeyStageDesc, q_desc + qs * kQStageDesc);
             mbar_wait(&sh.epi_empty[es], eph ^ 1u);  // the stage's previous block is read
             float* const part = sh.epi[es] + key_a0 * kEpiStride + quad;
             float v0, v1;
@@ -585,7 +577,8 @@ int main(int argc, char** argv) {
     CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     const size_t smem = sizeof(Smem) + 1024;
     for (auto k : {v13_probe_kernel<false, false>, v13_probe_kernel<true, false>, v13_probe_kernel<true, true>,
-                   v13_probe_kernel<false, false, true>, v13_handoff_kernel, v13_probe_kernel<true, false, false, true>})
+                   v13_probe_kernel<false, false, true>, v13_handoff_kernel,
+                   v13_probe_kernel<true, false, false, true>})
         CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     std::printf("v13 probe: %d SMs, %zu B shared memory, %d threads\n", sms, smem, kThreads);
     for (int S : sizes) {
