@@ -213,6 +213,18 @@ __device__ void produce(Smem& sh, const CUtensorMap* key_map, const CUtensorMap*
     }
 }
 
+// The producer's warpgroup, the first one after the math warpgroups (the handoff kernel's epilogue warpgroup, after
+// it, has left before this call), at Registers a thread: its warp 0 produces, the others leave. True for its warps
+// (done when it returns), false for the math warps.
+template <int Registers>
+__device__ bool producer_warpgroup(Smem& sh, const CUtensorMap* key_map, const CUtensorMap* q_map, const Params& p,
+                                   int warp_id, int lane) {
+    if (warp_id < kMathWgs * 4) return false;
+    warpgroup_registers_shrink<Registers>();
+    if (warp_id == kMathWgs * 4) produce(sh, key_map, q_map, p, lane);
+    return true;
+}
+
 // Weights read from shared memory at each use (one 16-byte read per two chunks).
 struct SharedWeights {
     const float* w;
@@ -235,12 +247,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     setup(sh, &key_map, &q_map, tid, kThreads);
 
     Job job;
-    if (warp_id >= kMathWgs * 4) {  // the last warpgroup: warp 0 produces, the others leave
-        warpgroup_registers_shrink<32>();
-        if (warp_id > kMathWgs * 4) return;
-        produce(sh, &key_map, &q_map, p, lane);
-        return;
-    }
+    if (producer_warpgroup<32>(sh, &key_map, &q_map, p, warp_id, lane)) return;
     warpgroup_registers_grow<kMathRegisters>();
 
     // A math warpgroup m: keys [64 m, 64 m + 64) of each block.
@@ -443,12 +450,7 @@ __global__ void __launch_bounds__(kHandoffThreads, 1)
         }
         return;
     }
-    if (warp_id >= kMathWgs * 4) {  // the producer's warpgroup: its warp 0 produces, the others leave
-        warpgroup_registers_shrink<24>();
-        if (warp_id > kMathWgs * 4) return;
-        produce(sh, &key_map, &q_map, p, lane);
-        return;
-    }
+    if (producer_warpgroup<24>(sh, &key_map, &q_map, p, warp_id, lane)) return;
     warpgroup_registers_grow<kHandoffMathRegisters>();
     const int m = warp_id / 4, warp = warp_id % 4, quad = lane & 3;
     const int key_a0 = m * 64 + warp * 16 + (lane >> 2);  // this lane's keys a = 0 and a = 1 (+ 8) in the block
