@@ -249,6 +249,21 @@ struct Captured {
     }
 };
 
+// Sampled logits of one row against their reference: |got - ref| <= 1e-2 of the row's largest |ref|.
+struct Check {
+    double worst = 0;
+    long checked = 0, bad = 0;
+    void row(const std::vector<float>& got_row, const std::vector<int>& at, const std::vector<double>& ref, double row_max) {
+        for (size_t i = 0; i < at.size(); ++i) {
+            const double got = got_row[at[i]];
+            const double err = std::isfinite(got) ? std::fabs(got - ref[i]) / row_max : 1e30;
+            worst = std::max(worst, err);
+            ++checked;
+            if (!(err <= 1e-2)) ++bad;
+        }
+    }
+};
+
 static size_t g_l2_bytes = 50u << 20;
 static int g_iters = 20;
 static bool g_any_fail = false;
@@ -355,8 +370,8 @@ static void run_prefill(int S) {
         for (size_t i = 0; i < kv_bytes; ++i) kvf[i] = fp8_e4m3_to_float(h_kv[i]);
         const int rows[] = {0, 1, 2, S / 3, S / 2 + 1, S - 2, S - 1};
         std::mt19937 rng(S);
-        double worst = 0;
-        long n_checked = 0, n_bad = 0, n_mask_bad = 0;
+        Check check;
+        long n_mask_bad = 0;
         for (int r : rows) {
             std::vector<uint8_t> hq(size_t(kHeads) * kDim);
             std::vector<float> hw(kHeads), hrow(N);
@@ -380,23 +395,17 @@ static void run_prefill(int S) {
                 ref[ci] = double(h_kvs[t]) * acc;  // score = scale_t * sum_h w_h * relu(q_h . k_t)
                 row_max = std::max(row_max, std::fabs(ref[ci]));
             }
-            for (size_t ci = 0; ci < cols.size(); ++ci) {
-                const double got = hrow[cols[ci]];
-                const double err = std::isfinite(got) ? std::fabs(got - ref[ci]) / row_max : 1e30;
-                worst = std::max(worst, err);
-                ++n_checked;
-                if (!(err <= 1e-2)) ++n_bad;
-            }
+            check.row(hrow, cols, ref, row_max);
             // clean_logits: columns past the window must be -inf
             for (int i = 0; i < 16 && r + 1 < N; ++i) {
                 const int t = r + 1 + int(rng() % uint32_t(N - r - 1));
                 if (!(std::isinf(hrow[t]) && hrow[t] < 0)) ++n_mask_bad;
             }
         }
-        const bool ok = n_bad == 0 && n_mask_bad == 0;
+        const bool ok = check.bad == 0 && n_mask_bad == 0;
         if (!ok) g_any_fail = true;
         printf("check %s prefill S=%d (values=%ld bad=%ld max_err/rowmax=%.3g; -inf mask bad=%ld)\n",
-               ok ? "PASS" : "FAIL", S, n_checked, n_bad, worst, n_mask_bad);
+               ok ? "PASS" : "FAIL", S, check.checked, check.bad, check.worst, n_mask_bad);
     }
 
     // ---- Timing
@@ -507,8 +516,7 @@ static void run_decode(int B, int T) {
     {
         std::vector<int> bs = {0, B / 2, B - 1};
         bs.erase(std::unique(bs.begin(), bs.end()), bs.end());
-        double worst = 0;
-        long n_checked = 0, n_bad = 0;
+        Check check;
         std::vector<uint8_t> page(kPageBytes);
         for (int b : bs) {
             std::vector<uint8_t> hq(size_t(kHeads) * kDim);
@@ -539,18 +547,12 @@ static void run_decode(int B, int T) {
                 ref[ti] = double(scale) * acc;
                 row_max = std::max(row_max, std::fabs(ref[ti]));
             }
-            for (size_t ti = 0; ti < toks.size(); ++ti) {
-                const double got = hrow[toks[ti]];
-                const double err = std::isfinite(got) ? std::fabs(got - ref[ti]) / row_max : 1e30;
-                worst = std::max(worst, err);
-                ++n_checked;
-                if (!(err <= 1e-2)) ++n_bad;
-            }
+            check.row(hrow, toks, ref, row_max);
         }
-        const bool ok = n_bad == 0;
+        const bool ok = check.bad == 0;
         if (!ok) g_any_fail = true;
         printf("check %s decode %dx%d (values=%ld bad=%ld max_err/rowmax=%.3g)\n", ok ? "PASS" : "FAIL", B, T,
-               n_checked, n_bad, worst);
+               check.checked, check.bad, check.worst);
     }
 
     // ---- Timing
