@@ -249,6 +249,26 @@ struct Captured {
     }
 };
 
+// One row's fp8 queries [H][D] from the device, as floats.
+static std::vector<float> queries_of(const uint8_t* device_row) {
+    std::vector<uint8_t> q(size_t(kHeads) * kDim);
+    CK(cudaMemcpy(q.data(), device_row, q.size(), cudaMemcpyDeviceToHost));
+    std::vector<float> qf(q.size());
+    for (size_t i = 0; i < q.size(); ++i) qf[i] = fp8_e4m3_to_float(q[i]);
+    return qf;
+}
+
+// The reference logit of one key: scale * sum_h w_h * relu(q_h . k), in double.
+static double reference_score(const std::vector<float>& q, const std::vector<float>& w, const float* key, double scale) {
+    double acc = 0;
+    for (int h = 0; h < kHeads; ++h) {
+        double dot = 0;
+        for (int d = 0; d < kDim; ++d) dot += double(q[size_t(h) * kDim + d]) * key[d];
+        acc += double(w[h]) * std::max(dot, 0.0);
+    }
+    return scale * acc;
+}
+
 // Sampled logits of one row against their reference: |got - ref| <= 1e-2 of the row's largest |ref|.
 struct Check {
     double worst = 0;
@@ -373,26 +393,17 @@ static void run_prefill(int S) {
         Check check;
         long n_mask_bad = 0;
         for (int r : rows) {
-            std::vector<uint8_t> hq(size_t(kHeads) * kDim);
+            const std::vector<float> qf = queries_of(cp[0].q->as<uint8_t>() + size_t(r) * kHeads * kDim);
             std::vector<float> hw(kHeads), hrow(N);
-            CK(cudaMemcpy(hq.data(), cp[0].q->as<uint8_t>() + size_t(r) * kHeads * kDim, hq.size(), cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(hw.data(), cp[0].weights->as<float>() + size_t(r) * kHeads, kHeads * 4, cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(hrow.data(), logits.as<float>() + size_t(r) * stride_logits, size_t(N) * 4, cudaMemcpyDeviceToHost));
-            std::vector<float> qf(hq.size());
-            for (size_t i = 0; i < hq.size(); ++i) qf[i] = fp8_e4m3_to_float(hq[i]);
             std::vector<int> cols = {0, r};
             for (int i = 0; i < 384; ++i) cols.push_back(int(rng() % uint32_t(r + 1)));
             std::vector<double> ref(cols.size());
             double row_max = 1e-30;
             for (size_t ci = 0; ci < cols.size(); ++ci) {
                 const int t = cols[ci];
-                double acc = 0;
-                for (int h = 0; h < kHeads; ++h) {
-                    double dot = 0;
-                    for (int d = 0; d < kDim; ++d) dot += double(qf[size_t(h) * kDim + d]) * kvf[size_t(t) * kDim + d];
-                    acc += double(hw[h]) * std::max(dot, 0.0);
-                }
-                ref[ci] = double(h_kvs[t]) * acc;  // score = scale_t * sum_h w_h * relu(q_h . k_t)
+                ref[ci] = reference_score(qf, hw, &kvf[size_t(t) * kDim], h_kvs[t]);
                 row_max = std::max(row_max, std::fabs(ref[ci]));
             }
             check.row(hrow, cols, ref, row_max);
@@ -519,13 +530,10 @@ static void run_decode(int B, int T) {
         Check check;
         std::vector<uint8_t> page(kPageBytes);
         for (int b : bs) {
-            std::vector<uint8_t> hq(size_t(kHeads) * kDim);
+            const std::vector<float> qf = queries_of(q.as<uint8_t>() + size_t(b) * kHeads * kDim);
             std::vector<float> hw(kHeads), hrow(T);
-            CK(cudaMemcpy(hq.data(), q.as<uint8_t>() + size_t(b) * kHeads * kDim, hq.size(), cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(hw.data(), w.as<float>() + size_t(b) * kHeads, kHeads * 4, cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(hrow.data(), logits.as<float>() + size_t(b) * logits_stride, size_t(T) * 4, cudaMemcpyDeviceToHost));
-            std::vector<float> qf(hq.size());
-            for (size_t i = 0; i < hq.size(); ++i) qf[i] = fp8_e4m3_to_float(hq[i]);
             std::vector<int> toks = {0, 63, 64, T - 1};
             for (int i = 0; i < 128; ++i) toks.push_back(int(rng() % uint32_t(T)));
             std::vector<double> ref(toks.size());
@@ -537,14 +545,9 @@ static void run_decode(int B, int T) {
                 const int slot = t % kPageSize;
                 float scale;
                 std::memcpy(&scale, page.data() + kPageSize * kDim + slot * 4, 4);
-                double acc = 0;
-                for (int h = 0; h < kHeads; ++h) {
-                    double dot = 0;
-                    for (int d = 0; d < kDim; ++d)
-                        dot += double(qf[size_t(h) * kDim + d]) * fp8_e4m3_to_float(page[size_t(slot) * kDim + d]);
-                    acc += double(hw[h]) * std::max(dot, 0.0);
-                }
-                ref[ti] = double(scale) * acc;
+                float key[kDim];
+                for (int d = 0; d < kDim; ++d) key[d] = fp8_e4m3_to_float(page[size_t(slot) * kDim + d]);
+                ref[ti] = reference_score(qf, hw, key, scale);
                 row_max = std::max(row_max, std::fabs(ref[ti]));
             }
             check.row(hrow, toks, ref, row_max);
