@@ -370,8 +370,8 @@ double peak_percent(const Result& r, const RunInfo& info) { return 100.0 * tflop
 
 void print_paged_table(const std::vector<Result>& results, bool gpu) {
     if (gpu) {
-        std::printf("\n%-20s %-4s %6s %9s %11s %9s %9s %8s %9s %8s  %s\n", "workload", "dev", "rows", "tokens",
-                    "latency_us", "GB/s", "floor_us", "%floor", "ws_MB", "host_us", "check");
+        std::printf("\n%-20s %-4s %6s %9s %11s %8s %9s %9s %8s %9s %8s  %s\n", "workload", "dev", "rows", "tokens",
+                    "latency_us", "b2b_us", "GB/s", "floor_us", "%floor", "ws_MB", "host_us", "check");
     } else {
         std::printf("\n%-20s %-4s %6s %9s %11s %9s %9s %9s  %s\n", "workload", "dev", "rows", "tokens", "latency_us",
                     "GB/s", "Mtok/s", "rows/s", "check");
@@ -382,9 +382,9 @@ void print_paged_table(const std::vector<Result>& results, bool gpu) {
         const std::string check = check_text(r);
         if (gpu) {
             const double pct = r.latency_us > 0 && r.floor_us > 0 ? 100.0 * r.floor_us / r.latency_us : 0.0;
-            std::printf("%-20s %-4s %6lld %9lld %11.1f %9.1f %9.1f %7.0f%% %9.1f %8.1f  %s\n", r.name.c_str(),
-                        r.backend.c_str(), (long long)r.rows, (long long)r.tokens, r.latency_us, gbs, r.floor_us, pct,
-                        double(r.workspace_bytes) / (1 << 20), r.host_call_us, check.c_str());
+            std::printf("%-20s %-4s %6lld %9lld %11.1f %8.1f %9.1f %9.1f %7.0f%% %9.1f %8.1f  %s\n", r.name.c_str(),
+                        r.backend.c_str(), (long long)r.rows, (long long)r.tokens, r.latency_us, r.back_to_back_us, gbs,
+                        r.floor_us, pct, double(r.workspace_bytes) / (1 << 20), r.host_call_us, check.c_str());
         } else {
             const double mtoks = seconds > 0 ? double(r.tokens) / seconds / 1e6 : 0.0;
             const double rows = seconds > 0 ? double(r.rows) / seconds : 0.0;
@@ -396,10 +396,10 @@ void print_paged_table(const std::vector<Result>& results, bool gpu) {
 
 void print_ragged_table(const std::vector<Result>& results, const RunInfo& info) {
     std::printf("\n%-26s %-4s %6s %6s %11s %9s %9s %9s%s  %s\n", "workload", "dev", "S", "N", "latency_us", "TFLOP/s",
-                "%fp8peak", "ws_MB", info.gpu ? "  host_us" : "", "check");
+                "%fp8peak", "ws_MB", info.gpu ? "  host_us    b2b_us" : "", "check");
     for (const Result& r : results) {
-        char host[16] = "";
-        if (info.gpu) std::snprintf(host, sizeof host, " %8.1f", r.host_call_us);
+        char host[32] = "";
+        if (info.gpu) std::snprintf(host, sizeof host, " %8.1f %9.1f", r.host_call_us, r.back_to_back_us);
         std::printf("%-26s %-4s %6lld %6lld %11.1f %9.3f %8.2f%% %9.1f%s  %s\n", r.name.c_str(), r.backend.c_str(),
                     (long long)r.rows, (long long)r.tokens, r.latency_us, tflops(r), peak_percent(r, info),
                     double(r.workspace_bytes) / (1 << 20), host, check_text(r).c_str());
@@ -409,7 +409,9 @@ void print_ragged_table(const std::vector<Result>& results, const RunInfo& info)
 std::string timing_of(const RunInfo& info) {
     if (!info.gpu) return "median wall clock";
     return std::string("median of CUDA-event-timed CUDA-graph replays, ") +
-           (info.ragged ? "inputs rotated (copies past 3x the L2, one when a copy is past it)" : "K cache rotated");
+           (info.ragged ? "inputs rotated (copies past 3x the L2, one when a copy is past it)" : "K cache rotated") +
+           "; latency_us: one call a replay, from an idle GPU; back_to_back_us: per call, " +
+           std::to_string(kBackToBackCalls) + " calls a replay";
 }
 
 // What each timed call asks for.
@@ -444,8 +446,10 @@ bool write_json(const std::string& path, const std::vector<Result>& results, con
     std::fprintf(f, "  \"timing\": \"%s\",\n  \"results\": [\n", timing_of(info).c_str());
     for (size_t i = 0; i < results.size(); ++i) {
         const Result& r = results[i];
-        char host[48] = "";
-        if (info.gpu) std::snprintf(host, sizeof host, "\"host_call_us\": %.2f, ", r.host_call_us);
+        char host[80] = "";
+        if (info.gpu)
+            std::snprintf(host, sizeof host, "\"back_to_back_us\": %.2f, \"host_call_us\": %.2f, ", r.back_to_back_us,
+                          r.host_call_us);
         std::fprintf(f,
                      "    {\"workload\": \"%s\", \"backend\": \"%s\", %s, \"latency_us\": %.2f, %s"
                      "\"workspace_bytes\": %zu, \"pass\": %s, \"check\": \"%s\"}%s\n",

@@ -1,9 +1,12 @@
-// GPU timing (METHOD.md): each call is captured once in a CUDA graph per rotated copy of its inputs (paged:
-// the K cache; ragged: every input); the latency is the median of CUDA-event-timed single replays. Copies
-// rotate so that inputs smaller than the L2 do not stay cached between calls. Beside it, the host time of an
-// eager call (until it returns, its work enqueued): what a caller's CPU pays per call. CPU timing: the median wall
-// clock of synchronous calls. Checks: SPEC section 5 against the float64 oracle of tests/test_util, on every
-// row of a paged call and on a sample of the rows of a ragged one.
+// GPU timing (METHOD.md): each call is captured in a CUDA graph per rotated copy of its inputs (paged: the K
+// cache; ragged: every input); copies rotate so that inputs smaller than the L2 do not stay cached between
+// calls. Two times: the latency, the median of CUDA-event-timed single replays of one call each, which start on
+// an idle GPU and so also hold the graph launch's submission (~4 us; bench/NOTES.md, session 35); and the
+// back-to-back time, per call of replays of kBackToBackCalls calls each, which leaves it out, as a call inside an
+// engine's step graph does. Beside them, the host time of an eager call (until it returns, its work enqueued):
+// what a caller's CPU pays per call. CPU timing: the median wall clock of synchronous calls. Checks: SPEC
+// section 5 against the float64 oracle of tests/test_util, on every row of a paged call and on a sample of the
+// rows of a ragged one.
 #include "workloads.hpp"
 
 #include <algorithm>
@@ -466,16 +469,20 @@ private:
     DeviceMemory indices_, scores_;
 };
 
-// One CUDA graph per copy of a call's inputs, each capturing the call once: call(i) enqueues it on the
-// stream, reading copy i.
+// One CUDA graph per copy of a call's inputs, each capturing calls_per_graph calls: call(i) enqueues one on
+// the stream, reading copy i; graph g's calls read copies g * calls_per_graph + j (mod copies), so that
+// replaying the graphs in turn keeps the rotation going.
 class CapturedCalls {
 public:
-    CapturedCalls(cudaStream_t stream, int copies, const std::function<dsa_status_t(int)>& call, const char* what)
-        : stream_(stream) {
+    CapturedCalls(cudaStream_t stream, int copies, const std::function<dsa_status_t(int)>& call, const char* what,
+                  int calls_per_graph = 1)
+        : stream_(stream), calls_per_graph_(calls_per_graph) {
         for (int i = 0; i < copies; ++i) {
             cudaGraph_t graph;
             cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
-            const dsa_status_t status = call(i);
+            dsa_status_t status = DSA_STATUS_SUCCESS;
+            for (int j = 0; j < calls_per_graph && status == DSA_STATUS_SUCCESS; ++j)
+                status = call((i * calls_per_graph + j) % copies);
             cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
             if (status != DSA_STATUS_SUCCESS) cudaGraphDestroy(graph);
             require_ok(status, what);
@@ -491,8 +498,8 @@ public:
     CapturedCalls(const CapturedCalls&) = delete;
     CapturedCalls& operator=(const CapturedCalls&) = delete;
 
-    // The median of `iterations` CUDA-event-timed single replays in microseconds, after untimed warm-up
-    // replays; replay i reads copy i mod copies.
+    // The median of `iterations` CUDA-event-timed single replays in microseconds per call, after untimed
+    // warm-up replays; replay i is graph i mod copies.
     double median_replay_us(int iterations) const {
         const int warmup = 5;
         cudaEvent_t start, stop;
@@ -506,7 +513,7 @@ public:
             cuda_ok(cudaEventSynchronize(stop), "replay");
             float ms = 0;
             cudaEventElapsedTime(&ms, start, stop);
-            if (i >= warmup) times.push_back(ms * 1e3);
+            if (i >= warmup) times.push_back(ms * 1e3 / calls_per_graph_);
         }
         cudaEventDestroy(start);
         cudaEventDestroy(stop);
@@ -515,8 +522,12 @@ public:
 
 private:
     cudaStream_t stream_;
+    int calls_per_graph_;
     std::vector<cudaGraphExec_t> graphs_;
 };
+
+// The back-to-back timing's replays: each times kBackToBackCalls calls.
+int back_to_back_replays(int iterations) { return std::max(5, iterations / 2); }
 
 // The median host time in microseconds of `iterations` eager calls (after untimed warm-up calls): from the
 // call until it returns, its work enqueued on `stream` (what an engine that does not use CUDA graphs pays on
@@ -585,11 +596,13 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
         return dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
     };
     const CapturedCalls calls(stream.handle, int(caches.size()), call, "dsa_topk_paged (captured)");
+    const CapturedCalls queued(stream.handle, int(caches.size()), call, "dsa_topk_paged (captured)", kBackToBackCalls);
 
     Result r;
     r.backend = "gpu";
     r.workspace_bytes = workspace_bytes;
     r.latency_us = calls.median_replay_us(iterations);
+    r.back_to_back_us = queued.median_replay_us(back_to_back_replays(iterations));
     r.host_call_us = median_eager_call_us(stream.handle, iterations, int(caches.size()), call, "dsa_topk_paged (eager)");
     r.check = verify(c, w.topk, out.download(ctx.get()));
     return r;
@@ -620,11 +633,13 @@ Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iteratio
         return dsa_topk_ragged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
     };
     const CapturedCalls calls(stream.handle, int(copies.size()), call, "dsa_topk_ragged (captured)");
+    const CapturedCalls queued(stream.handle, int(copies.size()), call, "dsa_topk_ragged (captured)", kBackToBackCalls);
 
     Result r;
     r.backend = "gpu";
     r.workspace_bytes = workspace_bytes;
     r.latency_us = calls.median_replay_us(iterations);
+    r.back_to_back_us = queued.median_replay_us(back_to_back_replays(iterations));
     r.host_call_us = median_eager_call_us(stream.handle, iterations, int(copies.size()), call, "dsa_topk_ragged (eager)");
     r.check = verify_sample(c, w.topk, out.download(ctx.get()), &r.checked_rows);
     return r;

@@ -75,13 +75,17 @@ dsa_test::PagedCase paged_case_of(const Workload& w, const std::string& input_ca
 dsa_test::RaggedCase ragged_case_of(const RaggedWorkload& w, const std::string& input_cache = {},
                                     bool* cached = nullptr);
 
+// GPU: the back-to-back timing's calls per CUDA graph (workloads.cpp's header comment).
+constexpr int kBackToBackCalls = 10;
+
 struct Result {
     std::string name;
     std::string backend;
     int64_t rows = 0;
     int64_t tokens = 0;  // visible tokens (paged), keys N (ragged)
     double k_bytes = 0;  // paged only
-    double latency_us = 0;
+    double latency_us = 0;       // a single call from an idle GPU (GPU: graph replay, launch included)
+    double back_to_back_us = 0;  // GPU: per call, calls following each other in one graph (no launch gap)
     double floor_us = 0;  // paged, GPU only
     double flops = 0;     // ragged only: 2 * H * D * (the sum of the rows' window lengths)
     int64_t checked_rows = 0;  // ragged only: the rows the oracle checked, a sample (0 when the call failed)
