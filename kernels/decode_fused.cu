@@ -17,9 +17,9 @@
 //     128 B], 128B swizzle, so a box lands in wgmma's K-major layout; scales: a bulk copy) into a ring of mbarrier
 //     stages. Four consumer warpgroups (two for next_n > 2) take the tiles in turn, each waiting on and freeing only
 //     its own tiles' stages: wgmma (64 tokens x H heads x 128 dims per row), then relu, weights, head sum and scale
-//     in registers; each score goes to the workspace. For sequences longer than 8192 tokens, once the CTA's part is
-//     scored, one pass over its scores (still in L2) builds a shared-memory histogram of their order keys' top 11
-//     bits. When a sequence's tiles are done, its rows are selected at once: by this CTA when it owns the whole
+//     in registers; each score goes to the workspace and, for sequences longer than 8192 tokens, into a
+//     shared-memory histogram of its order key's top 11 bits (one shared atomic per warp, tile and row). When a
+//     sequence's tiles are done, its rows are selected at once: by this CTA when it owns the whole
 //     sequence, else by the last CTA to finish a part of it (a ticket), from the histograms the parts added up in
 //     global memory. A CTA scores its two shared sequences first, so their selection overlaps the other CTAs'
 //     scoring.
@@ -95,7 +95,6 @@ static_assert(kPoolRowMin >= kRegRowMax, "rows selected in registers read their 
 constexpr int64_t kPoolMaxEntries = int64_t(1) << 22;  // candidate pool of long split rows: 32 MB at most
 static_assert(kMaxCtas * (kPoolMaxEntries + 1) <= INT_MAX, "a row's pool counts (each <= capacity + 1) sum in an int");
 constexpr int kPoolItems = 8;       // pool entries per thread per gather step
-constexpr int kHistLoads = 4;       // float4 loads per thread in flight in a part's histogram pass
 constexpr int kPrefetchUnits = 32;  // a producer batch: units of each sequence a self-planned CTA prefetches
 static_assert(kPrefetchUnits * (kUnitTokens / kMinPageSize) <= 64, "prefetch_entries_l2 covers at most 64 entries");
 
@@ -194,33 +193,6 @@ template <int Consumers>
 struct ConsumerSync {
     __device__ void operator()() const { consumer_sync<Consumers>(); }
 };
-
-// Adds the level-1 bins of the scores s[0, n) (16-byte aligned) into the shared histogram, by Threads threads
-// (t: this one's index). Each step issues all of a thread's kHistLoads loads before its atomics, so it costs
-// one L2 round trip; the last n % 4 scores, past the whole float4s, come after.
-template <int Threads>
-__device__ __forceinline__ void add_to_histogram(const float* s, int n, int t, int* hist) {
-    const float4* s4 = reinterpret_cast<const float4*>(s);
-    const int whole = n / 4;
-    for (int base = 0; base < whole; base += Threads * kHistLoads) {
-        float4 f[kHistLoads];
-#pragma unroll
-        for (int q = 0; q < kHistLoads; ++q) {
-            const int i = base + q * Threads + t;
-            f[q] = i < whole ? __ldcg(s4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-#pragma unroll
-        for (int q = 0; q < kHistLoads; ++q) {
-            if (base + q * Threads + t < whole) {
-                atomicAdd(&hist[score_order_key(f[q].x) >> kBinShift], 1);
-                atomicAdd(&hist[score_order_key(f[q].y) >> kBinShift], 1);
-                atomicAdd(&hist[score_order_key(f[q].z) >> kBinShift], 1);
-                atomicAdd(&hist[score_order_key(f[q].w) >> kBinShift], 1);
-            }
-        }
-    }
-    if (t < n % 4) atomicAdd(&hist[score_order_key(__ldcg(s + 4 * whole + t)) >> kBinShift], 1);
-}
 
 // Brings the lines holding the block-table entries [first, last] (at most 64: three lines of 128 bytes) into
 // L2: a hint, no value. Each address given is one of the entries', so all are valid.
@@ -1187,7 +1159,13 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
                 const int64_t visible = visible_positions(seg_tokens, NN, j);
                 const int64_t pos = p0 + (quad_col == 1 ? 8 : 0);
                 const float score = quad_col == 1 ? sc1 * part[1] : sc0 * part[0];
-                if (quad_col < 2 && pos < visible) seg_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
+                if (quad_col < 2 && pos < visible) {
+                    seg_scores[int64_t(j) * seg_units * kUnitTokens + pos] = score;
+                    // The part's level-1 histogram, complete at the barrier after the tile loop. A plain
+                    // increment: the atomic unit merges a warp's equal bins (ATOMS.POPC.INC); grouping them
+                    // first with __match_any_sync cost as much as the rest of the epilogue (session 6).
+                    if (seg_hist) atomicAdd(&sh.hist[j][score_order_key(score) >> kBinShift], 1);
+                }
             }
         }
         tile_base = tile_end;
@@ -1213,17 +1191,6 @@ __global__ void __launch_bounds__(FusedRoles<NN>::kThreads, 1)
         const int c_lo = k == 0 ? plan.first_lo : k < middle_first ? plan.last_lo : int(blockIdx.x);
         const int c_hi = k == 0 ? plan.first_hi : k < middle_first ? plan.last_hi : int(blockIdx.x);
         auto pool_records = [&](int j) { return p.pool_parts + (int64_t(c_lo) * NN + j) * kMaxCtas; };
-        if (seg_hist && !bad) {  // a bad sequence selects nothing, so its histogram is never read
-            // The level-1 histogram of the part, in one pass over its scores (built per tile in the epilogue
-            // before, its match_any and shared atomics cost as much as the rest of the epilogue or more).
-            // The barrier above orders every consumer's score stores before these loads (bar.sync orders
-            // memory like membar.cta), and they read L2 (ld.cg).
-            for (int j = 0; j < NN; ++j)
-                if (part_end(j) > part_begin)
-                    add_to_histogram<kConsumerThreads>(row_scores(j) + part_begin, part_end(j) - part_begin, ct,
-                                                       sh.hist[j]);
-            consumer_sync<kConsumerThreads>();
-        }
         if (seg_split) {
             // The clears of tickets, slots and the pool counter precede the atomics below: the plan or clear kernel's
             // (griddepcontrol.wait), or, in a single launch, every fused CTA's (the grid barrier, waited for above).
