@@ -92,32 +92,28 @@ int main() {
     cudaStream_t s;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
 
-    auto launch_big = [&](bool cooperative, int dyn) {
+    // A launch of the big kernel's shape with one launch attribute (or none: nullptr).
+    auto launch_shaped = [&](auto kernel, int dyn, const cudaLaunchAttribute* attribute, auto... args) {
         cudaLaunchConfig_t c{};
         c.gridDim = dim3(ctas);
         c.blockDim = dim3(threads);
         c.dynamicSmemBytes = dyn;
         c.stream = s;
-        cudaLaunchAttribute at{};
-        at.id = cudaLaunchAttributeCooperative;
-        at.val.cooperative = 1;
-        c.attrs = &at;
-        c.numAttrs = cooperative ? 1 : 0;
-        CK(cudaLaunchKernelEx(&c, big_kernel, sink, dyn > 0 ? 1 : 0));
+        c.attrs = const_cast<cudaLaunchAttribute*>(attribute);
+        c.numAttrs = attribute ? 1 : 0;
+        CK(cudaLaunchKernelEx(&c, kernel, args...));
+    };
+    cudaLaunchAttribute cooperative_attr{}, pdl_attr{};
+    cooperative_attr.id = cudaLaunchAttributeCooperative;
+    cooperative_attr.val.cooperative = 1;
+    pdl_attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    pdl_attr.val.programmaticStreamSerializationAllowed = 1;
+    auto launch_big = [&](bool cooperative, int dyn) {
+        launch_shaped(big_kernel, dyn, cooperative ? &cooperative_attr : nullptr, sink, dyn > 0 ? 1 : 0);
     };
     auto launch_pair = [&] {
         small_kernel<<<ctas, 64, 0, s>>>(sink);
-        cudaLaunchConfig_t c{};
-        c.gridDim = dim3(ctas);
-        c.blockDim = dim3(threads);
-        c.dynamicSmemBytes = smem;
-        c.stream = s;
-        cudaLaunchAttribute at{};
-        at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at.val.programmaticStreamSerializationAllowed = 1;
-        c.attrs = &at;
-        c.numAttrs = 1;
-        CK(cudaLaunchKernelEx(&c, big_kernel_behind, sink));
+        launch_shaped(big_kernel_behind, smem, &pdl_attr, sink);
     };
     struct Variant {
         const char* name;
