@@ -1,7 +1,7 @@
 // GPU timing (METHOD.md): each call is captured in a CUDA graph per rotated copy of its inputs (paged: the K
 // cache; ragged: every input); copies rotate so that inputs smaller than the L2 do not stay cached between
 // calls. Two times: the latency, the median of CUDA-event-timed single replays of one call each, which start on
-// an idle GPU and so also hold the graph launch's submission (~4 us; bench/NOTES.md, session 35); and the
+// an idle GPU and so also hold the graph launch's submission (~2.5 us; bench/NOTES.md, session 35); and the
 // back-to-back time, per call of replays of kBackToBackCalls calls each, which leaves it out, as a call inside an
 // engine's step graph does. Beside them, the host time of an eager call (until it returns, its work enqueued):
 // what a caller's CPU pays per call. CPU timing: the median wall clock of synchronous calls. Checks: SPEC
