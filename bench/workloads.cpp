@@ -526,8 +526,6 @@ private:
     std::vector<cudaGraphExec_t> graphs_;
 };
 
-// The back-to-back timing's replays: each times kBackToBackCalls calls.
-int back_to_back_replays(int iterations) { return std::max(5, iterations / 2); }
 
 // The median host time in microseconds of `iterations` eager calls (after untimed warm-up calls): from the
 // call until it returns, its work enqueued on `stream` (what an engine that does not use CUDA graphs pays on
@@ -546,6 +544,23 @@ double median_eager_call_us(cudaStream_t stream, int iterations, int copies, con
         if (i >= warmup) times.push_back(std::chrono::duration<double, std::micro>(end - start).count());
     }
     return median(times);
+}
+
+// A GPU result's times of `call` (entry: the API function's name, for errors) over `copies` rotated input copies:
+// the latency, the back-to-back time (replays of kBackToBackCalls calls, half as many replays, at least 5) and
+// the eager host time.
+Result timed_gpu_result(cudaStream_t stream, int copies, const std::function<dsa_status_t(int)>& call,
+                        const std::string& entry, int iterations, size_t workspace_bytes) {
+    const std::string captured = entry + " (captured)", eager = entry + " (eager)";
+    const CapturedCalls single(stream, copies, call, captured.c_str());
+    const CapturedCalls back_to_back(stream, copies, call, captured.c_str(), kBackToBackCalls);
+    Result r;
+    r.backend = "gpu";
+    r.workspace_bytes = workspace_bytes;
+    r.latency_us = single.median_replay_us(iterations);
+    r.back_to_back_us = back_to_back.median_replay_us(std::max(5, iterations / 2));
+    r.host_call_us = median_eager_call_us(stream, iterations, copies, call, eager.c_str());
+    return r;
 }
 
 // One copy of a ragged call's inputs in device memory.
@@ -595,15 +610,7 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
         inputs.k_cache = caches[size_t(i)]->ptr;
         return dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
     };
-    const CapturedCalls calls(stream.handle, int(caches.size()), call, "dsa_topk_paged (captured)");
-    const CapturedCalls queued(stream.handle, int(caches.size()), call, "dsa_topk_paged (captured)", kBackToBackCalls);
-
-    Result r;
-    r.backend = "gpu";
-    r.workspace_bytes = workspace_bytes;
-    r.latency_us = calls.median_replay_us(iterations);
-    r.back_to_back_us = queued.median_replay_us(back_to_back_replays(iterations));
-    r.host_call_us = median_eager_call_us(stream.handle, iterations, int(caches.size()), call, "dsa_topk_paged (eager)");
+    Result r = timed_gpu_result(stream.handle, int(caches.size()), call, "dsa_topk_paged", iterations, workspace_bytes);
     r.check = verify(c, w.topk, out.download(ctx.get()));
     return r;
 }
@@ -632,15 +639,7 @@ Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iteratio
         const dsa_ragged_inputs_t inputs = copies[size_t(i)]->inputs(c);
         return dsa_topk_ragged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
     };
-    const CapturedCalls calls(stream.handle, int(copies.size()), call, "dsa_topk_ragged (captured)");
-    const CapturedCalls queued(stream.handle, int(copies.size()), call, "dsa_topk_ragged (captured)", kBackToBackCalls);
-
-    Result r;
-    r.backend = "gpu";
-    r.workspace_bytes = workspace_bytes;
-    r.latency_us = calls.median_replay_us(iterations);
-    r.back_to_back_us = queued.median_replay_us(back_to_back_replays(iterations));
-    r.host_call_us = median_eager_call_us(stream.handle, iterations, int(copies.size()), call, "dsa_topk_ragged (eager)");
+    Result r = timed_gpu_result(stream.handle, int(copies.size()), call, "dsa_topk_ragged", iterations, workspace_bytes);
     r.check = verify_sample(c, w.topk, out.download(ctx.get()), &r.checked_rows);
     return r;
 }
