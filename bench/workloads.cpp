@@ -639,7 +639,8 @@ Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iteratio
         const dsa_ragged_inputs_t inputs = copies[size_t(i)]->inputs(c);
         return dsa_topk_ragged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
     };
-    Result r = timed_gpu_result(stream.handle, int(copies.size()), call, "dsa_topk_ragged", iterations, workspace_bytes);
+    Result r =
+        timed_gpu_result(stream.handle, int(copies.size()), call, "dsa_topk_ragged", iterations, workspace_bytes);
     r.check = verify_sample(c, w.topk, out.download(ctx.get()), &r.checked_rows);
     return r;
 }
