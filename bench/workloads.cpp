@@ -526,7 +526,6 @@ private:
     std::vector<cudaGraphExec_t> graphs_;
 };
 
-
 // The median host time in microseconds of `iterations` eager calls (after untimed warm-up calls): from the
 // call until it returns, its work enqueued on `stream` (what an engine that does not use CUDA graphs pays on
 // its CPU per step). Each call is waited for before the next, so a full queue never slows one down; call i
