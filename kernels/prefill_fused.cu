@@ -40,6 +40,7 @@
 #include "common/problem.hpp"
 #include "kernels/group_select.cuh"
 #include "kernels/launch_once.cuh"
+#include "kernels/prefill_common.cuh"
 #include "kernels/score_common.cuh"
 #include "kernels/sm90.cuh"
 #include "kernels/warp_select.cuh"
@@ -56,31 +57,14 @@ constexpr int kPrefillTile = 64;     // keys per tile (wgmma M)
 constexpr int kPrefillStages = 5;    // key tiles per warpgroup ring (what shared memory leaves room for)
 constexpr int kWgThreads = 128;
 constexpr int kPrefillThreads = 2 * kWgThreads;
-constexpr int kCandidateCap = 4096;  // candidates a row buffers before keeping its best k
 constexpr int kSelectItems = kCandidateCap / kWgThreads;  // candidates per thread in a selection
 // A final selection of at most 3072 candidates runs with 24 per thread: a quarter less per-item work (the
 // loads, the refinement's counts, keep_in_order's unrolled items) for most rows' last selection.
 constexpr int kSmallSelectItems = kSelectItems * 3 / 4;
 constexpr int kCompactAt = kCandidateCap - kPrefillTile;  // past this, the next tile might not fit
 static_assert(kJobRows == kWgThreads / 32, "a job's final selections: one warp per row");
-static_assert(kCandidateCap % kWarpSelectSpan == 0, "a row's buffer is readable up to its count rounded up a span");
-// A row longer than the buffer compacts first once it holds kEstimateAt candidates, keeping an estimate of its
-// window's (k + kEstimateSigmas sigma)-th best.
-constexpr int kEstimateAt = 1024;
-constexpr float kEstimateSigmas = 4.0f;
-
-// How many of the n keys seen so far of a row's window should reach an estimate of the window's
-// (k + kEstimateSigmas sigma)-th best: r0 + kEstimateSigmas sqrt(r0), r0 = k n / window (the share of k those n
-// keys hold). Fast approximations (no IEEE slow paths in the loop's code): an estimate either way.
-__device__ __forceinline__ int estimate_rank(int k, int n, int window) {
-    const float r0 = __fdividef(float(k) * float(n), float(window));
-    return int(ceilf(r0 + kEstimateSigmas * r0 * rsqrtf(r0)));
-}
 
 constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
-constexpr int kRowBins = 1024;       // each row's running histogram: the order key's top 10 bits
-constexpr int kRowBinShift = 22;
-static_assert(kRowBins == kWarpSelectBins, "a row's histogram is the warp selection's level 1");
 
 struct PrefillParams {
     RaggedProblem pb;
@@ -129,28 +113,7 @@ struct PrefillSmem {
     WarpgroupSmem<H> wg[2];
 };
 
-// A read-only global load the compiler keeps where it is written (volatile): issued before a wait, its
-// latency overlaps the wait.
-__device__ __forceinline__ float load_global_nc(const float* p) {
-    float v;
-    asm volatile("ld.global.nc.f32 %0, [%1];\n" : "=f"(v) : "l"(p));
-    return v;
-}
-
 __device__ __forceinline__ uint64_t order_candidate(uint2 c) { return (uint64_t(c.x) << 32) | uint64_t(~c.y); }
-
-// The threshold a candidate arriving after a row kept its best must reach to matter, from the keep's threshold
-// prefix (the key's bits above shift): above the last kept key, or that key's bin when the refinement stopped
-// early (a lower bound, which only lets a few more through). The largest key is +inf's: no overflow.
-__device__ __forceinline__ uint32_t threshold_after_keep(uint32_t prefix, int shift) {
-    return shift == 0 ? prefix + 1u : prefix << shift;
-}
-
-// A warpgroup's barrier: named barrier 1 + id over its 128 threads.
-struct WarpgroupSync {
-    int id;
-    __device__ void operator()() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
-};
 
 // One warpgroup's view of its shared memory, and the selection of its rows' candidates.
 template <int H>
@@ -292,49 +255,6 @@ struct Warpgroup {
             if (out_score) out_score[i] = -__int_as_float(0x7f800000);
         }
         sync();  // scratch is reused by the next row
-    }
-
-    // Writes row r of a finished job by this warp alone, in position order (no ranking): padding for a bad
-    // window (ok false), the window itself for a row that needs no scores, else the best k of the n
-    // candidates of buf (all of them when n <= k, then padding). Indices as in write_row.
-    __device__ void warp_write_row(const RaggedProblem& pb, int64_t r, bool ok, bool unscored, int start, int end,
-                                   const uint2* buf, int n, const int* row_hist, int32_t base) const {
-        const int k = pb.shape.topk;
-        int32_t* out_idx = pb.out.indices + r * k;
-        float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
-        if (unscored) {
-            for (int i = lane; i < k; i += 32) out_idx[i] = start + i < end ? start + i - base : -1;
-            return;
-        }
-        const int taken = ok ? n : 0;
-        if (taken <= k) {
-            for (int i = lane; i < k; i += 32) {
-                const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
-                out_idx[i] = i < taken ? int32_t(c.y) - base : -1;
-                if (out_score) out_score[i] = i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000);
-            }
-            return;
-        }
-        const WarpSelect list{buf, n};
-        list.keep_in_order(k, list.threshold<kRowBinShift>(k, row_hist, sh.scratch.warp_hist[warp]),
-                           [&](int slot, uint32_t key, uint32_t position) {
-                               out_idx[slot] = int32_t(position) - base;
-                               if (out_score) out_score[slot] = score_from_order_key(key);
-                           });
-    }
-
-    // Keeps the best `keep` (< n) of the n candidates of buf in place, in position order, and row_hist with them,
-    // by this warp alone. Returns threshold_after_keep.
-    __device__ uint32_t warp_keep_best(uint2* buf, int n, int keep, int* row_hist) const {
-        const WarpSelect list{buf, n};
-        const WarpSelect::Threshold th = list.threshold<kRowBinShift>(keep, row_hist, sh.scratch.warp_hist[warp]);
-        list.keep_in_order(keep, th, [&](int slot, uint32_t key, uint32_t position) {
-            buf[slot] = make_uint2(key, position);
-        });
-        __syncwarp();  // row_hist's reads (level 1) are done
-        // What stays: every bin above bin1 whole, keep - above1 of bin1, nothing below.
-        for (int i = lane; i <= th.bin1; i += 32) row_hist[i] = i == th.bin1 ? keep - th.above1 : 0;
-        return threshold_after_keep(th.prefix, th.shift);
     }
 
     // Writes row r: the `taken` (<= k) candidates of buf (position order), then padding. Indices are key
@@ -549,7 +469,8 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
                     // the keys still to come rarely fill the buffer. Exact as long as at least k reach it
                     // (checked at the job's end).
                     keep = min(k, estimate_rank(k, n, __shfl_sync(0xffffffffu, my_window, j)));
-                    raised = g.warp_keep_best(candidates + j * kCandidateCap, n, keep, sh.row_hist[j]);
+                    raised = warp_keep_best(candidates + j * kCandidateCap, n, keep, sh.row_hist[j],
+                                            sh.scratch.warp_hist[warp], lane);
                     if (lane == 0) {
                         if (keep < k) atomicOr(&sh.estimated, 1 << j);
                         else atomicAnd(&sh.estimated, ~(1 << j));
@@ -689,9 +610,10 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
             if (warp < done.rows) {
                 const int j = warp;
                 const int n = __shfl_sync(0xffffffffu, count, j);
-                g.warp_write_row(pb, int64_t(done.r0) + j, (done.ok >> j) & 1, (done.unscored >> j) & 1,
-                                 done.start[j], done.end[j], candidates + j * kCandidateCap, n, sh.row_hist[j],
-                                 pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j]);
+                warp_write_row(pb, int64_t(done.r0) + j, (done.ok >> j) & 1, (done.unscored >> j) & 1, done.start[j],
+                               done.end[j], candidates + j * kCandidateCap, n, sh.row_hist[j],
+                               pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j],
+                               sh.scratch.warp_hist[warp], lane);
             }
             continue;
         }

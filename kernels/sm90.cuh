@@ -121,10 +121,17 @@ __device__ __forceinline__ void grid_barrier_wait(unsigned int arrival) {
 }
 
 // wgmma operand descriptor of a K-major tile with the 128B swizzle (rows of 128 bytes, 1024-byte aligned
-// atoms of 8 rows): start >> 4, leading offset 1 (unused), stride 1024 B between 8-row groups.
+// atoms of 8 rows): start >> 4, leading offset 1 (unused), stride 1024 B between 8-row groups. The high word
+// (stride, swizzle) is the same for every tile; the low word holds the start, where a 14-bit shared-memory
+// address >> 4 plus an offset within shared memory never carries out: a loop may keep only the 32-bit low word,
+// add its offsets to that, and rejoin the constant (wgmma_descriptor_at), which keeps it in uniform registers.
+constexpr uint64_t kWgmmaDescriptorHigh = (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+__device__ __forceinline__ uint32_t wgmma_descriptor_low(const void* smem) {
+    return ((smem_address(smem) & 0x3ffffu) >> 4) | (1u << 16);
+}
+__device__ __forceinline__ uint64_t wgmma_descriptor_at(uint32_t low) { return kWgmmaDescriptorHigh | low; }
 __device__ __forceinline__ uint64_t wgmma_descriptor(const void* smem) {
-    return uint64_t((smem_address(smem) & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
-           (uint64_t(1) << 62);
+    return wgmma_descriptor_at(wgmma_descriptor_low(smem));
 }
 // Moves this warpgroup's registers per thread to N (a multiple of 8): producers give theirs up so that
 // consumers can take more than the launch's even share. Every warp of the warpgroup must execute it.

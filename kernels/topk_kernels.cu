@@ -6,6 +6,7 @@
 #include "kernels/launch.h"
 #include "kernels/launch_once.cuh"
 #include "kernels/prefill_fused.h"
+#include "kernels/prefill_pairs.h"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_kernel.cuh"
 #include "kernels/select_rows.cuh"
@@ -149,7 +150,10 @@ bool ragged_uses_fused(const RaggedProblem& pb, const DeviceTraits& device, Scor
 
 size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
     if (pb.rows() == 0) return 0;
-    return ragged_uses_fused(pb, device, kind) ? prefill_fused_workspace_bytes(pb, device.sm_count) : ragged_plan(pb).total;
+    if (!ragged_uses_fused(pb, device, kind)) return ragged_plan(pb).total;
+    // The fused launch topk_ragged makes: 2-row jobs for unsorted output, else 4-row ones.
+    return prefill_pairs_runs(pb, device.compute_capability) ? prefill_pairs_workspace_bytes(pb, device.sm_count)
+                                                             : prefill_fused_workspace_bytes(pb, device.sm_count);
 }
 
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
@@ -190,6 +194,8 @@ cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device
     if (ragged_uses_fused(problem, device, kind)) {
         // The public API requires q and k 16-byte aligned (api/validate.cpp), which TMA needs.
         if (!prefill_fused_inputs_aligned(problem)) return cudaErrorMisalignedAddress;
+        if (prefill_pairs_runs(problem, device.compute_capability))
+            return prefill_pairs_topk(problem, device.sm_count, workspace, error_flag, stream);
         return prefill_fused_topk(problem, device.sm_count, workspace, error_flag, stream);
     }
     WorkspacePlan plan = ragged_plan(problem);

@@ -1,0 +1,473 @@
+// Fused prefill top-k in jobs of 2 rows (SPEC section 2, unsorted output), sm_90a. prefill_fused.cu's algorithm
+// (read its header first) in another shape: one CTA per SM, FOUR warpgroups, each working its own jobs of 2
+// consecutive query rows from start to finish:
+//  - Its own ring of 3 stages of 64 keys (TMA, issued by its thread 0) and its own queries buffer (the job's
+//    2 x H x 128 B, one box; loaded when the previous job's tiles are done, during its selections).
+//  - wgmma m64 x (2 H) x k32: one instruction covers both rows; 64 accumulators a thread at H = 64, which leaves
+//    room to hold each lane's weights (the heads of its accumulator columns, 2 x H / 4 floats) in registers for
+//    the whole job instead of reading them from shared memory every tile (that costs +32% in this shape:
+//    bench/NOTES.md, session 32).
+//  - The epilogue: per (row, key) relu, weight and head sum in one FMA chain, then a 3-shuffle transpose-reduce
+//    over the lane quad, after which lane quad q holds row q & 1's score of key a = q >> 1 (keys lane / 4 and
+//    lane / 4 + 8 of the warp's 16).
+//  - Every compaction (the first, early one to an estimate, and full ones to k) and each row's final selection
+//    is its own warp's (warp j for row j), by WarpSelect: a warpgroup-wide selection's scratch does not fit
+//    beside four rings.
+// Sorted output stays with prefill_fused (its ranking sort needs a warpgroup and scratch this layout lacks).
+// Results are those of prefill_fused, bit for bit: each row is computed by one warpgroup alone, in position
+// order, with prefill_fused's summation order, and the candidate buffers, thresholds, estimates and the
+// rescoring of a job left short are the same.
+#include "kernels/prefill_pairs.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include <cuda.h>
+
+#include "common/constants.hpp"
+#include "common/order_key.h"
+#include "common/problem.hpp"
+#include "kernels/launch_once.cuh"
+#include "kernels/prefill_common.cuh"
+#include "kernels/prefill_fused.h"
+#include "kernels/score_common.cuh"
+#include "kernels/sm90.cuh"
+#include "kernels/warp_select.cuh"
+
+// In images other than sm_90a the kernel's body is compiled out (it only runs there), which leaves its
+// device helpers unreferenced: nothing to warn about.
+#pragma nv_diag_suppress 177
+
+namespace dsa::kernels {
+namespace {
+
+constexpr int kPairRows = 2;      // query rows per job: wgmma N = 2 x H
+constexpr int kPairTile = 64;     // keys per tile (wgmma M)
+constexpr int kPairStages = 3;    // key tiles per warpgroup ring
+constexpr int kWgThreads = 128;
+constexpr int kPairWarpgroups = 4;
+constexpr int kPairThreads = kPairWarpgroups * kWgThreads;
+constexpr int kCompactAt = kCandidateCap - kPairTile;  // past this, the next tile might not fit
+static_assert(kPairRows <= kWgThreads / 32, "one warp per row selects");
+
+struct PairParams {
+    RaggedProblem pb;
+    uint2* candidates;  // [slots][kPairRows][kCandidateCap] of (order key, key number)
+    int num_jobs;
+    int* error_flag;
+};
+
+// What wgmma reads: 1024-byte aligned (the 128B swizzle's atoms), apart from the rest so that the rest of a
+// warpgroup's state packs without that alignment's padding (four such paddings would not fit).
+template <int H>
+struct alignas(1024) PairTiles {
+    uint8_t keys[kPairStages][kPairTile * kHeadDim];
+    uint8_t q[kPairRows * H * kHeadDim];
+};
+
+// A job: rows [r0, r0 + rows) and the union [lo, lo + 64 * tiles) of the windows of its scored rows.
+struct PairJob {
+    int r0, rows;
+    int start[kPairRows], end[kPairRows];  // empty for a row past the end or with a bad window
+    int ok;                                // bit j: row j's window obeys the data rule
+    int unscored;                          // bit j: row j returns its whole window without scores
+    int lo, tiles;
+};
+
+// 16-byte aligned: warp_find_bin reads the histograms 16 bytes at a time, in each warpgroup's state.
+struct alignas(16) PairState {
+    int row_hist[kPairRows][kRowBins];         // of the candidates in each row's buffer
+    int warp_hist[kPairRows][kWarpSelectBins];  // a row warp's refinement levels (compactions, selection)
+    uint64_t full[kPairStages];
+    uint64_t empty[kPairStages];
+    uint64_t q_full;
+    int4 counts[2][kPairRows];  // per tile parity and row, one int a warp: the candidates the warp appends
+    int compacted[kPairRows];     // a compaction's result per row: the candidates kept (0: not compacted) ...
+    uint32_t raised[kPairRows];   // ... and the threshold a later candidate must reach
+    int estimated;                // bit j: row j's threshold is an estimate, not yet known to reach its k-th best
+    int rescoring;                // the current job is being scored again, without estimates
+    int estimates_off;            // a job of this warpgroup was scored again: no more estimates
+    // Kept here, not in registers, which the accumulators and weights take nearly all of: the jobs (job n in
+    // jobs[n & 1]: the next one is dealt while the last one's rows are written) and the tiles thread 0 has
+    // issued into the ring (its stage and phase).
+    PairJob jobs[2];
+    uint32_t issued;
+};
+
+template <int H>
+struct PairSmem {
+    PairTiles<H> tiles[kPairWarpgroups];
+    PairState state[kPairWarpgroups];
+};
+
+template <int H>
+constexpr int pair_smem_bytes() {
+    return int(sizeof(PairSmem<H>)) + 1024;  // + the slack that aligns the dynamic base to 1024
+}
+static_assert(sizeof(PairTiles<64>) % 1024 == 0 && sizeof(PairTiles<32>) % 1024 == 0, "each ring 1024-byte aligned");
+static_assert(pair_smem_bytes<64>() <= 232448 && pair_smem_bytes<32>() <= 232448,
+              "four warpgroups in the 227 KB a CTA may have");
+
+template <int H>
+__global__ void __launch_bounds__(kPairThreads, 1)
+    prefill_pairs_kernel(const __grid_constant__ CUtensorMap key_map, const __grid_constant__ CUtensorMap q_map,
+                         PairParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    static_assert(H % 8 == 0, "the weights come in 8-head chunks");
+    constexpr int kN = kPairRows * H;  // wgmma N: the 2 rows' heads
+    constexpr int kAcc = kN / 2;       // accumulators per thread
+    constexpr int kChunks = H / 8;     // 8-column accumulator chunks per row
+    extern __shared__ __align__(128) uint8_t pairs_smem_raw[];
+    auto& smem =
+        *reinterpret_cast<PairSmem<H>*>(pairs_smem_raw + ((1024 - smem_address(pairs_smem_raw) % 1024) % 1024));
+    // Broadcast from lane 0: warp-uniform as far as the compiler can tell, so what derives from it (the
+    // warpgroup's shared-memory addresses, the wgmma descriptors) can live in uniform registers.
+    const int wg_id = __shfl_sync(0xffffffffu, int(threadIdx.x) / kWgThreads, 0), t = int(threadIdx.x) % kWgThreads;
+    // From the unsigned index: no sign fix-ups where the compiler recomputes them.
+    const int warp = int(threadIdx.x % kWgThreads / 32u), lane = int(threadIdx.x % 32u), quad = lane & 3;
+    // After the epilogue's transpose-reduce this lane holds row `row`'s score of key `half` (0: key lane / 4 of
+    // the warp's 16, 1: lane / 4 + 8); the row's candidate count, threshold and window are held by its lanes.
+    const int row = quad & 1, half = quad >> 1;
+    PairTiles<H>& tiles = smem.tiles[wg_id];
+    PairState& sh = smem.state[wg_id];
+    const WarpgroupSync sync{wg_id};
+    const RaggedProblem& pb = p.pb;
+    const int S = pb.num_rows, N = int(pb.num_keys), k = pb.shape.topk;
+
+    if (t == 0) {
+        for (int s = 0; s < kPairStages; ++s) {
+            mbar_init(&sh.full[s], 1);
+            mbar_init(&sh.empty[s], 4);  // one arrival per warp
+        }
+        mbar_init(&sh.q_full, 1);
+        mbar_init_fence();
+        tensormap_prefetch(&key_map);
+        tensormap_prefetch(&q_map);
+    }
+    sync();
+
+    const int slot = int(blockIdx.x) * kPairWarpgroups + wg_id, slots = int(gridDim.x) * kPairWarpgroups;
+    uint2* const candidates = p.candidates + int64_t(slot) * kPairRows * kCandidateCap;
+    // Ring position of the consumers: the stage and its phase parity.
+    uint32_t stage = 0, phase = 0, q_phase = 0;
+
+    // Thread 0: the next tile into the ring, once its stage is released (every stage's first use needs none).
+    auto issue_tile = [&](int y) {
+        const uint32_t issued = sh.issued, issue_stage = issued % kPairStages;
+        if (issued >= uint32_t(kPairStages)) mbar_wait(&sh.empty[issue_stage], ((issued / kPairStages) & 1u) ^ 1u);
+        mbar_expect_tx(&sh.full[issue_stage], kPairTile * kHeadDim);
+        tma_load_2d(tiles.keys[issue_stage], &key_map, y, &sh.full[issue_stage]);
+        sh.issued = issued + 1;
+    };
+    // Deals job `round` of this warpgroup's deal (false when none); thread 0 records it in sh.jobs[round & 1]
+    // (read by all after a barrier) and starts its loads.
+    auto begin_job = [&](int round) {
+        const int64_t dealt = int64_t(round) * slots + ((round & 1) ? slots - 1 - slot : slot);
+        if (dealt >= p.num_jobs) return false;
+        if (t != 0) return true;
+        PairJob job;
+        job.r0 = (p.num_jobs - 1 - int(dealt)) * kPairRows;  // longest first
+        job.rows = min(kPairRows, S - job.r0);
+        job.ok = job.unscored = 0;
+        int lo = INT_MAX, hi = 0;
+#pragma unroll
+        for (int j = 0; j < kPairRows; ++j) {
+            job.start[j] = job.end[j] = 0;
+            if (j >= job.rows) continue;
+            const int s = __ldg(pb.row_start + job.r0 + j), e = __ldg(pb.row_end + job.r0 + j);
+            if (!ragged_window_in_range(s, e, pb.num_keys)) {
+                *p.error_flag = 1;
+                continue;
+            }
+            job.ok |= 1 << j;
+            job.start[j] = s;
+            job.end[j] = e;
+            if (row_needs_no_scores(pb.shape, pb.out, e - s)) {
+                job.unscored |= 1 << j;
+                continue;
+            }
+            if (e > s) {
+                lo = min(lo, s);
+                hi = max(hi, e);
+            }
+        }
+        job.lo = lo;
+        job.tiles = hi > lo ? (hi - lo + kPairTile - 1) / kPairTile : 0;
+        sh.jobs[round & 1] = job;
+        if (job.tiles > 0) {
+            mbar_expect_tx(&sh.q_full, kPairRows * H * kHeadDim);
+            // Queries are read once: evicted first, so that they do not push the keys every job reads, or the
+            // rows' candidate buffers, out of L2.
+            tma_load_2d(tiles.q, &q_map, job.r0 * H, &sh.q_full, l2_evict_first_policy());
+            for (int i = 0; i < min(kPairStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPairTile);
+        }
+        return true;
+    };
+
+    // This lane's weights: row j's heads 8 x + 2 quad and + 1 of chunk x, the columns its accumulators hold
+    // (d[4 (j kChunks + x) + {0, 1}] for key a = 0, {2, 3} for a = 1). Zero for a row past the end.
+    float2 weight[kPairRows][kChunks];
+    auto load_weights = [&](const PairJob& job) {
+#pragma unroll
+        for (int j = 0; j < kPairRows; ++j) {
+            const float* w = pb.weights + int64_t(job.r0 + j) * H + 2 * quad;
+#pragma unroll
+            for (int x = 0; x < kChunks; ++x)
+                weight[j][x] =
+                    j < job.rows ? make_float2(__ldg(w + 8 * x), __ldg(w + 8 * x + 1)) : make_float2(0.f, 0.f);
+        }
+    };
+
+    if (t == 0) sh.issued = 0;
+    bool have = begin_job(0);
+    if (t == 0) sh.rescoring = sh.estimates_off = 0;
+    for (int round = 1; have; ++round) {
+        sync();  // the previous job's selections are done with row_hist and the scratch; this job's record
+        const PairJob& job = sh.jobs[(round - 1) & 1];
+        load_weights(job);
+        // A row written without scores takes no candidates: an empty window here.
+        const int my_start = row == 0 ? job.start[0] : job.start[1];
+        const int my_end = (job.unscored >> row) & 1 ? my_start : row == 0 ? job.end[0] : job.end[1];
+        uint2* const my_buf = candidates + row * kCandidateCap;
+        int* const my_hist = sh.row_hist[row];
+        for (int i = t; i < kPairRows * kRowBins; i += kWgThreads) (&sh.row_hist[0][0])[i] = 0;
+        if (t == 0) sh.estimated = 0;
+        sync();
+        int count = 0;
+        uint32_t threshold = 0;  // 0 until the row's first compaction
+        // The row compacts once it holds more candidates than this: early (to an estimate) while its window
+        // exceeds the buffer and this warpgroup still estimates.
+        const int my_window = my_end - my_start;
+        int limit = my_window > kCandidateCap && !sh.estimates_off ? kEstimateAt - 1 : kCompactAt;
+        if (job.tiles > 0 && !sh.rescoring) {  // a job scored again has its queries already
+            mbar_wait(&sh.q_full, q_phase);
+            q_phase ^= 1u;
+        }
+        // Appends tile `tile`'s passing scores, each row's in position order: warp by warp, within a warp key
+        // a = 0 then a = 1, lanes in order (row j's a = 0 lanes are quad j, its a = 1 lanes quad j + 2).
+        auto append = [&](int tile, uint32_t key, int key_pos) {
+            const bool pass = key_pos >= my_start && key_pos < my_end && key >= threshold;
+            const unsigned passed = __ballot_sync(0xffffffffu, pass), below = (1u << lane) - 1u;
+            const unsigned first = passed & (0x11111111u << row), second = passed & (0x11111111u << (row + 2));
+            if (lane < kPairRows)
+                reinterpret_cast<int*>(&sh.counts[tile & 1][lane])[warp] = __popc(passed & (0x55555555u << lane));
+            sync();
+            const int4 n = sh.counts[tile & 1][row];  // one 16-byte read: the four warps' counts
+            const int added = n.x + n.y + n.z + n.w;
+            const int before = (warp > 0 ? n.x : 0) + (warp > 1 ? n.y : 0) + (warp > 2 ? n.z : 0);
+            if (pass) {
+                // Without a branch: a = 1 lanes (half 1) come after all of the row's a = 0 lanes.
+                const int at = __popc(first & (half ? ~0u : below)) + __popc(second & (half ? below : 0u));
+                my_buf[count + before + at] = make_uint2(key, uint32_t(key_pos));
+                atomicAdd(&my_hist[key >> kRowBinShift], 1);
+            }
+            count += added;
+        };
+        // Uniform over the warpgroup: every warp holds both rows' counts (lanes 0 and 1). Row j's compactions,
+        // the first one to an estimate and the full ones to k, are warp j's; the two rows side by side. The
+        // weights are loaded again after one, so that it has their registers.
+        auto compact_full_rows = [&]() {
+            if (!__any_sync(0xffffffffu, count > limit)) return;
+            __threadfence_block();
+            sync();  // every row's candidates stored
+            if (warp < kPairRows) {
+                const int j = warp;
+                const int n = __shfl_sync(0xffffffffu, count, j);
+                const int row_limit = __shfl_sync(0xffffffffu, limit, j);
+                int keep = 0;  // row j not compacted here
+                uint32_t raised = 0;
+                if (n > row_limit) {
+                    // The first compaction of a row longer than the buffer keeps r of the n keys seen, r / n =
+                    // (k + 4 sqrt(k n / window)) / window (prefill_fused.cu); exact as long as at least k reach it
+                    // (checked at the job's end). A full buffer keeps its best k, all at or above any estimate:
+                    // exact from there on.
+                    keep = row_limit < kCompactAt ? min(k, estimate_rank(k, n, __shfl_sync(0xffffffffu, my_window, j)))
+                                                  : k;
+                    raised = warp_keep_best(candidates + j * kCandidateCap, n, keep, sh.row_hist[j], sh.warp_hist[j],
+                                            lane);
+                    if (lane == 0) {
+                        if (keep < k) atomicOr(&sh.estimated, 1 << j);
+                        else atomicAnd(&sh.estimated, ~(1 << j));
+                    }
+                }
+                if (lane == 0) {
+                    sh.compacted[j] = keep;
+                    sh.raised[j] = raised;
+                }
+            }
+            __threadfence_block();
+            sync();  // the compacted rows, their histograms and thresholds
+            if (sh.compacted[row] > 0) {
+                threshold = sh.raised[row];
+                count = sh.compacted[row];
+                limit = kCompactAt;
+            }
+            load_weights(job);
+        };
+        const uint32_t key_lo = wgmma_descriptor_low(tiles.keys[0]), q_lo = wgmma_descriptor_low(tiles.q);
+        constexpr uint32_t kStageDesc = kPairTile * kHeadDim / 16;  // descriptor units (16 B) per stage
+        // One tile's MMA at ring stage S, a constant in each of the kPairStages copies, so that every descriptor
+        // is a job-invariant value kept in uniform registers instead of being rebuilt every tile. Only this part
+        // is copied; the epilogue, appends and compactions below are not (they would triple the loop's code).
+        float d[kAcc];
+        auto tile_mma = [&](auto stage_constant) {
+            constexpr uint32_t s = decltype(stage_constant)::value;
+            mbar_wait(&sh.full[s], phase);
+#pragma unroll
+            for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                const uint64_t a = wgmma_descriptor_at(key_lo + (s * kStageDesc + ks * 2));
+                const uint64_t b = wgmma_descriptor_at(q_lo + ks * 2);
+                if (ks == 0) wgmma_fp8<kN, 0>(d, a, b);
+                else wgmma_fp8<kN, 1>(d, a, b);
+            }
+            // The tile's scores are appended after its epilogue, not held over to run under the next tile's MMA:
+            // their registers would not fit beside the accumulators and weights (and the SM's other three
+            // warpgroups keep the tensor cores busy meanwhile).
+            wgmma_commit();
+            wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&sh.empty[s]);
+            stage = (s + 1) % kPairStages;
+            if (s + 1 == kPairStages) phase ^= 1u;
+        };
+        for (int tile = 0; tile < job.tiles; ++tile) {
+            if (t == 0 && tile + kPairStages - 1 < job.tiles) issue_tile(job.lo + (tile + kPairStages - 1) * kPairTile);
+            const int pos = job.lo + tile * kPairTile + warp * 16 + (lane >> 2) + 8 * half;
+            // Issued before the waits below (volatile keeps it there), so the MMA hides its latency; a position
+            // past the keys reads the last scale and is never a candidate.
+            const float scale = load_global_nc(pb.k_scale + min(pos, N - 1));
+            static_assert(kPairStages == 3, "one tile_mma copy per stage");
+            if (stage == 0) tile_mma(std::integral_constant<uint32_t, 0>{});
+            else if (stage == 1) tile_mma(std::integral_constant<uint32_t, 1>{});
+            else tile_mma(std::integral_constant<uint32_t, 2>{});
+
+            // Row j's partial sums of keys a = 0 and 1 over this lane's heads: one chain each, in prefill_fused's
+            // order (head 8 x + 2 quad, then + 1, chunk by chunk), and the quad's sums below in its order too, so
+            // that a row scores bit for bit as there: sorted calls (prefill_fused) and unsorted ones (here)
+            // return the same set. The four chains are independent, which hides the FMAs' latency.
+            float v[kPairRows][2];
+#pragma unroll
+            for (int j = 0; j < kPairRows; ++j) {
+#pragma unroll
+                for (int a = 0; a < 2; ++a) {
+                    float acc = 0.0f;
+#pragma unroll
+                    for (int x = 0; x < kChunks; ++x) {
+                        const int c = (j * kChunks + x) * 4 + 2 * a;
+                        acc = fmaf(weight[j][x].x, relu_nan(d[c]), acc);
+                        acc = fmaf(weight[j][x].y, relu_nan(d[c + 1]), acc);
+                    }
+                    v[j][a] = acc;
+                }
+            }
+            // Transpose-reduce over the quad: lane bit 0 picks the row, bit 1 the key.
+            const bool row_bit = quad & 1, half_bit = quad & 2;
+            float u[2];
+#pragma unroll
+            for (int a = 0; a < 2; ++a) {
+                const float keep = row_bit ? v[1][a] : v[0][a];
+                const float send = row_bit ? v[0][a] : v[1][a];
+                u[a] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+            }
+            const float z = (half_bit ? u[1] : u[0]) + __shfl_xor_sync(0xffffffffu, half_bit ? u[0] : u[1], 2);
+            append(tile, score_order_key(scale * z), pos);
+            compact_full_rows();
+        }
+        __threadfence_block();
+        sync();  // every candidate stored, every wgmma of this job done
+        if (__any_sync(0xffffffffu, ((sh.estimated >> row) & 1) && count < k)) {
+            // An estimate was above its row's k-th best: the same job again, every tile, no estimates. (The
+            // next round's first barrier orders every read of sh.estimated before its reset.)
+            if (t == 0) {
+                sh.rescoring = sh.estimates_off = 1;
+                for (int i = 0; i < min(kPairStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPairTile);
+            }
+            --round;
+            continue;
+        }
+        if (t == 0) sh.rescoring = 0;
+        const PairJob& done = job;
+        have = begin_job(round);  // the next job's loads overlap this job's selections
+        // Warp j writes row j. (The next round's first barrier orders these reads and writes of the scratch and
+        // row_hist before their next use.)
+        if (warp < done.rows) {
+            const int j = warp;
+            const int n = __shfl_sync(0xffffffffu, count, j);
+            warp_write_row(pb, int64_t(done.r0) + j, (done.ok >> j) & 1, (done.unscored >> j) & 1, done.start[j],
+                           done.end[j], candidates + j * kCandidateCap, n, sh.row_hist[j],
+                           pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j], sh.warp_hist[j],
+                           lane);
+        }
+    }
+#else
+    __trap();  // launched only when the sm_90a image is present (prefill_pairs_runs)
+#endif
+}
+
+// ---- host side -----------------------------------------------------------------------------------------
+
+int64_t pair_job_count(const RaggedProblem& pb) { return (int64_t(pb.num_rows) + kPairRows - 1) / kPairRows; }
+
+int pair_grid_ctas(const RaggedProblem& pb, int sm_count) {
+    return int(std::max<int64_t>(
+        1, std::min<int64_t>(sm_count, (pair_job_count(pb) + kPairWarpgroups - 1) / kPairWarpgroups)));
+}
+
+template <int H>
+cudaError_t launch_pairs(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
+                         cudaStream_t stream) {
+    CUtensorMap key_map, q_map;
+    const cuuint64_t row_stride[1] = {cuuint64_t(kHeadDim)};
+    {
+        const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_keys)};
+        const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kPairTile)};
+        const cudaError_t err = encode_rows_128b(&key_map, 2, pb.k, dims, row_stride, box);
+        if (err != cudaSuccess) return err;
+    }
+    {
+        const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_rows) * H};
+        const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kPairRows * H)};
+        const cudaError_t err = encode_rows_128b(&q_map, 2, pb.q, dims, row_stride, box);
+        if (err != cudaSuccess) return err;
+    }
+    PairParams params;
+    params.pb = pb;
+    params.candidates = static_cast<uint2*>(workspace);
+    params.num_jobs = int(pair_job_count(pb));
+    params.error_flag = error_flag;
+
+    constexpr auto kernel = prefill_pairs_kernel<H>;
+    constexpr int smem = pair_smem_bytes<H>();
+    const cudaError_t err = allow_dynamic_smem<kernel>(smem);
+    if (err != cudaSuccess) return err;
+    kernel<<<pair_grid_ctas(pb, sm_count), kPairThreads, smem, stream>>>(key_map, q_map, params);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+bool prefill_pairs_runs(const RaggedProblem& pb, int compute_capability) {
+    return !pb.shape.sorted && prefill_fused_runs(pb, compute_capability);
+}
+
+size_t prefill_pairs_workspace_bytes(const RaggedProblem& pb, int sm_count) {
+    return pb.rows() == 0 ? 0
+                          : size_t(pair_grid_ctas(pb, sm_count)) * kPairWarpgroups * kPairRows * kCandidateCap *
+                                sizeof(uint2);
+}
+
+cudaError_t prefill_pairs_topk(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
+                               cudaStream_t stream) {
+    if (pb.rows() == 0) return cudaSuccess;
+    return pb.shape.num_heads == 64 ? launch_pairs<64>(pb, sm_count, workspace, error_flag, stream)
+                                    : launch_pairs<32>(pb, sm_count, workspace, error_flag, stream);
+}
+
+}  // namespace dsa::kernels
