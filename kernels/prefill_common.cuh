@@ -1,12 +1,15 @@
 // Pieces both fused prefill kernels use (prefill_fused.cu: 4-row jobs; prefill_pairs.cu: 2-row jobs): the row
-// candidate buffer's size and histogram, the early compaction's estimate, the threshold a keep leaves behind, a
-// warpgroup's barrier, and what one warp does to a row's buffer (keep its best, write the row).
+// candidate buffer's size and histogram, the early compaction's estimate, the threshold a keep leaves behind, the
+// TMA maps, a warpgroup's barrier, and what one warp does to a row's buffer (keep its best, write the row).
 #pragma once
 
 #include <cstdint>
 
+#include <cuda.h>
+
 #include "common/order_key.h"
 #include "common/problem.hpp"
+#include "kernels/sm90.cuh"
 #include "kernels/warp_select.cuh"
 
 namespace dsa::kernels {
@@ -42,6 +45,20 @@ __device__ __forceinline__ float load_global_nc(const float* p) {
 // early (a lower bound, which only lets a few more through). The largest key is +inf's: no overflow.
 __device__ __forceinline__ uint32_t threshold_after_keep(uint32_t prefix, int shift) {
     return shift == 0 ? prefix + 1u : prefix << shift;
+}
+
+// The TMA maps of a prefill kernel (host side): the keys in boxes of key_rows keys, the queries in boxes of a job's
+// query_rows rows of `heads` heads; rows of 128 bytes with the 128B swizzle.
+inline cudaError_t encode_prefill_maps(const RaggedProblem& pb, int heads, int key_rows, int query_rows,
+                                       CUtensorMap* key_map, CUtensorMap* q_map) {
+    const cuuint64_t row_stride[1] = {cuuint64_t(kHeadDim)};
+    const cuuint64_t key_dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_keys)};
+    const cuuint32_t key_box[2] = {cuuint32_t(kHeadDim), cuuint32_t(key_rows)};
+    const cudaError_t err = encode_rows_128b(key_map, 2, pb.k, key_dims, row_stride, key_box);
+    if (err != cudaSuccess) return err;
+    const cuuint64_t q_dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_rows) * cuuint64_t(heads)};
+    const cuuint32_t q_box[2] = {cuuint32_t(kHeadDim), cuuint32_t(query_rows * heads)};
+    return encode_rows_128b(q_map, 2, pb.q, q_dims, row_stride, q_box);
 }
 
 // A warpgroup's barrier: named barrier 1 + id over its 128 threads.

@@ -424,17 +424,8 @@ template <int H>
 cudaError_t launch_pairs(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
                          cudaStream_t stream) {
     CUtensorMap key_map, q_map;
-    const cuuint64_t row_stride[1] = {cuuint64_t(kHeadDim)};
     {
-        const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_keys)};
-        const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kPairTile)};
-        const cudaError_t err = encode_rows_128b(&key_map, 2, pb.k, dims, row_stride, box);
-        if (err != cudaSuccess) return err;
-    }
-    {
-        const cuuint64_t dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_rows) * H};
-        const cuuint32_t box[2] = {cuuint32_t(kHeadDim), cuuint32_t(kPairRows * H)};
-        const cudaError_t err = encode_rows_128b(&q_map, 2, pb.q, dims, row_stride, box);
+        const cudaError_t err = encode_prefill_maps(pb, H, kPairTile, kPairRows, &key_map, &q_map);
         if (err != cudaSuccess) return err;
     }
     PairParams params;
