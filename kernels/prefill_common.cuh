@@ -1,8 +1,10 @@
 // Pieces both fused prefill kernels use (prefill_fused.cu: 4-row jobs; prefill_pairs.cu: 2-row jobs): the row
-// candidate buffer's size and histogram, the early compaction's estimate, the threshold a keep leaves behind, the
-// TMA maps, a warpgroup's barrier, and what one warp does to a row's buffer (keep its best, write the row).
+// candidate buffer's size and histogram, the early compaction's estimate, the threshold a keep leaves behind, a
+// job's rows and windows, the TMA maps, a warpgroup's barrier, and what one warp does to a row's buffer (keep its
+// best, write the row).
 #pragma once
 
+#include <climits>
 #include <cstdint>
 
 #include <cuda.h>
@@ -45,6 +47,50 @@ __device__ __forceinline__ float load_global_nc(const float* p) {
 // early (a lower bound, which only lets a few more through). The largest key is +inf's: no overflow.
 __device__ __forceinline__ uint32_t threshold_after_keep(uint32_t prefix, int shift) {
     return shift == 0 ? prefix + 1u : prefix << shift;
+}
+
+// A job: rows [r0, r0 + rows) and the union [lo, lo + tile x tiles) of the windows of its scored rows.
+template <int Rows>
+struct PrefillJob {
+    int r0, rows;
+    int start[Rows], end[Rows];  // empty for a row past the end or with a bad window
+    int ok;                      // bit j: row j's window obeys the data rule
+    int unscored;                // bit j: row j returns its whole window without scores
+    int lo, tiles;
+};
+
+// Reads into job the rows [r0, r0 + Rows) of pb (fewer at the end), their windows in tiles of Tile keys. A bad
+// window leaves its row empty and sets *error_flag where `report` (one of the threads that read the same job).
+template <int Rows, int Tile>
+__device__ __forceinline__ void read_prefill_job(PrefillJob<Rows>& job, const RaggedProblem& pb, int r0,
+                                                 int* error_flag, bool report) {
+    job.r0 = r0;
+    job.rows = min(Rows, pb.num_rows - r0);
+    job.ok = job.unscored = 0;
+    int lo = INT_MAX, hi = 0;
+#pragma unroll
+    for (int j = 0; j < Rows; ++j) {
+        job.start[j] = job.end[j] = 0;
+        if (j >= job.rows) continue;
+        const int s = __ldg(pb.row_start + r0 + j), e = __ldg(pb.row_end + r0 + j);
+        if (!ragged_window_in_range(s, e, pb.num_keys)) {
+            if (report) *error_flag = 1;
+            continue;
+        }
+        job.ok |= 1 << j;
+        job.start[j] = s;
+        job.end[j] = e;
+        if (row_needs_no_scores(pb.shape, pb.out, e - s)) {
+            job.unscored |= 1 << j;
+            continue;
+        }
+        if (e > s) {
+            lo = min(lo, s);
+            hi = max(hi, e);
+        }
+    }
+    job.lo = lo;
+    job.tiles = hi > lo ? (hi - lo + Tile - 1) / Tile : 0;
 }
 
 // The TMA maps of a prefill kernel (host side): the keys in boxes of key_rows keys, the queries in boxes of a job's

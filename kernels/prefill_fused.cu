@@ -294,13 +294,7 @@ struct Warpgroup {
 };
 
 // A job: rows [r0, r0 + rows) and the union [lo, lo + 64 * tiles) of the windows of its scored rows.
-struct Job {
-    int r0, rows;
-    int start[kJobRows], end[kJobRows];  // empty for a row past the end or with a bad window
-    int ok;                              // bit j: row j's window obeys the data rule
-    int unscored;                        // bit j: row j returns its whole window without scores
-    int lo, tiles;
-};
+using Job = PrefillJob<kJobRows>;
 
 template <int H>
 __global__ void __launch_bounds__(kPrefillThreads, 1)
@@ -352,33 +346,8 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
     auto begin_job = [&](int round, Job& job) {
         const int64_t dealt = int64_t(round) * slots + ((round & 1) ? slots - 1 - slot : slot);
         if (dealt >= p.num_jobs) return false;
-        job.r0 = (p.num_jobs - 1 - int(dealt)) * kJobRows;  // longest first
-        job.rows = min(kJobRows, S - job.r0);
-        job.ok = job.unscored = 0;
-        int lo = INT_MAX, hi = 0;
-#pragma unroll
-        for (int j = 0; j < kJobRows; ++j) {
-            job.start[j] = job.end[j] = 0;
-            if (j >= job.rows) continue;
-            const int s = __ldg(pb.row_start + job.r0 + j), e = __ldg(pb.row_end + job.r0 + j);
-            if (!ragged_window_in_range(s, e, pb.num_keys)) {
-                if (t == 0) *p.error_flag = 1;
-                continue;
-            }
-            job.ok |= 1 << j;
-            job.start[j] = s;
-            job.end[j] = e;
-            if (row_needs_no_scores(pb.shape, pb.out, e - s)) {
-                job.unscored |= 1 << j;
-                continue;
-            }
-            if (e > s) {
-                lo = min(lo, s);
-                hi = max(hi, e);
-            }
-        }
-        job.lo = lo;
-        job.tiles = hi > lo ? (hi - lo + kPrefillTile - 1) / kPrefillTile : 0;
+        read_prefill_job<kJobRows, kPrefillTile>(job, pb, (p.num_jobs - 1 - int(dealt)) * kJobRows,  // longest first
+                                                 p.error_flag, t == 0);
         for (int i = t; i < kJobRows * H; i += kWgThreads)
             sh.w[weight_slot<H>(i)] = i / H < job.rows ? __ldg(pb.weights + int64_t(job.r0) * H + i) : 0.0f;
         if (t == 0 && job.tiles > 0) {

@@ -67,14 +67,7 @@ struct alignas(1024) PairTiles {
     uint8_t q[kPairRows * H * kHeadDim];
 };
 
-// A job: rows [r0, r0 + rows) and the union [lo, lo + 64 * tiles) of the windows of its scored rows.
-struct PairJob {
-    int r0, rows;
-    int start[kPairRows], end[kPairRows];  // empty for a row past the end or with a bad window
-    int ok;                                // bit j: row j's window obeys the data rule
-    int unscored;                          // bit j: row j returns its whole window without scores
-    int lo, tiles;
-};
+using PairJob = PrefillJob<kPairRows>;
 
 // 16-byte aligned: warp_find_bin reads the histograms 16 bytes at a time, in each warpgroup's state.
 struct alignas(16) PairState {
@@ -168,33 +161,8 @@ __global__ void __launch_bounds__(kPairThreads, 1)
         if (dealt >= p.num_jobs) return false;
         if (t != 0) return true;
         PairJob job;
-        job.r0 = (p.num_jobs - 1 - int(dealt)) * kPairRows;  // longest first
-        job.rows = min(kPairRows, S - job.r0);
-        job.ok = job.unscored = 0;
-        int lo = INT_MAX, hi = 0;
-#pragma unroll
-        for (int j = 0; j < kPairRows; ++j) {
-            job.start[j] = job.end[j] = 0;
-            if (j >= job.rows) continue;
-            const int s = __ldg(pb.row_start + job.r0 + j), e = __ldg(pb.row_end + job.r0 + j);
-            if (!ragged_window_in_range(s, e, pb.num_keys)) {
-                *p.error_flag = 1;
-                continue;
-            }
-            job.ok |= 1 << j;
-            job.start[j] = s;
-            job.end[j] = e;
-            if (row_needs_no_scores(pb.shape, pb.out, e - s)) {
-                job.unscored |= 1 << j;
-                continue;
-            }
-            if (e > s) {
-                lo = min(lo, s);
-                hi = max(hi, e);
-            }
-        }
-        job.lo = lo;
-        job.tiles = hi > lo ? (hi - lo + kPairTile - 1) / kPairTile : 0;
+        read_prefill_job<kPairRows, kPairTile>(job, pb, (p.num_jobs - 1 - int(dealt)) * kPairRows,  // longest first
+                                               p.error_flag, true);
         sh.jobs[round & 1] = job;
         if (job.tiles > 0) {
             mbar_expect_tx(&sh.q_full, kPairRows * H * kHeadDim);
@@ -325,9 +293,9 @@ __global__ void __launch_bounds__(kPairThreads, 1)
                 if (ks == 0) wgmma_fp8<kN, 0>(d, a, b);
                 else wgmma_fp8<kN, 1>(d, a, b);
             }
-            // The tile's scores are appended after its epilogue, not held over to run under the next tile's MMA:
-            // their registers would not fit beside the accumulators and weights (and the SM's other three
-            // warpgroups keep the tensor cores busy meanwhile).
+            // The tile's scores are appended after its epilogue. Holding them over (one register) to append them
+            // under the next tile's MMA measured no faster alone (bench/NOTES.md, session 40): the SM's other three
+            // warpgroups keep the tensor cores busy meanwhile.
             wgmma_commit();
             wgmma_wait<0>();
 #pragma unroll
