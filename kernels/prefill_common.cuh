@@ -49,6 +49,14 @@ __device__ __forceinline__ uint32_t threshold_after_keep(uint32_t prefix, int sh
     return shift == 0 ? prefix + 1u : prefix << shift;
 }
 
+// A prefill kernel's parameters besides its TMA maps.
+struct PrefillParams {
+    RaggedProblem pb;
+    uint2* candidates;  // [slots][the job's rows][kCandidateCap] of (order key, key number): a warpgroup's slot
+    int num_jobs;
+    int* error_flag;
+};
+
 // A job: rows [r0, r0 + rows) and the union [lo, lo + tile x tiles) of the windows of its scored rows.
 template <int Rows>
 struct PrefillJob {

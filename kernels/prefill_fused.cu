@@ -66,13 +66,6 @@ static_assert(kJobRows == kWgThreads / 32, "a job's final selections: one warp p
 
 constexpr int kOutItems = kMaxTopk / kWgThreads;           // output slots per thread
 
-struct PrefillParams {
-    RaggedProblem pb;
-    uint2* candidates;  // [slots][kJobRows][kCandidateCap] of (order key, key number)
-    int num_jobs;
-    int* error_flag;
-};
-
 // Where sh.w keeps weight i = j H + head (row j): the epilogue's lane quad q reads heads 8 x + 2 q (+1) of two
 // chunks x = 2 y and 2 y + 1 at once, so those four sit together, and the quads' fours side by side (one 16-byte
 // read per lane, the warp's 64 bytes without bank conflicts).

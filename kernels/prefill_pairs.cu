@@ -52,13 +52,6 @@ constexpr int kPairThreads = kPairWarpgroups * kWgThreads;
 constexpr int kCompactAt = kCandidateCap - kPairTile;  // past this, the next tile might not fit
 static_assert(kPairRows <= kWgThreads / 32, "one warp per row selects");
 
-struct PairParams {
-    RaggedProblem pb;
-    uint2* candidates;  // [slots][kPairRows][kCandidateCap] of (order key, key number)
-    int num_jobs;
-    int* error_flag;
-};
-
 // What wgmma reads: 1024-byte aligned (the 128B swizzle's atoms), apart from the rest so that the rest of a
 // warpgroup's state packs without that alignment's padding (four such paddings would not fit).
 template <int H>
@@ -106,7 +99,7 @@ static_assert(pair_smem_bytes<64>() <= 232448 && pair_smem_bytes<32>() <= 232448
 template <int H>
 __global__ void __launch_bounds__(kPairThreads, 1)
     prefill_pairs_kernel(const __grid_constant__ CUtensorMap key_map, const __grid_constant__ CUtensorMap q_map,
-                         PairParams p) {
+                         PrefillParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     static_assert(H % 8 == 0, "the weights come in 8-head chunks");
     constexpr int kN = kPairRows * H;  // wgmma N: the 2 rows' heads
@@ -396,7 +389,7 @@ cudaError_t launch_pairs(const RaggedProblem& pb, int sm_count, void* workspace,
         const cudaError_t err = encode_prefill_maps(pb, H, kPairTile, kPairRows, &key_map, &q_map);
         if (err != cudaSuccess) return err;
     }
-    PairParams params;
+    PrefillParams params;
     params.pb = pb;
     params.candidates = static_cast<uint2*>(workspace);
     params.num_jobs = int(pair_job_count(pb));
