@@ -10,9 +10,10 @@
 //  - The epilogue: per (row, key) relu, weight and head sum in one FMA chain, then a 3-shuffle transpose-reduce
 //    over the lane quad, after which lane quad q holds row q & 1's score of key a = q >> 1 (keys lane / 4 and
 //    lane / 4 + 8 of the warp's 16).
-//  - Every compaction (the first, early one to an estimate, and full ones to k) and each row's final selection
-//    is its own warp's (warp j for row j), by WarpSelect: a warpgroup-wide selection's scratch does not fit
-//    beside four rings.
+//  - Every compaction (the first, early one to an estimate, and full ones to k) is its row's warp's (warp j for
+//    row j), by WarpSelect: a warpgroup-wide selection's scratch does not fit beside four rings. A row's final
+//    selection is two warps' (j and j + 2, each half of the buffer: pair_write_row), so that no warp waits idle
+//    for it.
 // Sorted output stays with prefill_fused (its ranking sort needs a warpgroup and scratch this layout lacks).
 // Results are those of prefill_fused, bit for bit: each row is computed by one warpgroup alone, in position
 // order, with prefill_fused's summation order, and the candidate buffers, thresholds, estimates and the
@@ -75,6 +76,7 @@ struct alignas(16) PairState {
     int estimated;                // bit j: row j's threshold is an estimate, not yet known to reach its k-th best
     int rescoring;                // the current job is being scored again, without estimates
     int estimates_off;            // a job of this warpgroup was scored again: no more estimates
+    int half0_above[kPairRows];   // a final selection's first half: its entries above the threshold's level-1 bin
     // Kept here, not in registers, which the accumulators and weights take nearly all of: the jobs (job n in
     // jobs[n & 1]: the next one is dealt while the last one's rows are written) and the tiles thread 0 has
     // issued into the ring (its stage and phase).
@@ -95,6 +97,104 @@ constexpr int pair_smem_bytes() {
 static_assert(sizeof(PairTiles<64>) % 1024 == 0 && sizeof(PairTiles<32>) % 1024 == 0, "each ring 1024-byte aligned");
 static_assert(pair_smem_bytes<64>() <= 232448 && pair_smem_bytes<32>() <= 232448,
               "four warpgroups in the 227 KB a CTA may have");
+
+// Named barrier 5 + 2 w + j over the 64 threads of warps j and j + 2 of warpgroup w: the two warps of row j's
+// final selection (ids 1-4 are the warpgroups' own).
+struct RowPairSync {
+    int id;
+    __device__ void operator()() const { asm volatile("bar.sync %0, 64;\n" ::"r"(id) : "memory"); }
+};
+
+// Sum over the warp of hist[b] >> 16 for the bins b above `bin` (nbins: kWarpSelectBins, or at most 32).
+__device__ __forceinline__ int warp_sum_high_above(const int* hist, int nbins, int bin, int lane) {
+    int sum = 0;
+    for (int b = lane; b < nbins; b += 32)
+        if (b > bin) sum += hist[b] >> 16;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    return sum;
+}
+
+// warp_write_row by the two warps of a row, side by side: half 0 takes the first m entries of buf (m a multiple of
+// kWarpSelectSpan, about n / 2), half 1 the rest. Every refinement level is one pass of each over its part into
+// one histogram whose bins count all entries in their low 16 bits and half 0's in their high 16 bits; at least one
+// level is refined, whose pass also counts half 0's entries above level 1's bin, so that half 1 knows how many
+// half 0 keeps (and, among equal keys, how many of them come first) and both write at once.
+__device__ __forceinline__ void pair_write_row(const RaggedProblem& pb, int64_t r, bool ok, bool unscored, int start,
+                                               int end, const uint2* buf, int n, const int* row_hist, int32_t base,
+                                               int* hist, int* half0_above, RowPairSync pair_sync, int half,
+                                               int lane) {
+    const int k = pb.shape.topk;
+    int32_t* out_idx = pb.out.indices + r * k;
+    float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
+    const int first = half * 32 + lane;
+    if (unscored) {
+        for (int i = first; i < k; i += 64) out_idx[i] = start + i < end ? start + i - base : -1;
+        return;
+    }
+    const int taken = ok ? n : 0;
+    if (taken <= k) {
+        for (int i = first; i < k; i += 64) {
+            const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
+            out_idx[i] = i < taken ? int32_t(c.y) - base : -1;
+            if (out_score) out_score[i] = i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000);
+        }
+        return;
+    }
+    // Half 1's part starts 16-byte aligned and stays readable up to its count rounded up a span (the buffer's
+    // rule: kCandidateCap is a multiple of the span).
+    const int m = ((n + 1) / 2 + kWarpSelectSpan - 1) / kWarpSelectSpan * kWarpSelectSpan;
+    const WarpSelect list{half ? buf + m : buf, half ? max(0, n - m) : min(n, m)};
+    const int inc = half ? 1 : 0x10001;
+    WarpSelect::Threshold th;
+    int ties;
+    warp_find_bin(row_hist, kWarpSelectBins, k, th.bin1, th.above1, ties);
+    th.prefix = uint32_t(th.bin1);
+    th.shift = kRowBinShift;
+    th.need = k - th.above1;
+    int above0 = 0, ties0 = 0;  // half 0's entries above the current bin, and in it
+    bool level1 = true;
+    do {
+        const int width = th.shift < 10 ? th.shift : 10, bshift = th.shift - width;
+        const uint32_t mask = (1u << width) - 1u, p = th.prefix;
+        const int s = th.shift;
+        for (int i = first; i < (1 << width); i += 64) hist[i] = 0;
+        pair_sync();
+        int above = 0;
+        list.for_each_run([&](int i, const uint4& e) {
+            if (i < list.n && (e.x >> s) == p) atomicAdd(&hist[(e.x >> bshift) & mask], inc);
+            if (i + 1 < list.n && (e.z >> s) == p) atomicAdd(&hist[(e.z >> bshift) & mask], inc);
+            if (level1) above += int(i < list.n && (e.x >> s) > p) + int(i + 1 < list.n && (e.z >> s) > p);
+        });
+        if (level1) {
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) above += __shfl_xor_sync(0xffffffffu, above, off);
+            if (half == 0 && lane == 0) *half0_above = above;
+        }
+        pair_sync();
+        if (level1) above0 = *half0_above;
+        int bin, up;
+        warp_find_bin<true>(hist, 1 << width, th.need, bin, up, ties);
+        above0 += warp_sum_high_above(hist, 1 << width, bin, lane);
+        ties0 = hist[bin] >> 16;
+        th.need -= up;
+        th.prefix = (th.prefix << width) | uint32_t(bin);
+        th.shift = bshift;
+        level1 = false;
+        pair_sync();  // both are done reading hist and half0_above
+    } while (ties > th.need && th.shift > 0);
+    th.ties = ties;
+    // Half 0's share: everything above the threshold's bin, and its equal keys first (all of them when the
+    // refinement stopped with the bin holding exactly what is needed).
+    const int kept0 = above0 + (ties == th.need ? ties0 : min(th.need, ties0));
+    list.keep_in_order(
+        k, th,
+        [&](int slot, uint32_t key, uint32_t position) {
+            out_idx[slot] = int32_t(position) - base;
+            if (out_score) out_score[slot] = score_from_order_key(key);
+        },
+        half ? kept0 : 0, half ? ties0 : 0);
+}
 
 template <int H>
 __global__ void __launch_bounds__(kPairThreads, 1)
@@ -269,11 +369,12 @@ __global__ void __launch_bounds__(kPairThreads, 1)
         };
         const uint32_t key_lo = wgmma_descriptor_low(tiles.keys[0]), q_lo = wgmma_descriptor_low(tiles.q);
         constexpr uint32_t kStageDesc = kPairTile * kHeadDim / 16;  // descriptor units (16 B) per stage
-        // One tile's MMA at ring stage S, a constant in each of the kPairStages copies, so that every descriptor
-        // is a job-invariant value kept in uniform registers instead of being rebuilt every tile. Only this part
-        // is copied; the epilogue, appends and compactions below are not (they would triple the loop's code).
+        // Issues one tile's MMA at ring stage S, a constant in each of the kPairStages copies, so that every
+        // descriptor is a job-invariant value kept in uniform registers instead of being rebuilt every tile. Only
+        // this part is copied; the appends, the epilogue and compactions below are not (they would triple the
+        // loop's code).
         float d[kAcc];
-        auto tile_mma = [&](auto stage_constant) {
+        auto issue_tile_mma = [&](auto stage_constant) {
             constexpr uint32_t s = decltype(stage_constant)::value;
             mbar_wait(&sh.full[s], phase);
 #pragma unroll
@@ -286,28 +387,31 @@ __global__ void __launch_bounds__(kPairThreads, 1)
                 if (ks == 0) wgmma_fp8<kN, 0>(d, a, b);
                 else wgmma_fp8<kN, 1>(d, a, b);
             }
-            // The tile's scores are appended after its epilogue. Holding them over (one register) to append them
-            // under the next tile's MMA measured no faster alone (bench/NOTES.md, session 40): the SM's other three
-            // warpgroups keep the tensor cores busy meanwhile.
             wgmma_commit();
-            wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&sh.empty[s]);
-            stage = (s + 1) % kPairStages;
-            if (s + 1 == kPairStages) phase ^= 1u;
         };
+        // A tile's scores (this lane's order key) wait in a register and are appended while the next tile's
+        // wgmma runs, off the warpgroup's path from one MMA to the next.
+        uint32_t held = 0;
         for (int tile = 0; tile < job.tiles; ++tile) {
             if (t == 0 && tile + kPairStages - 1 < job.tiles) issue_tile(job.lo + (tile + kPairStages - 1) * kPairTile);
             const int pos = job.lo + tile * kPairTile + warp * 16 + (lane >> 2) + 8 * half;
             // Issued before the waits below (volatile keeps it there), so the MMA hides its latency; a position
             // past the keys reads the last scale and is never a candidate.
             const float scale = load_global_nc(pb.k_scale + min(pos, N - 1));
-            static_assert(kPairStages == 3, "one tile_mma copy per stage");
-            if (stage == 0) tile_mma(std::integral_constant<uint32_t, 0>{});
-            else if (stage == 1) tile_mma(std::integral_constant<uint32_t, 1>{});
-            else tile_mma(std::integral_constant<uint32_t, 2>{});
+            static_assert(kPairStages == 3, "one issue_tile_mma copy per stage");
+            if (stage == 0) issue_tile_mma(std::integral_constant<uint32_t, 0>{});
+            else if (stage == 1) issue_tile_mma(std::integral_constant<uint32_t, 1>{});
+            else issue_tile_mma(std::integral_constant<uint32_t, 2>{});
+            if (tile > 0) append(tile - 1, held, pos - kPairTile);
+            wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&sh.empty[stage]);
+            if (++stage == uint32_t(kPairStages)) {
+                stage = 0;
+                phase ^= 1u;
+            }
 
             // Row j's partial sums of keys a = 0 and 1 over this lane's heads: one chain each, in prefill_fused's
             // order (head 8 x + 2 quad, then + 1, chunk by chunk), and the quad's sums below in its order too, so
@@ -338,9 +442,12 @@ __global__ void __launch_bounds__(kPairThreads, 1)
                 u[a] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
             }
             const float z = (half_bit ? u[1] : u[0]) + __shfl_xor_sync(0xffffffffu, half_bit ? u[0] : u[1], 2);
-            append(tile, score_order_key(scale * z), pos);
+            held = score_order_key(scale * z);
+            // After this check a row holds at most kCompactAt candidates: room for the held tile's.
             compact_full_rows();
         }
+        if (job.tiles > 0)
+            append(job.tiles - 1, held, job.lo + (job.tiles - 1) * kPairTile + warp * 16 + (lane >> 2) + 8 * half);
         __threadfence_block();
         sync();  // every candidate stored, every wgmma of this job done
         if (__any_sync(0xffffffffu, ((sh.estimated >> row) & 1) && count < k)) {
@@ -356,15 +463,15 @@ __global__ void __launch_bounds__(kPairThreads, 1)
         if (t == 0) sh.rescoring = 0;
         const PairJob& done = job;
         have = begin_job(round);  // the next job's loads overlap this job's selections
-        // Warp j writes row j. (The next round's first barrier orders these reads and writes of the scratch and
-        // row_hist before their next use.)
-        if (warp < done.rows) {
-            const int j = warp;
+        // Warps j and j + 2 write row j. (The next round's first barrier orders these reads and writes of the
+        // scratch and row_hist before their next use.)
+        if ((warp & 1) < done.rows) {
+            const int j = warp & 1;
             const int n = __shfl_sync(0xffffffffu, count, j);
-            warp_write_row(pb, int64_t(done.r0) + j, (done.ok >> j) & 1, (done.unscored >> j) & 1, done.start[j],
+            pair_write_row(pb, int64_t(done.r0) + j, (done.ok >> j) & 1, (done.unscored >> j) & 1, done.start[j],
                            done.end[j], candidates + j * kCandidateCap, n, sh.row_hist[j],
                            pb.shape.index_mode == IndexMode::RaggedAbsolute ? 0 : done.start[j], sh.warp_hist[j],
-                           lane);
+                           &sh.half0_above[j], RowPairSync{5 + 2 * wg_id + j}, warp >> 1, lane);
         }
     }
 #else

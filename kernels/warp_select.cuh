@@ -19,7 +19,10 @@ constexpr int kWarpSelectSpan = 32 * 2 * kWarpSelectLoads;
 // The bin of hist (nbins bins: kWarpSelectBins, or at most 32, larger keys in higher bins) holding the
 // need-th largest key (0 < need <= the total), the count in the bins above it and the bin's own count, on
 // every lane. Lane l sums the l-th run of bins from the top; the lane whose run holds it walks the run.
+// Packed: each bin's count is its low 16 bits (the high ones count something else: pair_write_row).
+template <bool Packed = false>
 __device__ inline void warp_find_bin(const int* hist, int nbins, int need, int& bin, int& above, int& count) {
+    constexpr int kMask = Packed ? 0xffff : -1;
     constexpr int kPer = kWarpSelectBins / 32;
     const int lane = int(threadIdx.x % 32);
     const bool whole = nbins == kWarpSelectBins;  // else a narrow last level: at most one bin a lane
@@ -31,10 +34,10 @@ __device__ inline void warp_find_bin(const int* hist, int nbins, int need, int& 
 #pragma unroll
         for (int j = 0; j < kPer / 4; ++j) {
             const int4 v = run[(j + lane) % (kPer / 4)];
-            local += v.x + v.y + v.z + v.w;
+            local += (v.x & kMask) + (v.y & kMask) + (v.z & kMask) + (v.w & kMask);
         }
     } else if (top > 0) {
-        local = hist[top - 1];
+        local = hist[top - 1] & kMask;
     }
     int inclusive = local;
 #pragma unroll
@@ -49,10 +52,10 @@ __device__ inline void warp_find_bin(const int* hist, int nbins, int need, int& 
 #pragma unroll
         for (int j = 0; j < kPer / 4; ++j) {
             const int4 v = run[j];
-            h[4 * j] = v.x;
-            h[4 * j + 1] = v.y;
-            h[4 * j + 2] = v.z;
-            h[4 * j + 3] = v.w;
+            h[4 * j] = v.x & kMask;
+            h[4 * j + 1] = v.y & kMask;
+            h[4 * j + 2] = v.z & kMask;
+            h[4 * j + 3] = v.w & kMask;
         }
         int acc = my_above;
         bool found = false;
@@ -163,13 +166,14 @@ struct WarpSelect {
     // keep(slot, key, position) for every entry the threshold keeps (slot: its rank in position order among the
     // kept), k of them. Stops once all k are placed. Each entry's slot is at most its index, and every entry of a
     // span is read before the first keep of it: keep may write the list itself (a compaction in place).
+    // placed and equal_seen: the kept entries and the threshold's equal keys before this list, where it is the
+    // second part of a longer one (pair_write_row).
     template <class Keep>
-    __device__ void keep_in_order(int k, const Threshold& th, Keep keep) const {
+    __device__ void keep_in_order(int k, const Threshold& th, Keep keep, int placed = 0, int equal_seen = 0) const {
         const uint32_t prefix = th.prefix;
         const int shift = th.shift, need = th.need;
         const unsigned below = (1u << lane) - 1u;
         const bool every_tie = th.ties == need;  // no rank among the equal keys needed
-        int placed = 0, equal_seen = 0;
         uint4 next[kWarpSelectLoads];
         load_span(0, next);
         for (int base = 0; base < n && placed < k; base += kWarpSelectSpan) {
