@@ -393,6 +393,7 @@ __global__ void __launch_bounds__(kPairThreads, 1)
         // wgmma runs, off the warpgroup's path from one MMA to the next.
         uint32_t held = 0;
         for (int tile = 0; tile < job.tiles; ++tile) {
+            // Here, not under the MMA after the held append: there it measured 2% slower (bench/NOTES.md, session 41).
             if (t == 0 && tile + kPairStages - 1 < job.tiles) issue_tile(job.lo + (tile + kPairStages - 1) * kPairTile);
             const int pos = job.lo + tile * kPairTile + warp * 16 + (lane >> 2) + 8 * half;
             // Issued before the waits below (volatile keeps it there), so the MMA hides its latency; a position
