@@ -121,6 +121,24 @@ struct WarpgroupSync {
     __device__ void operator()() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
 };
 
+// A row's output slots first, first + Stride, ... below k: its window's positions (a row that needs no scores),
+// then padding.
+template <int Stride>
+__device__ __forceinline__ void write_row_window(int32_t* out_idx, int k, int start, int end, int32_t base,
+                                                 int first) {
+    for (int i = first; i < k; i += Stride) out_idx[i] = start + i < end ? start + i - base : -1;
+}
+// The same slots: all `taken` (<= k) candidates of buf, then padding.
+template <int Stride>
+__device__ __forceinline__ void write_row_candidates(int32_t* out_idx, float* out_score, int k, const uint2* buf,
+                                                     int taken, int32_t base, int first) {
+    for (int i = first; i < k; i += Stride) {
+        const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
+        out_idx[i] = i < taken ? int32_t(c.y) - base : -1;
+        if (out_score) out_score[i] = i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000);
+    }
+}
+
 // Writes row r of a finished job by the calling warp alone, in position order (no ranking): padding for a bad
 // window (ok false), the window itself for a row that needs no scores, else the best k of the n candidates of
 // buf (all of them when n <= k, then padding). Indices are key numbers less `base` (the row's start for relative
@@ -131,19 +149,9 @@ __device__ __forceinline__ void warp_write_row(const RaggedProblem& pb, int64_t 
     const int k = pb.shape.topk;
     int32_t* out_idx = pb.out.indices + r * k;
     float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
-    if (unscored) {
-        for (int i = lane; i < k; i += 32) out_idx[i] = start + i < end ? start + i - base : -1;
-        return;
-    }
+    if (unscored) return write_row_window<32>(out_idx, k, start, end, base, lane);
     const int taken = ok ? n : 0;
-    if (taken <= k) {
-        for (int i = lane; i < k; i += 32) {
-            const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
-            out_idx[i] = i < taken ? int32_t(c.y) - base : -1;
-            if (out_score) out_score[i] = i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000);
-        }
-        return;
-    }
+    if (taken <= k) return write_row_candidates<32>(out_idx, out_score, k, buf, taken, base, lane);
     const WarpSelect list{buf, n};
     list.keep_in_order(k, list.threshold<kRowBinShift>(k, row_hist, warp_hist),
                        [&](int slot, uint32_t key, uint32_t position) {

@@ -128,19 +128,9 @@ __device__ __forceinline__ void pair_write_row(const RaggedProblem& pb, int64_t 
     int32_t* out_idx = pb.out.indices + r * k;
     float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
     const int first = half * 32 + lane;
-    if (unscored) {
-        for (int i = first; i < k; i += 64) out_idx[i] = start + i < end ? start + i - base : -1;
-        return;
-    }
+    if (unscored) return write_row_window<64>(out_idx, k, start, end, base, first);
     const int taken = ok ? n : 0;
-    if (taken <= k) {
-        for (int i = first; i < k; i += 64) {
-            const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
-            out_idx[i] = i < taken ? int32_t(c.y) - base : -1;
-            if (out_score) out_score[i] = i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000);
-        }
-        return;
-    }
+    if (taken <= k) return write_row_candidates<64>(out_idx, out_score, k, buf, taken, base, first);
     // Half 1's part starts 16-byte aligned and stays readable up to its count rounded up a span (the buffer's
     // rule: kCandidateCap is a multiple of the span).
     const int m = ((n + 1) / 2 + kWarpSelectSpan - 1) / kWarpSelectSpan * kWarpSelectSpan;
