@@ -1,9 +1,10 @@
 // Pieces both fused prefill kernels use (prefill_fused.cu: 4-row jobs; prefill_pairs.cu: 2-row jobs): the row
 // candidate buffer's size and histogram, the early compaction's estimate, the threshold a keep leaves behind, a
-// job's rows and windows, the TMA maps, a warpgroup's barrier, and what one warp does to a row's buffer (keep its
-// best, write the row).
+// job's rows and windows, the TMA maps, the grid and the launch, a warpgroup's barrier, and what one warp does to a
+// row's buffer (keep its best, write the row).
 #pragma once
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 
@@ -11,6 +12,7 @@
 
 #include "common/order_key.h"
 #include "common/problem.hpp"
+#include "kernels/launch_once.cuh"
 #include "kernels/sm90.cuh"
 #include "kernels/warp_select.cuh"
 
@@ -113,6 +115,39 @@ inline cudaError_t encode_prefill_maps(const RaggedProblem& pb, int heads, int k
     const cuuint64_t q_dims[2] = {cuuint64_t(kHeadDim), cuuint64_t(pb.num_rows) * cuuint64_t(heads)};
     const cuuint32_t q_box[2] = {cuuint32_t(kHeadDim), cuuint32_t(query_rows * heads)};
     return encode_rows_128b(q_map, 2, pb.q, q_dims, row_stride, q_box);
+}
+
+// A prefill kernel's grid (host side): jobs of `rows` query rows, `slots` of them worked at once by a CTA (its
+// warpgroups, each with a candidate buffer per row), at most one CTA an SM.
+struct PrefillGrid {
+    int rows;
+    int slots;
+    int64_t jobs(const RaggedProblem& pb) const { return (int64_t(pb.num_rows) + rows - 1) / rows; }
+    int ctas(const RaggedProblem& pb, int sm_count) const {
+        return int(std::max<int64_t>(1, std::min<int64_t>(sm_count, (jobs(pb) + slots - 1) / slots)));
+    }
+    size_t workspace_bytes(const RaggedProblem& pb, int sm_count) const {
+        return pb.rows() == 0 ? 0 : size_t(ctas(pb, sm_count)) * slots * rows * kCandidateCap * sizeof(uint2);
+    }
+};
+
+// Launches Kernel, one of the prefill kernels, over `grid` with `threads` threads and `smem` bytes of dynamic shared
+// memory: its TMA maps (keys in boxes of key_rows), its parameters and its shared-memory allowance.
+template <auto Kernel>
+cudaError_t launch_prefill_kernel(const RaggedProblem& pb, PrefillGrid grid, int heads, int key_rows, int threads,
+                                  int smem, int sm_count, void* workspace, int* error_flag, cudaStream_t stream) {
+    CUtensorMap key_map, q_map;
+    cudaError_t err = encode_prefill_maps(pb, heads, key_rows, grid.rows, &key_map, &q_map);
+    if (err != cudaSuccess) return err;
+    PrefillParams params;
+    params.pb = pb;
+    params.candidates = static_cast<uint2*>(workspace);
+    params.num_jobs = int(grid.jobs(pb));
+    params.error_flag = error_flag;
+    err = allow_dynamic_smem<Kernel>(smem);
+    if (err != cudaSuccess) return err;
+    Kernel<<<grid.ctas(pb, sm_count), threads, smem, stream>>>(key_map, q_map, params);
+    return cudaGetLastError();
 }
 
 // A warpgroup's barrier: named barrier 1 + id over its 128 threads.

@@ -29,7 +29,6 @@
 // workspace is independent of S x N.
 #include "kernels/prefill_fused.h"
 
-#include <algorithm>
 #include <climits>
 #include <cstdint>
 
@@ -39,7 +38,6 @@
 #include "common/order_key.h"
 #include "common/problem.hpp"
 #include "kernels/group_select.cuh"
-#include "kernels/launch_once.cuh"
 #include "kernels/prefill_common.cuh"
 #include "kernels/score_common.cuh"
 #include "kernels/sm90.cuh"
@@ -608,32 +606,14 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
 
 // ---- host side -----------------------------------------------------------------------------------------
 
-int64_t job_count(const RaggedProblem& pb) { return (int64_t(pb.num_rows) + kJobRows - 1) / kJobRows; }
-
-int grid_ctas(const RaggedProblem& pb, int sm_count) {
-    return int(std::max<int64_t>(1, std::min<int64_t>(sm_count, (job_count(pb) + 1) / 2)));
-}
+constexpr PrefillGrid kPrefillGrid{kJobRows, kPrefillThreads / kWgThreads};
 
 template <int H>
 cudaError_t launch_prefill(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
                            cudaStream_t stream) {
-    CUtensorMap key_map, q_map;
-    {
-        const cudaError_t err = encode_prefill_maps(pb, H, kPrefillTile, kJobRows, &key_map, &q_map);
-        if (err != cudaSuccess) return err;
-    }
-    PrefillParams params;
-    params.pb = pb;
-    params.candidates = static_cast<uint2*>(workspace);
-    params.num_jobs = int(job_count(pb));
-    params.error_flag = error_flag;
-
-    constexpr auto kernel = prefill_fused_kernel<H>;
-    constexpr int smem = int(sizeof(PrefillSmem<H>)) + 1024;
-    const cudaError_t err = allow_dynamic_smem<kernel>(smem);
-    if (err != cudaSuccess) return err;
-    kernel<<<grid_ctas(pb, sm_count), kPrefillThreads, smem, stream>>>(key_map, q_map, params);
-    return cudaGetLastError();
+    return launch_prefill_kernel<prefill_fused_kernel<H>>(pb, kPrefillGrid, H, kPrefillTile, kPrefillThreads,
+                                                          int(sizeof(PrefillSmem<H>)) + 1024, sm_count, workspace,
+                                                          error_flag, stream);
 }
 
 }  // namespace
@@ -649,7 +629,7 @@ bool prefill_fused_inputs_aligned(const RaggedProblem& pb) {
 }
 
 size_t prefill_fused_workspace_bytes(const RaggedProblem& pb, int sm_count) {
-    return pb.rows() == 0 ? 0 : size_t(grid_ctas(pb, sm_count)) * 2 * kJobRows * kCandidateCap * sizeof(uint2);
+    return kPrefillGrid.workspace_bytes(pb, sm_count);
 }
 
 cudaError_t prefill_fused_topk(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,

@@ -20,7 +20,6 @@
 // rescoring of a job left short are the same.
 #include "kernels/prefill_pairs.h"
 
-#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <type_traits>
@@ -30,7 +29,6 @@
 #include "common/constants.hpp"
 #include "common/order_key.h"
 #include "common/problem.hpp"
-#include "kernels/launch_once.cuh"
 #include "kernels/prefill_common.cuh"
 #include "kernels/prefill_fused.h"
 #include "kernels/score_common.cuh"
@@ -472,33 +470,14 @@ __global__ void __launch_bounds__(kPairThreads, 1)
 
 // ---- host side -----------------------------------------------------------------------------------------
 
-int64_t pair_job_count(const RaggedProblem& pb) { return (int64_t(pb.num_rows) + kPairRows - 1) / kPairRows; }
-
-int pair_grid_ctas(const RaggedProblem& pb, int sm_count) {
-    return int(std::max<int64_t>(
-        1, std::min<int64_t>(sm_count, (pair_job_count(pb) + kPairWarpgroups - 1) / kPairWarpgroups)));
-}
+constexpr PrefillGrid kPairGrid{kPairRows, kPairWarpgroups};
 
 template <int H>
 cudaError_t launch_pairs(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
                          cudaStream_t stream) {
-    CUtensorMap key_map, q_map;
-    {
-        const cudaError_t err = encode_prefill_maps(pb, H, kPairTile, kPairRows, &key_map, &q_map);
-        if (err != cudaSuccess) return err;
-    }
-    PrefillParams params;
-    params.pb = pb;
-    params.candidates = static_cast<uint2*>(workspace);
-    params.num_jobs = int(pair_job_count(pb));
-    params.error_flag = error_flag;
-
-    constexpr auto kernel = prefill_pairs_kernel<H>;
-    constexpr int smem = pair_smem_bytes<H>();
-    const cudaError_t err = allow_dynamic_smem<kernel>(smem);
-    if (err != cudaSuccess) return err;
-    kernel<<<pair_grid_ctas(pb, sm_count), kPairThreads, smem, stream>>>(key_map, q_map, params);
-    return cudaGetLastError();
+    return launch_prefill_kernel<prefill_pairs_kernel<H>>(pb, kPairGrid, H, kPairTile, kPairThreads,
+                                                          pair_smem_bytes<H>(), sm_count, workspace, error_flag,
+                                                          stream);
 }
 
 }  // namespace
@@ -508,9 +487,7 @@ bool prefill_pairs_runs(const RaggedProblem& pb, int compute_capability) {
 }
 
 size_t prefill_pairs_workspace_bytes(const RaggedProblem& pb, int sm_count) {
-    return pb.rows() == 0 ? 0
-                          : size_t(pair_grid_ctas(pb, sm_count)) * kPairWarpgroups * kPairRows * kCandidateCap *
-                                sizeof(uint2);
+    return kPairGrid.workspace_bytes(pb, sm_count);
 }
 
 cudaError_t prefill_pairs_topk(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
