@@ -66,7 +66,6 @@ struct alignas(16) PairState {
     int row_hist[kPairRows][kRowBins];         // of the candidates in each row's buffer
     int warp_hist[kPairRows][kWarpSelectBins];  // a row warp's refinement levels (compactions, selection)
     uint64_t full[kPairStages];
-    uint64_t empty[kPairStages];
     uint64_t q_full;
     int4 counts[2][kPairRows];  // per tile parity and row, one int a warp: the candidates the warp appends
     int compacted[kPairRows];     // a compaction's result per row: the candidates kept (0: not compacted) ...
@@ -76,10 +75,8 @@ struct alignas(16) PairState {
     int estimates_off;            // a job of this warpgroup was scored again: no more estimates
     int half0_above[kPairRows];   // a final selection's first half: its entries above the threshold's level-1 bin
     // Kept here, not in registers, which the accumulators and weights take nearly all of: the jobs (job n in
-    // jobs[n & 1]: the next one is dealt while the last one's rows are written) and the tiles thread 0 has
-    // issued into the ring (its stage and phase).
+    // jobs[n & 1]: the next one is dealt while the last one's rows are written).
     PairJob jobs[2];
-    uint32_t issued;
 };
 
 template <int H>
@@ -211,10 +208,7 @@ __global__ void __launch_bounds__(kPairThreads, 1)
     const int S = pb.num_rows, N = int(pb.num_keys), k = pb.shape.topk;
 
     if (t == 0) {
-        for (int s = 0; s < kPairStages; ++s) {
-            mbar_init(&sh.full[s], 1);
-            mbar_init(&sh.empty[s], 4);  // one arrival per warp
-        }
+        for (int s = 0; s < kPairStages; ++s) mbar_init(&sh.full[s], 1);
         mbar_init(&sh.q_full, 1);
         mbar_init_fence();
         tensormap_prefetch(&key_map);
@@ -227,13 +221,15 @@ __global__ void __launch_bounds__(kPairThreads, 1)
     // Ring position of the consumers: the stage and its phase parity.
     uint32_t stage = 0, phase = 0, q_phase = 0;
 
-    // Thread 0: the next tile into the ring, once its stage is released (every stage's first use needs none).
-    auto issue_tile = [&](int y) {
-        const uint32_t issued = sh.issued, issue_stage = issued % kPairStages;
-        if (issued >= uint32_t(kPairStages)) mbar_wait(&sh.empty[issue_stage], ((issued / kPairStages) & 1u) ^ 1u);
-        mbar_expect_tx(&sh.full[issue_stage], kPairTile * kHeadDim);
-        tma_load_2d(tiles.keys[issue_stage], &key_map, y, &sh.full[issue_stage]);
-        sh.issued = issued + 1;
+    // Thread 0: the tile of keys from y into the ring, `ahead` stages after the consumers' (tile n of the
+    // warpgroup's stream goes to stage n % kPairStages). With no wait for the stage: its last reader was an
+    // earlier tile's wgmma, which every warp waited for before a warpgroup barrier that thread 0 has passed since
+    // (in the tile loop the held tile's append barrier; for a job's first tiles the barriers between jobs). So
+    // the ring has no `empty` barriers, and thread 0 keeps no count of its own (bench/NOTES.md, session 42).
+    auto issue_tile = [&](int y, uint32_t ahead) {
+        const uint32_t s = stage + ahead < uint32_t(kPairStages) ? stage + ahead : stage + ahead - kPairStages;
+        mbar_expect_tx(&sh.full[s], kPairTile * kHeadDim);
+        tma_load_2d(tiles.keys[s], &key_map, y, &sh.full[s]);
     };
     // Deals job `round` of this warpgroup's deal (false when none); thread 0 records it in sh.jobs[round & 1]
     // (read by all after a barrier) and starts its loads.
@@ -250,7 +246,7 @@ __global__ void __launch_bounds__(kPairThreads, 1)
             // Queries are read once: evicted first, so that they do not push the keys every job reads, or the
             // rows' candidate buffers, out of L2.
             tma_load_2d(tiles.q, &q_map, job.r0 * H, &sh.q_full, l2_evict_first_policy());
-            for (int i = 0; i < min(kPairStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPairTile);
+            for (int i = 0; i < min(kPairStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPairTile, i);
         }
         return true;
     };
@@ -269,7 +265,6 @@ __global__ void __launch_bounds__(kPairThreads, 1)
         }
     };
 
-    if (t == 0) sh.issued = 0;
     bool have = begin_job(0);
     if (t == 0) sh.rescoring = sh.estimates_off = 0;
     for (int round = 1; have; ++round) {
@@ -381,8 +376,6 @@ __global__ void __launch_bounds__(kPairThreads, 1)
         // wgmma runs, off the warpgroup's path from one MMA to the next.
         uint32_t held = 0;
         for (int tile = 0; tile < job.tiles; ++tile) {
-            // Here, not under the MMA after the held append: there it measured 2% slower (bench/NOTES.md, session 41).
-            if (t == 0 && tile + kPairStages - 1 < job.tiles) issue_tile(job.lo + (tile + kPairStages - 1) * kPairTile);
             const int pos = job.lo + tile * kPairTile + warp * 16 + (lane >> 2) + 8 * half;
             // Issued before the waits below (volatile keeps it there), so the MMA hides its latency; a position
             // past the keys reads the last scale and is never a candidate.
@@ -392,11 +385,13 @@ __global__ void __launch_bounds__(kPairThreads, 1)
             else if (stage == 1) issue_tile_mma(std::integral_constant<uint32_t, 1>{});
             else issue_tile_mma(std::integral_constant<uint32_t, 2>{});
             if (tile > 0) append(tile - 1, held, pos - kPairTile);
+            // Tile + 2 into the stage tile - 1 used, which the append's barrier (for a job's first tile, the
+            // job's first barrier) has freed: under this tile's MMA.
+            if (t == 0 && tile + kPairStages - 1 < job.tiles)
+                issue_tile(job.lo + (tile + kPairStages - 1) * kPairTile, kPairStages - 1);
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&sh.empty[stage]);
             if (++stage == uint32_t(kPairStages)) {
                 stage = 0;
                 phase ^= 1u;
@@ -444,7 +439,7 @@ __global__ void __launch_bounds__(kPairThreads, 1)
             // next round's first barrier orders every read of sh.estimated before its reset.)
             if (t == 0) {
                 sh.rescoring = sh.estimates_off = 1;
-                for (int i = 0; i < min(kPairStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPairTile);
+                for (int i = 0; i < min(kPairStages - 1, job.tiles); ++i) issue_tile(job.lo + i * kPairTile, i);
             }
             --round;
             continue;
