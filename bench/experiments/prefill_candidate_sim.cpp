@@ -2,7 +2,8 @@
 // bench/workloads.cpp's generator, optionally front-loaded), row by row for a sample of rows, on the CPU: main's
 // running threshold (compaction past 4032 candidates keeping k), est3 (session 17's estimate at a long row's
 // first compaction), early (est3 with session 18's early threshold for rows of 4097..16384 keys: main since
-// 8a7567b) and k1024 (bench/experiments/prefill-estimate-at-1024.patch). Prints per row
+// 8a7567b), k1024 (bench/experiments/prefill-estimate-at-1024.patch: main's rule since session 25) and pastk
+// (bench/experiments/prefill-estimates-past-k-plus-1024.patch: every row of more than k + 1024 keys). Prints per row
 // of more than k keys: compactions, early threshold passes, re-scorings, the final candidate count (and how many
 // rows' final selections fall in each width's range: 20, 24, 28 or 32 items per thread). Scores are
 // float64 sums rounded to float (ties aside, the kernel's order); admission is per 64-key tile as in the kernel.
@@ -33,7 +34,8 @@ static float kth_largest(std::vector<float> v, int k) {  // k-th best (1-based)
 }
 
 // mode 0 main, 1 est3, 2 early+est3 (with guard irrelevant per row), 3 keep1024 (every row longer than the
-// buffer compacts to its estimate at 1024 candidates; no threshold pass, no est3)
+// buffer compacts to its estimate at 1024 candidates; no threshold pass, no est3), 4 pastk (keep1024 for every
+// row of more than k + 1024 keys)
 static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
     const int W = int(s.size());
     const int cap = 4096, compact_at = 4032, tile = 64;
@@ -55,7 +57,7 @@ static void simulate(const std::vector<float>& s, int k, int mode, Stats& st) {
             est = true; below = n - reach;
             continue;
         }
-        const bool keep1024 = mode == 3 && W > cap && comps == 0 && n >= 1024;
+        const bool keep1024 = ((mode == 3 && W > cap) || (mode == 4 && W > k + 1024)) && comps == 0 && n >= 1024;
         if (n > compact_at || keep1024) {
             ++comps;
             int keep = k;
@@ -97,16 +99,16 @@ int main(int argc, char** argv) {
     fill_spec6(c, rng);
     for (int i = 0; i < front && i < S; ++i) c.k_scale[size_t(i)] *= 4.0f;
     for (int i = std::max(0, S + front); front < 0 && i < S; ++i) c.k_scale[size_t(i)] *= 4.0f;  // recency
-    Stats st[4];
+    Stats st[5];
     for (int si = 0; si < samples; ++si) {
         const int row = int((int64_t(si) * (S - 1)) / (samples - 1));
         const int W = row + 1;
         if (W <= k) continue;
         const std::vector<float> sc = causal_row_scores(c, H, row);
-        for (int m = 0; m < 4; ++m) simulate(sc, k, m, st[m]);
+        for (int m = 0; m < 5; ++m) simulate(sc, k, m, st[m]);
     }
-    const char* names[4] = {"main", "est3", "early", "k1024"};
-    for (int m = 0; m < 4; ++m)
+    const char* names[5] = {"main", "est3", "early", "k1024", "pastk"};
+    for (int m = 0; m < 5; ++m)
         printf("S %d front %d %-5s rows %d (of W > k): compactions/row %.2f early/row %.2f redo/row %.3f "
                "final count %.0f, final selections of <= 2560 / <= 3072 / <= 3584 / more: %d / %d / %d / %d, "
                "wrong %d\n",
