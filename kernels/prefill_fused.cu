@@ -284,7 +284,6 @@ struct Warpgroup {
     }
 };
 
-// A job: rows [r0, r0 + rows) and the union [lo, lo + 64 * tiles) of the windows of its scored rows.
 using Job = PrefillJob<kJobRows>;
 
 template <int H>
@@ -303,7 +302,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
     WarpgroupSmem<H>& sh = g.sh;
     const int warp = g.warp, lane = g.lane, quad = lane & 3;
     const RaggedProblem& pb = p.pb;
-    const int S = pb.num_rows, N = int(pb.num_keys), k = pb.shape.topk;
+    const int N = int(pb.num_keys), k = pb.shape.topk;
 
     if (t == 0) {
         for (int s = 0; s < kPrefillStages; ++s) {

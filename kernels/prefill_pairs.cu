@@ -20,7 +20,6 @@
 // rescoring of a job left short are the same.
 #include "kernels/prefill_pairs.h"
 
-#include <climits>
 #include <cstdint>
 #include <type_traits>
 
@@ -205,7 +204,7 @@ __global__ void __launch_bounds__(kPairThreads, 1)
     PairState& sh = smem.state[wg_id];
     const WarpgroupSync sync{wg_id};
     const RaggedProblem& pb = p.pb;
-    const int S = pb.num_rows, N = int(pb.num_keys), k = pb.shape.topk;
+    const int N = int(pb.num_keys), k = pb.shape.topk;
 
     if (t == 0) {
         for (int s = 0; s < kPairStages; ++s) mbar_init(&sh.full[s], 1);
@@ -375,8 +374,10 @@ __global__ void __launch_bounds__(kPairThreads, 1)
         // A tile's scores (this lane's order key) wait in a register and are appended while the next tile's
         // wgmma runs, off the warpgroup's path from one MMA to the next.
         uint32_t held = 0;
+        // The position of the key this lane scores in tile `tile` (after the transpose-reduce).
+        auto key_position = [&](int tile) { return job.lo + tile * kPairTile + warp * 16 + (lane >> 2) + 8 * half; };
         for (int tile = 0; tile < job.tiles; ++tile) {
-            const int pos = job.lo + tile * kPairTile + warp * 16 + (lane >> 2) + 8 * half;
+            const int pos = key_position(tile);
             // Issued before the waits below (volatile keeps it there), so the MMA hides its latency; a position
             // past the keys reads the last scale and is never a candidate.
             const float scale = load_global_nc(pb.k_scale + min(pos, N - 1));
@@ -430,8 +431,7 @@ __global__ void __launch_bounds__(kPairThreads, 1)
             // After this check a row holds at most kCompactAt candidates: room for the held tile's.
             compact_full_rows();
         }
-        if (job.tiles > 0)
-            append(job.tiles - 1, held, job.lo + (job.tiles - 1) * kPairTile + warp * 16 + (lane >> 2) + 8 * half);
+        if (job.tiles > 0) append(job.tiles - 1, held, key_position(job.tiles - 1));
         __threadfence_block();
         sync();  // every candidate stored, every wgmma of this job done
         if (__any_sync(0xffffffffu, ((sh.estimated >> row) & 1) && count < k)) {
