@@ -156,12 +156,14 @@ struct WarpgroupSync {
     __device__ void operator()() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
 };
 
+// Outputs are written with streaming stores (__stcs: evicted first from L2): nothing here reads them again, and
+// they must not push the rows' candidate buffers out of L2.
 // A row's output slots first, first + Stride, ... below k: its window's positions (a row that needs no scores),
 // then padding.
 template <int Stride>
 __device__ __forceinline__ void write_row_window(int32_t* out_idx, int k, int start, int end, int32_t base,
                                                  int first) {
-    for (int i = first; i < k; i += Stride) out_idx[i] = start + i < end ? start + i - base : -1;
+    for (int i = first; i < k; i += Stride) __stcs(out_idx + i, start + i < end ? start + i - base : -1);
 }
 // The same slots: all `taken` (<= k) candidates of buf, then padding.
 template <int Stride>
@@ -169,8 +171,8 @@ __device__ __forceinline__ void write_row_candidates(int32_t* out_idx, float* ou
                                                      int taken, int32_t base, int first) {
     for (int i = first; i < k; i += Stride) {
         const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
-        out_idx[i] = i < taken ? int32_t(c.y) - base : -1;
-        if (out_score) out_score[i] = i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000);
+        __stcs(out_idx + i, i < taken ? int32_t(c.y) - base : -1);
+        if (out_score) __stcs(out_score + i, i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000));
     }
 }
 
@@ -190,8 +192,8 @@ __device__ __forceinline__ void warp_write_row(const RaggedProblem& pb, int64_t 
     const WarpSelect list{buf, n};
     list.keep_in_order(k, list.threshold<kRowBinShift>(k, row_hist, warp_hist),
                        [&](int slot, uint32_t key, uint32_t position) {
-                           out_idx[slot] = int32_t(position) - base;
-                           if (out_score) out_score[slot] = score_from_order_key(key);
+                           __stcs(out_idx + slot, int32_t(position) - base);
+                           if (out_score) __stcs(out_score + slot, score_from_order_key(key));
                        });
 }
 

@@ -174,8 +174,8 @@ __device__ __forceinline__ void pair_write_row(const RaggedProblem& pb, int64_t 
     list.keep_in_order(
         k, th,
         [&](int slot, uint32_t key, uint32_t position) {
-            out_idx[slot] = int32_t(position) - base;
-            if (out_score) out_score[slot] = score_from_order_key(key);
+            __stcs(out_idx + slot, int32_t(position) - base);
+            if (out_score) __stcs(out_score + slot, score_from_order_key(key));
         },
         half ? kept0 : 0, half ? ties0 : 0);
 }
@@ -303,7 +303,9 @@ __global__ void __launch_bounds__(kPairThreads, 1)
             if (pass) {
                 // Without a branch: a = 1 lanes (half 1) come after all of the row's a = 0 lanes.
                 const int at = __popc(first & (half ? ~0u : below)) + __popc(second & (half ? below : 0u));
-                my_buf[count + before + at] = make_uint2(key, uint32_t(key_pos));
+                // Evicted last from L2: the row's compactions and final selection read the buffer back (-1.3..-2.7%
+                // at 4096-32768 on an H100, bench/NOTES.md, session 43).
+                store_global(my_buf + count + before + at, make_uint2(key, uint32_t(key_pos)), l2_evict_last_policy());
                 atomicAdd(&my_hist[key >> kRowBinShift], 1);
             }
             count += added;

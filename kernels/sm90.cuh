@@ -47,6 +47,18 @@ __device__ __forceinline__ uint64_t l2_evict_first_policy() {
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
     return policy;
 }
+// An L2 policy for data written to be read back soon: its lines are the last evicted, so that streams (read-once
+// inputs, outputs) do not push them out first. Not volatile: the compiler may place it where the stores need it.
+__device__ __forceinline__ uint64_t l2_evict_last_policy() {
+    uint64_t policy;
+    asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+    return policy;
+}
+// Stores v at p (global) under the L2 policy `policy`.
+__device__ __forceinline__ void store_global(uint2* p, uint2 v, uint64_t policy) {
+    asm volatile("st.global.L2::cache_hint.v2.u32 [%0], {%1, %2}, %3;\n" ::"l"(p), "r"(v.x), "r"(v.y), "l"(policy)
+                 : "memory");
+}
 // One box of a 3-D tensor map at (0, 0, z), e.g. one page of the paged cache, under the L2 policy `policy`.
 __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int z, uint64_t* bar, uint64_t policy) {
     asm volatile(
