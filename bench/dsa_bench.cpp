@@ -34,13 +34,14 @@ constexpr double kH200Fp8PeakTflops = 1421;
 void print_usage(FILE* to) {
     std::fprintf(to,
         "usage: dsa_bench [--backend cpu|gpu] [--quick] [--json FILE] [--plot FILE] [--only NAME[,NAME...]]\n"
-        "                 [--iterations N] [--scores] [--input-cache DIR]\n"
+        "                 [--iterations N] [--scores] [--sorted] [--input-cache DIR]\n"
         "                 [--shape BxL[,BxL...] [--next-n N] [--topk K] [--heads H] [--page-size P]]\n"
         "  Runs named paged-decode workloads and prints latency, GB/s of K read, and on a GPU the %% of the\n"
         "  bandwidth floor (K bytes over the device copy bandwidth measured in the same run), on the CPU its\n"
         "  throughput (tokens and rows per second); PASS/FAIL by SPEC 5.\n"
         "  Timed calls return indices only, as engines call the operator; --scores asks for the scores too\n"
-        "  (then rows that see at most k positions are scored; without it they need no scores).\n"
+        "  (then rows that see at most k positions are scored; without it they need no scores), --sorted the\n"
+        "  results in rank order (DSA_TOPK_SORTED; the check then checks the order too).\n"
         "  Default backend: gpu when the library has a usable GPU, else cpu (the first line says which, and why).\n"
         "  --only runs the named workloads, on the inputs a full run gives them. --shape runs B sequences of L\n"
         "  tokens per item instead of the named workloads, with next_n (default 1), k (2048), H heads (64) and\n"
@@ -50,7 +51,8 @@ void print_usage(FILE* to) {
         "  --json - writes JSON to stdout. --plot FILE writes an SVG: latency and %% of the floor against context\n"
         "  length, one line per batch size, for the workloads named BxL.\n"
         "       dsa_bench --ragged [--backend cpu|gpu] [--quick] [--json FILE] [--only NAME[,NAME...]]\n"
-        "                 [--iterations N] [--scores] [--shape S[,S...]] [--topk K] [--heads H] [--fp8-peak TFLOPS]\n"
+        "                 [--iterations N] [--scores] [--sorted] [--shape S[,S...]] [--topk K] [--heads H]\n"
+        "                 [--fp8-peak TFLOPS]\n"
         "                 [--input-cache DIR]\n"
         "  Prefill (SPEC 2, dsa_topk_ragged): one causal sequence of S query rows over S keys (row r sees keys\n"
         "  [0, r + 1)) for S = 4096, 8192, 16384, 32768, prefill_16384_front (its first 8192 keys' scales x4) and\n"
@@ -79,7 +81,7 @@ struct Options {
     std::string backend, json_path, plot_path, only, devices, shapes, input_cache;
     bool quick = false;
     bool ragged = false;
-    bool with_scores = false;
+    Returned returned;  // --scores, --sorted
     int iterations = 0;
     Workload paged_parameters;         // --next-n, --topk, --heads, --page-size
     RaggedWorkload ragged_parameters;  // --topk, --heads
@@ -113,8 +115,11 @@ int parse_options(int argc, char** argv, Options* o) {
             print_usage(stdout);
             return 0;
         }
-        if (arg == "--quick" || arg == "--ragged" || arg == "--scores") {
-            (arg == "--quick" ? o->quick : arg == "--ragged" ? o->ragged : o->with_scores) = true;
+        if (arg == "--quick" || arg == "--ragged" || arg == "--scores" || arg == "--sorted") {
+            (arg == "--quick"    ? o->quick
+             : arg == "--ragged" ? o->ragged
+             : arg == "--scores" ? o->returned.scores
+                                 : o->returned.sorted) = true;
             continue;
         }
         if (arg.rfind("--", 0) != 0) return usage_error("unexpected argument \"" + arg + "\"");
@@ -168,6 +173,8 @@ std::string mode_conflict(const Options& o) {
     if (!o.shapes.empty() && !o.only.empty()) return "--only picks a named workload: not with --shape";
     if (!o.devices.empty() && !o.input_cache.empty())
         return "--input-cache keeps single-device workloads' inputs: not with --devices";
+    if (!o.devices.empty() && (o.returned.scores || o.returned.sorted))
+        return "--scores and --sorted shape single-device calls: not with --devices";
     return "";
 }
 
@@ -247,7 +254,7 @@ struct RunInfo {
     size_t l2_bytes = 0;        // GPU only
     double fp8_peak_tflops = 0;
     int iterations = 0;
-    bool with_scores = false;   // --scores
+    Returned returned;          // --scores, --sorted
     std::string input_cache;    // --input-cache: "" for none
 };
 
@@ -319,9 +326,9 @@ Result run_paged_workload(const Workload& w, const RunInfo& info) {
     report_inputs(info, cached);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
-        if (info.gpu) return run_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);
+        if (info.gpu) return run_gpu(w, c, info.iterations, info.l2_bytes, info.returned);
 #endif
-        return run_cpu(w, c, info.iterations, info.with_scores);
+        return run_cpu(w, c, info.iterations, info.returned);
     });
     r.name = w.name;
     r.rows = c.rows();
@@ -337,9 +344,9 @@ Result run_ragged_workload(const RaggedWorkload& w, const RunInfo& info) {
     report_inputs(info, cached);
     Result r = caught(info.gpu ? "gpu" : "cpu", [&] {
 #if DSA_BENCH_CUDA
-        if (info.gpu) return run_ragged_gpu(w, c, info.iterations, info.l2_bytes, info.with_scores);
+        if (info.gpu) return run_ragged_gpu(w, c, info.iterations, info.l2_bytes, info.returned);
 #endif
-        return run_ragged_cpu(w, c, info.iterations, info.with_scores);
+        return run_ragged_cpu(w, c, info.iterations, info.returned);
     });
     r.name = w.name;
     r.rows = c.rows();
@@ -415,7 +422,9 @@ std::string timing_of(const RunInfo& info) {
 }
 
 // What each timed call asks for.
-const char* outputs_of(const RunInfo& info) { return info.with_scores ? "indices and scores" : "indices"; }
+std::string outputs_of(const RunInfo& info) {
+    return std::string(info.returned.scores ? "indices and scores" : "indices") + (info.returned.sorted ? ", sorted" : "");
+}
 
 // One result's JSON fields after the common ones.
 std::string mode_fields(const Result& r, const RunInfo& info) {
@@ -442,7 +451,7 @@ bool write_json(const std::string& path, const std::vector<Result>& results, con
     if (info.ragged)
         std::fprintf(f, "  \"fp8_peak_tflops\": %.1f,\n  \"check\": \"SPEC 5 on sampled rows (checked_rows of S)\",\n",
                      info.fp8_peak_tflops);
-    std::fprintf(f, "  \"outputs\": \"%s\",\n", outputs_of(info));
+    std::fprintf(f, "  \"outputs\": \"%s\",\n", outputs_of(info).c_str());
     std::fprintf(f, "  \"timing\": \"%s\",\n  \"results\": [\n", timing_of(info).c_str());
     for (size_t i = 0; i < results.size(); ++i) {
         const Result& r = results[i];
@@ -517,11 +526,11 @@ int run(int argc, char** argv) {
     info.gpu = o.backend == "gpu";
     info.ragged = o.ragged;
     info.fp8_peak_tflops = o.fp8_peak_tflops;
-    info.with_scores = o.with_scores;
+    info.returned = o.returned;
     info.input_cache = o.input_cache;
     info.iterations = o.iterations > 0 ? o.iterations : info.gpu ? 50 : (o.quick ? 3 : 5);
     if (info.gpu) describe_gpu(&info);
-    std::printf("timed calls return: %s\n", outputs_of(info));
+    std::printf("timed calls return: %s\n", outputs_of(info).c_str());
     if (o.ragged) {
         std::printf("FP8 peak: %g TFLOP/s (%s); check: SPEC 5 on sampled rows, not every row\n", info.fp8_peak_tflops,
                     o.fp8_peak_given ? "--fp8-peak" : "default: the H200's dense FP8 wgmma rate, issue 13");

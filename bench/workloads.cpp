@@ -275,9 +275,9 @@ double median_wall_us(int iterations, const std::function<void()>& call) {
     return median(times);
 }
 
-std::string verify(const PagedCase& c, int topk, const HostOutputs& out) {
+std::string verify(const PagedCase& c, int topk, uint32_t flags, const HostOutputs& out) {
     const dsa_test::Oracle oracle = dsa_test::compute_oracle(c);
-    return dsa_test::check_spec5(c, oracle, topk, 0, out.indices.data(), out.scores_or_null());
+    return dsa_test::check_spec5(c, oracle, topk, flags, out.indices.data(), out.scores_or_null());
 }
 
 // Some rows of a case as a case of its own, so that the float64 oracle and the SPEC 5 checker of
@@ -340,7 +340,8 @@ std::string with_call_row(const std::string& failure, const SampledRows& sample)
 }
 
 // SPEC section 5 on the sampled rows of a ragged call; *checked_rows: how many.
-std::string verify_sample(const RaggedCase& c, int topk, const HostOutputs& out, int64_t* checked_rows) {
+std::string verify_sample(const RaggedCase& c, int topk, uint32_t flags, const HostOutputs& out,
+                          int64_t* checked_rows) {
     const SampledRows sample(c, sampled_rows(c, topk));
     std::vector<int32_t> indices;
     std::vector<float> scores;
@@ -353,31 +354,31 @@ std::string verify_sample(const RaggedCase& c, int topk, const HostOutputs& out,
     *checked_rows = sample.rows();
     const dsa_test::Oracle oracle = dsa_test::compute_oracle(sample);
     const float* sampled_scores = scores.empty() ? nullptr : scores.data();
-    return with_call_row(dsa_test::check_spec5(sample, oracle, topk, 0, indices.data(), sampled_scores), sample);
+    return with_call_row(dsa_test::check_spec5(sample, oracle, topk, flags, indices.data(), sampled_scores), sample);
 }
 
 }  // namespace
 
-Result run_cpu(const Workload& w, const PagedCase& c, int iterations, bool with_scores) {
+Result run_cpu(const Workload& w, const PagedCase& c, int iterations, const Returned& returned) {
     dsa_test::Context ctx;
-    const dsa_topk_params_t params = c.params(w.topk, 0);
+    const dsa_topk_params_t params = c.params(w.topk, returned.flags());
     const dsa_paged_inputs_t inputs = c.inputs();
-    HostOutputs out(c.rows(), w.topk, with_scores);
+    HostOutputs out(c.rows(), w.topk, returned.scores);
     const dsa_topk_outputs_t outputs = out.outputs();
     Result r;
     r.backend = "cpu";
     r.latency_us = median_wall_us(iterations, [&] {
         require_ok(dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, nullptr, 0, nullptr), "dsa_topk_paged");
     });
-    r.check = verify(c, w.topk, out);
+    r.check = verify(c, w.topk, returned.flags(), out);
     return r;
 }
 
-Result run_ragged_cpu(const RaggedWorkload& w, const RaggedCase& c, int iterations, bool with_scores) {
+Result run_ragged_cpu(const RaggedWorkload& w, const RaggedCase& c, int iterations, const Returned& returned) {
     dsa_test::Context ctx;
-    const dsa_topk_params_t params = c.params(w.topk, 0);
+    const dsa_topk_params_t params = c.params(w.topk, returned.flags());
     const dsa_ragged_inputs_t inputs = c.inputs();
-    HostOutputs out(c.rows(), w.topk, with_scores);
+    HostOutputs out(c.rows(), w.topk, returned.scores);
     const dsa_topk_outputs_t outputs = out.outputs();
     Result r;
     r.backend = "cpu";
@@ -386,7 +387,7 @@ Result run_ragged_cpu(const RaggedWorkload& w, const RaggedCase& c, int iteratio
     r.latency_us = median_wall_us(iterations, [&] {
         require_ok(dsa_topk_ragged(ctx.get(), &params, &inputs, &outputs, nullptr, 0, nullptr), "dsa_topk_ragged");
     });
-    r.check = verify_sample(c, w.topk, out, &r.checked_rows);
+    r.check = verify_sample(c, w.topk, returned.flags(), out, &r.checked_rows);
     return r;
 }
 
@@ -585,12 +586,12 @@ struct DeviceRaggedInputs {
 
 }  // namespace
 
-Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_bytes, bool with_scores) {
+Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_bytes, const Returned& returned) {
     const int32_t device = 0;
     dsa_test::Context ctx(&device, 1);
     Stream stream;
     auto q = upload(c.q), weights = upload(c.weights), seq_lens = upload(c.seq_lens), table = upload(c.block_table);
-    const dsa_topk_params_t params = c.params(w.topk, 0);
+    const dsa_topk_params_t params = c.params(w.topk, returned.flags());
     dsa_paged_inputs_t inputs = c.inputs();
     inputs.q = q->ptr;
     inputs.weights = weights->as<float>();
@@ -599,7 +600,7 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
     size_t workspace_bytes = 0;
     require_ok(dsa_topk_paged_workspace_size(ctx.get(), &params, &inputs, &workspace_bytes), "workspace size");
     DeviceMemory workspace(workspace_bytes);
-    const DeviceOutputs out(c.rows(), w.topk, with_scores);
+    const DeviceOutputs out(c.rows(), w.topk, returned.scores);
     const dsa_topk_outputs_t outputs = out.outputs();
 
     // The K cache is what a decode call reads: it rotates; q, weights and the table are small.
@@ -610,21 +611,21 @@ Result run_gpu(const Workload& w, const PagedCase& c, int iterations, size_t l2_
         return dsa_topk_paged(ctx.get(), &params, &inputs, &outputs, workspace.ptr, workspace_bytes, stream.handle);
     };
     Result r = timed_gpu_result(stream.handle, int(caches.size()), call, "dsa_topk_paged", iterations, workspace_bytes);
-    r.check = verify(c, w.topk, out.download(ctx.get()));
+    r.check = verify(c, w.topk, returned.flags(), out.download(ctx.get()));
     return r;
 }
 
 Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iterations, size_t l2_bytes,
-                      bool with_scores) {
+                      const Returned& returned) {
     const int32_t device = 0;
     dsa_test::Context ctx(&device, 1);
     Stream stream;
-    const dsa_topk_params_t params = c.params(w.topk, 0);
+    const dsa_topk_params_t params = c.params(w.topk, returned.flags());
     const dsa_ragged_inputs_t sizes = c.inputs();  // the size query reads num_rows and num_keys only
     size_t workspace_bytes = 0;
     require_ok(dsa_topk_ragged_workspace_size(ctx.get(), &params, &sizes, &workspace_bytes), "workspace size");
     DeviceMemory workspace(workspace_bytes);
-    const DeviceOutputs out(c.rows(), w.topk, with_scores);
+    const DeviceOutputs out(c.rows(), w.topk, returned.scores);
     const dsa_topk_outputs_t outputs = out.outputs();
 
     // Every input rotates; q ([S, H, 128] fp8) is most of the bytes. On an H200 (50 MB of L2) that is 5 copies
@@ -640,7 +641,7 @@ Result run_ragged_gpu(const RaggedWorkload& w, const RaggedCase& c, int iteratio
     };
     Result r =
         timed_gpu_result(stream.handle, int(copies.size()), call, "dsa_topk_ragged", iterations, workspace_bytes);
-    r.check = verify_sample(c, w.topk, out.download(ctx.get()), &r.checked_rows);
+    r.check = verify_sample(c, w.topk, returned.flags(), out.download(ctx.get()), &r.checked_rows);
     return r;
 }
 #endif

@@ -99,16 +99,24 @@ double k_bytes_of(int64_t tokens);
 // Multiply-adds counted as 2 FLOPs: every row scores its window with H dot products of D.
 double ragged_flops(const dsa_test::RaggedCase& c);
 
-// with_scores: the timed call also asks for each index's score (engines take the indices alone; rows that
-// see at most k positions then need no scores at all, SPEC section 1).
-Result run_cpu(const Workload& w, const dsa_test::PagedCase& c, int iterations, bool with_scores);
-Result run_ragged_cpu(const RaggedWorkload& w, const dsa_test::RaggedCase& c, int iterations, bool with_scores);
+// What a timed call asks for besides the indices (SPEC section 1): each index's score (engines take the indices
+// alone; rows that see at most k positions then need no scores at all), and the results in rank order.
+struct Returned {
+    bool scores = false;  // --scores
+    bool sorted = false;  // --sorted: DSA_TOPK_SORTED
+    uint32_t flags() const { return sorted ? DSA_TOPK_SORTED : 0u; }
+};
+
+Result run_cpu(const Workload& w, const dsa_test::PagedCase& c, int iterations, const Returned& returned);
+Result run_ragged_cpu(const RaggedWorkload& w, const dsa_test::RaggedCase& c, int iterations,
+                      const Returned& returned);
 #if DSA_BENCH_CUDA
 // Device-to-device copy bandwidth, counting bytes read plus bytes written: the floor's denominator.
 double measure_copy_bandwidth(cudaStream_t stream);
-Result run_gpu(const Workload& w, const dsa_test::PagedCase& c, int iterations, size_t l2_bytes, bool with_scores);
+Result run_gpu(const Workload& w, const dsa_test::PagedCase& c, int iterations, size_t l2_bytes,
+               const Returned& returned);
 Result run_ragged_gpu(const RaggedWorkload& w, const dsa_test::RaggedCase& c, int iterations, size_t l2_bytes,
-                      bool with_scores);
+                      const Returned& returned);
 #endif
 
 }  // namespace dsa_bench

@@ -40,6 +40,10 @@ expect 0 "backend: cpu (requested)" --backend cpu --shape 1x256 --iterations 1
 expect 0 "timed calls return: indices$" --backend cpu --shape 1x256 --iterations 1
 expect 0 "timed calls return: indices and scores" --backend cpu --shape 2x3000 --scores --iterations 1
 expect 0 "prefill_300 .* PASS (sampled" --ragged --backend cpu --shape 300 --scores --iterations 1
+# --sorted: the results in rank order, which the check then checks too.
+expect 0 "timed calls return: indices and scores, sorted" --backend cpu --shape 2x3000 --scores --sorted --iterations 1
+expect 0 "prefill_600_k256 .* PASS (sampled" --ragged --backend cpu --shape 600 --topk 256 --sorted --iterations 1
+expect 2 "not with --devices" --devices 1 --sorted
 expect 0 "backend: cpu (default without a usable GPU" --quick --only fib_4 --iterations 1
 # --only with a list: those workloads, in the workloads' order; one unknown name among them is an error.
 expect 0 "dsa_bench: 2 passed, 0 failed" --backend cpu --quick --only fib_4,4x2048 --iterations 1
