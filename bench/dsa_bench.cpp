@@ -423,7 +423,8 @@ std::string timing_of(const RunInfo& info) {
 
 // What each timed call asks for.
 std::string outputs_of(const RunInfo& info) {
-    return std::string(info.returned.scores ? "indices and scores" : "indices") + (info.returned.sorted ? ", sorted" : "");
+    const std::string values = info.returned.scores ? "indices and scores" : "indices";
+    return info.returned.sorted ? values + ", sorted" : values;
 }
 
 // One result's JSON fields after the common ones.
