@@ -156,8 +156,8 @@ struct WarpgroupSync {
     __device__ void operator()() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
 };
 
-// Outputs are written with streaming stores (__stcs: evicted first from L2): nothing here reads them again, and
-// they must not push the rows' candidate buffers out of L2.
+// The helpers below write outputs with streaming stores (__stcs: evicted first from L2): nothing here reads them
+// again, and they must not push the rows' candidate buffers out of L2.
 // A row's output slots first, first + Stride, ... below k: its window's positions (a row that needs no scores),
 // then padding.
 template <int Stride>
