@@ -156,10 +156,16 @@ struct WarpgroupSync {
     __device__ void operator()() const { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + id) : "memory"); }
 };
 
-// The helpers below write outputs with streaming stores (__stcs: evicted first from L2): nothing here reads them
-// again, and they must not push the rows' candidate buffers out of L2.
-// A row's output slots first, first + Stride, ... below k: its window's positions (a row that needs no scores),
-// then padding.
+// Output slot `slot` of a row: its index and, where scores are asked for, its score. Streaming stores (__stcs:
+// evicted first from L2): nothing here reads the outputs again, and they must not push the rows' candidate buffers
+// out of L2.
+__device__ __forceinline__ void store_output(int32_t* out_idx, float* out_score, int slot, int32_t index,
+                                             float score) {
+    __stcs(out_idx + slot, index);
+    if (out_score) __stcs(out_score + slot, score);
+}
+// A row's output slots first, first + Stride, ... below k (streaming stores, as store_output's): its window's
+// positions (a row that needs no scores), then padding.
 template <int Stride>
 __device__ __forceinline__ void write_row_window(int32_t* out_idx, int k, int start, int end, int32_t base,
                                                  int first) {
@@ -192,8 +198,7 @@ __device__ __forceinline__ void warp_write_row(const RaggedProblem& pb, int64_t 
     const WarpSelect list{buf, n};
     list.keep_in_order(k, list.threshold<kRowBinShift>(k, row_hist, warp_hist),
                        [&](int slot, uint32_t key, uint32_t position) {
-                           __stcs(out_idx + slot, int32_t(position) - base);
-                           if (out_score) __stcs(out_score + slot, score_from_order_key(key));
+                           store_output(out_idx, out_score, slot, int32_t(position) - base, score_from_order_key(key));
                        });
 }
 

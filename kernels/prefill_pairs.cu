@@ -174,8 +174,7 @@ __device__ __forceinline__ void pair_write_row(const RaggedProblem& pb, int64_t 
     list.keep_in_order(
         k, th,
         [&](int slot, uint32_t key, uint32_t position) {
-            __stcs(out_idx + slot, int32_t(position) - base);
-            if (out_score) __stcs(out_score + slot, score_from_order_key(key));
+            store_output(out_idx, out_score, slot, int32_t(position) - base, score_from_order_key(key));
         },
         half ? kept0 : 0, half ? ties0 : 0);
 }
