@@ -335,7 +335,7 @@ __device__ void pad_unscored(const FusedParams& p, int first, int stride) {
 #pragma unroll 1
             for (int i = n + lane; i < k; i += 32) {
                 out_idx[i] = -1;
-                if (pb.out.scores) pb.out.scores[r * k + i] = -__int_as_float(0x7f800000);
+                if (pb.out.scores) pb.out.scores[r * k + i] = padding_score();
             }
         }
     }
@@ -784,7 +784,7 @@ struct Selector {
         }
         for (int i = taken + ct; i < k; i += kConsumerThreads) {
             out_idx[i] = -1;
-            if (out_score) out_score[i] = -__int_as_float(0x7f800000);
+            if (out_score) out_score[i] = padding_score();
         }
         consumer_sync();
     }

@@ -178,7 +178,7 @@ __device__ __forceinline__ void write_row_candidates(int32_t* out_idx, float* ou
     for (int i = first; i < k; i += Stride) {
         const uint2 c = i < taken ? __ldcg(buf + i) : make_uint2(0u, 0u);
         __stcs(out_idx + i, i < taken ? int32_t(c.y) - base : -1);
-        if (out_score) __stcs(out_score + i, i < taken ? score_from_order_key(c.x) : -__int_as_float(0x7f800000));
+        if (out_score) __stcs(out_score + i, i < taken ? score_from_order_key(c.x) : padding_score());
     }
 }
 

@@ -243,7 +243,7 @@ struct Warpgroup {
         }
         for (int i = taken + t; i < k; i += kWgThreads) {
             out_idx[i] = -1;
-            if (out_score) out_score[i] = -__int_as_float(0x7f800000);
+            if (out_score) out_score[i] = padding_score();
         }
         sync();  // scratch is reused by the next row
     }
@@ -278,7 +278,7 @@ struct Warpgroup {
         }
         for (int i = taken + t; i < k; i += kWgThreads) {
             out_idx[i] = -1;
-            if (out_score) out_score[i] = -__int_as_float(0x7f800000);
+            if (out_score) out_score[i] = padding_score();
         }
         sync();  // scratch is reused by the next row
     }

@@ -185,7 +185,7 @@ __device__ void write_row(SelectShared& sh, const Rows& rows, int64_t r, int cou
         const bool real = i < count;
         const uint64_t candidate = real ? sh.picked[i] : 0u;
         indices[i] = real ? rows.index_of(r, candidate_position(candidate)) : -1;
-        if (scores) scores[i] = real ? score_from_order_key(uint32_t(candidate >> 32)) : -__int_as_float(0x7f800000);
+        if (scores) scores[i] = real ? score_from_order_key(uint32_t(candidate >> 32)) : padding_score();
     }
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "common/host_device.h"
 
@@ -32,6 +33,15 @@ DSA_HOST_DEVICE uint32_t candidate_position(uint64_t key) { return ~uint32_t(key
 }  // namespace dsa
 
 namespace dsa {
+
+// The score reported beside a padding index (-1): -inf (SPEC section 1, outputs).
+DSA_HOST_DEVICE float padding_score() {
+#if defined(__CUDA_ARCH__)
+    return -__int_as_float(0x7f800000);
+#else
+    return -std::numeric_limits<float>::infinity();
+#endif
+}
 
 // The score a key stands for (inverse of score_order_key up to its canonicalisation: -0 reads back as +0
 // and every NaN as one NaN). Both backends report returned scores through this, so they agree bit for bit.

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <limits>
 #include <vector>
 
 #include "common/constants.hpp"
@@ -100,7 +99,7 @@ void select_row(const float* scores, int64_t n, const TopkShape& shape,
     }
     for (int64_t i = taken; i < k; ++i) {
         indices[i] = -1;
-        if (scores_out) scores_out[i] = -std::numeric_limits<float>::infinity();
+        if (scores_out) scores_out[i] = padding_score();
     }
 }
 
