@@ -1,7 +1,7 @@
-// Pieces both fused prefill kernels use (prefill_fused.cu: 4-row jobs; prefill_pairs.cu: 2-row jobs): the row
-// candidate buffer's size and histogram, the early compaction's estimate, the threshold a keep leaves behind, a
-// job's rows and windows, the TMA maps, the grid and the launch, a warpgroup's barrier, and what one warp does to a
-// row's buffer (keep its best, write the row).
+// The row-level pieces of the fused prefill kernel (prefill_pairs.cu): the row candidate buffer's size and
+// histogram, the early compaction's estimate, the threshold a keep leaves behind, a job's rows and windows, the TMA
+// maps, the grid and the launch, a warpgroup's barrier, what one warp does to a row's buffer (keep its best), and
+// how a row's results are stored.
 #pragma once
 
 #include <algorithm>
@@ -180,26 +180,6 @@ __device__ __forceinline__ void write_row_candidates(int32_t* out_idx, float* ou
         __stcs(out_idx + i, i < taken ? int32_t(c.y) - base : -1);
         if (out_score) __stcs(out_score + i, i < taken ? score_from_order_key(c.x) : padding_score());
     }
-}
-
-// Writes row r of a finished job by the calling warp alone, in position order (no ranking): padding for a bad
-// window (ok false), the window itself for a row that needs no scores, else the best k of the n candidates of
-// buf (all of them when n <= k, then padding). Indices are key numbers less `base` (the row's start for relative
-// indices, 0 for absolute ones). warp_hist: the warp's kWarpSelectBins ints of scratch; lane: the caller's.
-__device__ __forceinline__ void warp_write_row(const RaggedProblem& pb, int64_t r, bool ok, bool unscored, int start,
-                                               int end, const uint2* buf, int n, const int* row_hist, int32_t base,
-                                               int* warp_hist, int lane) {
-    const int k = pb.shape.topk;
-    int32_t* out_idx = pb.out.indices + r * k;
-    float* out_score = pb.out.scores ? pb.out.scores + r * k : nullptr;
-    if (unscored) return write_row_window<32>(out_idx, k, start, end, base, lane);
-    const int taken = ok ? n : 0;
-    if (taken <= k) return write_row_candidates<32>(out_idx, out_score, k, buf, taken, base, lane);
-    const WarpSelect list{buf, n};
-    list.keep_in_order(k, list.threshold<kRowBinShift>(k, row_hist, warp_hist),
-                       [&](int slot, uint32_t key, uint32_t position) {
-                           store_output(out_idx, out_score, slot, int32_t(position) - base, score_from_order_key(key));
-                       });
 }
 
 // Keeps the best `keep` (< n) of the n candidates of buf in place, in position order, and row_hist with them, by

@@ -1,25 +1,44 @@
-// Fused prefill top-k in jobs of 2 rows (SPEC section 2, unsorted output), sm_90a. prefill_fused.cu's algorithm
-// (read its header first) in another shape: one CTA per SM, FOUR warpgroups, each working its own jobs of 2
-// consecutive query rows from start to finish:
-//  - Its own ring of 3 stages of 64 keys (TMA, issued by its thread 0) and its own queries buffer (the job's
-//    2 x H x 128 B, one box; loaded when the previous job's tiles are done, during its selections).
-//  - wgmma m64 x (2 H) x k32: one instruction covers both rows; 64 accumulators a thread at H = 64, which leaves
-//    room to hold each lane's weights (the heads of its accumulator columns, 2 x H / 4 floats) in registers for
-//    the whole job instead of reading them from shared memory every tile (that costs +32% in this shape:
-//    bench/NOTES.md, session 32).
+// Fused prefill top-k over a contiguous K (SPEC section 2), sm_90a. One persistent launch: one CTA per SM, FOUR
+// warpgroups, each working its own jobs of 2 consecutive query rows from start to finish:
+//  - The job's keys are the union of its rows' windows, streamed in 64-key tiles by TMA (a 2-D tensor map over
+//    [num_keys, 128 B], 128B swizzle) into the warpgroup's own ring of 3 stages, issued by its thread 0; the
+//    job's queries (2 x H x 128 B) are one box, loaded when the previous job's tiles are done, during its
+//    selections.
+//  - wgmma m64 x (2 H) x k32: keys as M, both rows' heads as N, so K is read once per 2 rows; 64 accumulators a
+//    thread at H = 64, which leaves room to hold each lane's weights (the heads of its accumulator columns,
+//    2 x H / 4 floats) in registers for the whole job instead of reading them from shared memory every tile
+//    (that costs +32% in this shape: bench/NOTES.md, session 32).
 //  - The epilogue: per (row, key) relu, weight and head sum in one FMA chain, then a 3-shuffle transpose-reduce
 //    over the lane quad, after which lane quad q holds row q & 1's score of key a = q >> 1 (keys lane / 4 and
-//    lane / 4 + 8 of the warp's 16).
-//  - Every compaction (the first, early one to an estimate, and full ones to k) is its row's warp's (warp j for
-//    row j), by WarpSelect: a warpgroup-wide selection's scratch does not fit beside four rings. A row's final
-//    selection is two warps' (j and j + 2, each half of the buffer: pair_write_row), so that no warp waits idle
-//    for it.
-// Sorted output stays with prefill_fused (its ranking sort needs a warpgroup and scratch this layout lacks).
-// Results are those of prefill_fused, bit for bit: each row is computed by one warpgroup alone, in position
-// order, with prefill_fused's summation order, and the candidate buffers, thresholds, estimates and the
-// rescoring of a job left short are the same.
+//    lane / 4 + 8 of the warp's 16), and the key scale.
+//  - Each row keeps a candidate buffer (kCandidateCap entries in the workspace, in position order), a threshold
+//    (a score enters when its order key is at or above it) and a shared-memory histogram of the buffer's keys.
+//    A tile's scores are appended while the next tile's wgmma runs. When a buffer fills, the row's warp (warp j
+//    for row j, by WarpSelect) keeps its best k in place (level 1 from the histogram, then radix refinement of
+//    the order key, ties to the smaller position) and raises the threshold to what the k-th best needs, so most
+//    tiles of long windows store nothing.
+//  - A row longer than the buffer compacts first at kEstimateAt candidates and keeps fewer than k: an estimate,
+//    from the keys seen so far, of its window's (k + 4 sigma)-th best, so the buffer rarely fills again and ends
+//    with ~k + 4 sqrt(k window / 1024) candidates. Exact whenever at least k keys reach the estimate; a job with
+//    a row left short (keys far from identically distributed along the window) is scored again without
+//    estimates, and its warpgroup makes no more.
+//  - At the job's end each row is selected exactly from its buffer by two warps (j and j + 2, each half of the
+//    buffer: pair_write_row), so that no warp waits idle for it, and written in position order.
+// Sorted output: every row is written in position order with its scores (the caller's, or scratch past the
+// candidate buffers in the workspace), and rank_rows (kernels/rank_rows.h) then sorts each row into rank order.
+// (An in-kernel ranking needs a warpgroup's scratch, which four rings leave no room for, and holds the
+// warpgroup from its next job's tiles: the 4-row kernel that ranked in place took 1.5-4.7x the unsorted time on
+// an H100, bench/NOTES.md, session 44.)
+// A row that needs no scores (its window holds at most k keys, and neither scores nor sorted output are asked
+// for) is written as its whole window and takes no part in its job's tiles. Every row is computed by one
+// warpgroup alone, in position order, so the result is a pure function of the inputs, bit-identical to the CPU
+// backend on tie-free inputs. Jobs are dealt out longest first (the last rows of a causal sequence have the
+// longest windows) in a snake order over the warpgroups, which balances a causal triangle without any global
+// counter. Scores never leave the chip except as candidates (and a sorted call's kept scores); the workspace is
+// independent of S x N.
 #include "kernels/prefill_pairs.h"
 
+#include <climits>
 #include <cstdint>
 #include <type_traits>
 
@@ -29,7 +48,7 @@
 #include "common/order_key.h"
 #include "common/problem.hpp"
 #include "kernels/prefill_common.cuh"
-#include "kernels/prefill_fused.h"
+#include "kernels/rank_rows.h"
 #include "kernels/score_common.cuh"
 #include "kernels/sm90.cuh"
 #include "kernels/warp_select.cuh"
@@ -109,7 +128,10 @@ __device__ __forceinline__ int warp_sum_high_above(const int* hist, int nbins, i
     return sum;
 }
 
-// warp_write_row by the two warps of a row, side by side: half 0 takes the first m entries of buf (m a multiple of
+// Writes row r of a finished job by the two warps of the row side by side, in position order: padding for a bad
+// window (ok false), the window itself for a row that needs no scores, else the best k of the n candidates of buf
+// (all of them when n <= k, then padding). Indices are key numbers less `base` (the row's start for relative
+// indices, 0 for absolute ones). Half 0 takes the first m entries of buf (m a multiple of
 // kWarpSelectSpan, about n / 2), half 1 the rest. Every refinement level is one pass of each over its part into
 // one histogram whose bins count all entries in their low 16 bits and half 0's in their high 16 bits; at least one
 // level is refined, whose pass also counts half 0's entries above level 1's bin, so that half 1 knows how many
@@ -324,7 +346,7 @@ __global__ void __launch_bounds__(kPairThreads, 1)
                 uint32_t raised = 0;
                 if (n > row_limit) {
                     // The first compaction of a row longer than the buffer keeps r of the n keys seen, r / n =
-                    // (k + 4 sqrt(k n / window)) / window (prefill_fused.cu); exact as long as at least k reach it
+                    // (k + 4 sqrt(k n / window)) / window (estimate_rank); exact as long as at least k reach it
                     // (checked at the job's end). A full buffer keeps its best k, all at or above any estimate:
                     // exact from there on.
                     keep = row_limit < kCompactAt ? min(k, estimate_rank(k, n, __shfl_sync(0xffffffffu, my_window, j)))
@@ -399,10 +421,9 @@ __global__ void __launch_bounds__(kPairThreads, 1)
                 phase ^= 1u;
             }
 
-            // Row j's partial sums of keys a = 0 and 1 over this lane's heads: one chain each, in prefill_fused's
-            // order (head 8 x + 2 quad, then + 1, chunk by chunk), and the quad's sums below in its order too, so
-            // that a row scores bit for bit as there: sorted calls (prefill_fused) and unsorted ones (here)
-            // return the same set. The four chains are independent, which hides the FMAs' latency.
+            // Row j's partial sums of keys a = 0 and 1 over this lane's heads: one chain each (head 8 x + 2 quad,
+            // then + 1, chunk by chunk), then the quad's sums below. The four chains are independent, which hides
+            // the FMAs' latency.
             float v[kPairRows][2];
 #pragma unroll
             for (int j = 0; j < kPairRows; ++j) {
@@ -476,21 +497,40 @@ cudaError_t launch_pairs(const RaggedProblem& pb, int sm_count, void* workspace,
                                                           stream);
 }
 
+// A sorted call's scores scratch (the rows' scores in position order, for rank_rows), past the candidate buffers:
+// its bytes, reserved whether or not the call asks for scores (the workspace query does not see the outputs).
+size_t ranked_scores_bytes(const RaggedProblem& pb) {
+    return pb.shape.sorted ? size_t(pb.num_rows) * size_t(pb.shape.topk) * sizeof(float) : 0;
+}
+
 }  // namespace
 
 bool prefill_pairs_runs(const RaggedProblem& pb, int compute_capability) {
-    return !pb.shape.sorted && prefill_fused_runs(pb, compute_capability);
+    return DSA_KERNELS_HAVE_SM90A && compute_capability == 90 && pb.num_keys > 0 &&
+           pb.num_keys <= INT_MAX - kPairTile && int64_t(pb.num_rows) * pb.shape.num_heads <= INT_MAX &&
+           pb.shape.topk <= kMaxTopk && encode_tiled() != nullptr;
+}
+
+bool prefill_pairs_inputs_aligned(const RaggedProblem& pb) {
+    return reinterpret_cast<uintptr_t>(pb.q) % 16 == 0 && reinterpret_cast<uintptr_t>(pb.k) % 16 == 0;
 }
 
 size_t prefill_pairs_workspace_bytes(const RaggedProblem& pb, int sm_count) {
-    return kPairGrid.workspace_bytes(pb, sm_count);
+    return pb.rows() == 0 ? 0 : kPairGrid.workspace_bytes(pb, sm_count) + ranked_scores_bytes(pb);
 }
 
 cudaError_t prefill_pairs_topk(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
                                cudaStream_t stream) {
     if (pb.rows() == 0) return cudaSuccess;
-    return pb.shape.num_heads == 64 ? launch_pairs<64>(pb, sm_count, workspace, error_flag, stream)
-                                    : launch_pairs<32>(pb, sm_count, workspace, error_flag, stream);
+    RaggedProblem scored = pb;  // a sorted call's rows in position order, with scores
+    if (pb.shape.sorted && !scored.out.scores)
+        scored.out.scores =
+            reinterpret_cast<float*>(static_cast<uint8_t*>(workspace) + kPairGrid.workspace_bytes(pb, sm_count));
+    const cudaError_t err = pb.shape.num_heads == 64 ? launch_pairs<64>(scored, sm_count, workspace, error_flag, stream)
+                                                     : launch_pairs<32>(scored, sm_count, workspace, error_flag, stream);
+    if (err != cudaSuccess || !pb.shape.sorted) return err;
+    return rank_rows(scored.out.indices, scored.out.scores, pb.num_rows, pb.shape.topk, pb.out.scores != nullptr,
+                     stream);
 }
 
 }  // namespace dsa::kernels

@@ -1,4 +1,4 @@
-// Hopper (sm_90) building blocks shared by the fused kernels (decode_fused.cu, prefill_fused.cu) and the wgmma score
+// Hopper (sm_90) building blocks shared by the fused kernels (decode_fused.cu, prefill_pairs.cu) and the wgmma score
 // kernels (score_kernels.cuh): mbarrier waits and arrivals, TMA and bulk copies that complete on an mbarrier, wgmma
 // and its descriptors, setmaxnreg, L2 policies, programmatic dependent launch, a cooperative launch's grid barrier,
 // and the host's handle on cuTensorMapEncodeTiled: thin wrappers over PTX, one instruction or a few each.

@@ -5,7 +5,6 @@
 #include "kernels/decode_fused.h"
 #include "kernels/launch.h"
 #include "kernels/launch_once.cuh"
-#include "kernels/prefill_fused.h"
 #include "kernels/prefill_pairs.h"
 #include "kernels/score_kernels.cuh"
 #include "kernels/select_kernel.cuh"
@@ -145,15 +144,13 @@ size_t paged_workspace_bytes(const PagedProblem& pb) {
 }
 
 bool ragged_uses_fused(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
-    return fused_kernels_allowed(kind) && prefill_fused_runs(pb, device.compute_capability);
+    return fused_kernels_allowed(kind) && prefill_pairs_runs(pb, device.compute_capability);
 }
 
 size_t ragged_workspace_bytes(const RaggedProblem& pb, const DeviceTraits& device, ScoreKernel kind) {
     if (pb.rows() == 0) return 0;
     if (!ragged_uses_fused(pb, device, kind)) return ragged_plan(pb).total;
-    // The fused launch topk_ragged makes: 2-row jobs for unsorted output, else 4-row ones.
-    return prefill_pairs_runs(pb, device.compute_capability) ? prefill_pairs_workspace_bytes(pb, device.sm_count)
-                                                             : prefill_fused_workspace_bytes(pb, device.sm_count);
+    return prefill_pairs_workspace_bytes(pb, device.sm_count);
 }
 
 cudaError_t topk_paged(const PagedProblem& problem, const DeviceTraits& device, ScoreKernel kind, void* workspace,
@@ -193,10 +190,8 @@ cudaError_t topk_ragged(const RaggedProblem& problem, const DeviceTraits& device
                         int* error_flag, cudaStream_t stream) {
     if (ragged_uses_fused(problem, device, kind)) {
         // The public API requires q and k 16-byte aligned (api/validate.cpp), which TMA needs.
-        if (!prefill_fused_inputs_aligned(problem)) return cudaErrorMisalignedAddress;
-        if (prefill_pairs_runs(problem, device.compute_capability))
-            return prefill_pairs_topk(problem, device.sm_count, workspace, error_flag, stream);
-        return prefill_fused_topk(problem, device.sm_count, workspace, error_flag, stream);
+        if (!prefill_pairs_inputs_aligned(problem)) return cudaErrorMisalignedAddress;
+        return prefill_pairs_topk(problem, device.sm_count, workspace, error_flag, stream);
     }
     WorkspacePlan plan = ragged_plan(problem);
     float* scores = plan.bind(workspace);

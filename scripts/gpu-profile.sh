@@ -42,7 +42,7 @@ if [ -n "${DSA_PROFILE_SOURCE:-}" ]; then
   rm -f "$logs/source_$name.ncu-rep"
 fi
 
-for src in topk_kernels decode_fused prefill_fused prefill_pairs; do
+for src in topk_kernels decode_fused prefill_pairs rank_rows; do
   obj=$(find "$build" -name "$src.cu.o" | head -1)
   [ -n "$obj" ] || continue
   cuobjdump -sass -arch sm_90a "$obj" >"$logs/sass_$src.txt" 2>&1
