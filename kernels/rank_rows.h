@@ -11,7 +11,7 @@ namespace dsa::kernels {
 
 // Sorts rows [0, rows) of indices and scores (k entries a row, rows apart) in place. Each row holds its results
 // in ascending position order, their scores beside them, then padding (index -1, score -inf), as an unsorted
-// call writes them; the sort is stable, so equal scores keep that order. With write_scores false, scores is
+// call writes them; equal scores keep that order. With write_scores false, scores is
 // read but not written (the caller's output has no scores: these are scratch).
 cudaError_t rank_rows(int32_t* indices, float* scores, int32_t rows, int k, bool write_scores,
                       cudaStream_t stream);
