@@ -25,7 +25,8 @@ constexpr int kRankVector = 4;                       // entries a 16-byte load
 static_assert(kRankItems % kRankVector == 0, "a thread's entries are whole 16-byte loads");
 constexpr int kBucketBits = 11;
 constexpr int kBuckets = 1 << kBucketBits;
-static_assert(kBuckets == kRankThreads * kRankItems, "each thread owns kRankItems buckets in the scan");
+constexpr int kThreadBuckets = kBuckets / kRankThreads;  // buckets a thread counts in the scan
+static_assert(kThreadBuckets * kRankThreads == kBuckets, "the threads share the buckets evenly");
 constexpr uint32_t kMaxBucket = 64;  // comparisons a result at most before the row is sorted instead
 using RankSort = cub::BlockRadixSort<uint32_t, kRankThreads, kRankItems, int32_t>;
 
@@ -82,7 +83,8 @@ __global__ void __launch_bounds__(kRankThreads)
     int32_t* const row_idx = indices + int64_t(blockIdx.x) * k;
     float* const row_score = scores + int64_t(blockIdx.x) * k;
     const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-    const int first = int(threadIdx.x) * kRankItems;  // this thread's first slot, and first bucket in the scan
+    const int first = int(threadIdx.x) * kRankItems;  // this thread's first slot
+    const int first_bucket = int(threadIdx.x) * kThreadBuckets;
     uint32_t key[kRankItems];
     int32_t index[kRankItems];
     {
@@ -93,7 +95,7 @@ __global__ void __launch_bounds__(kRankThreads)
     }
     BucketStorage& b = storage.bucket;
 #pragma unroll
-    for (int e = 0; e < kRankItems; ++e) b.offset[first + e] = 0u;
+    for (int e = 0; e < kThreadBuckets; ++e) b.offset[first_bucket + e] = 0u;
     // The bits on which the row's results differ: only those order them.
     uint32_t any = 0u, all = ~0u;
 #pragma unroll
@@ -115,10 +117,12 @@ __global__ void __launch_bounds__(kRankThreads)
     for (int e = 0; e < kRankItems; ++e)
         if (index[e] >= 0) place[e] = atomicAdd(&b.offset[(key[e] >> shift) & (kBuckets - 1)], 1u);
     __syncthreads();
-    // Exclusive scan of the counts (thread t owns buckets [t kRankItems, (t + 1) kRankItems)) and the largest.
-    uint32_t count[kRankItems], sum = 0u, largest = 0u;
+    // Exclusive scan of the counts (thread t owns buckets [t kThreadBuckets, (t + 1) kThreadBuckets)) and the
+    // largest.
+    uint32_t count[kThreadBuckets], sum = 0u, largest = 0u;
 #pragma unroll
-    for (int e = 0; e < kRankItems; ++e) count[e] = b.offset[first + e], sum += count[e], largest = max(largest, count[e]);
+    for (int e = 0; e < kThreadBuckets; ++e)
+        count[e] = b.offset[first_bucket + e], sum += count[e], largest = max(largest, count[e]);
     uint32_t inclusive = sum;
 #pragma unroll
     for (int d = 1; d < 32; d *= 2) {
@@ -150,12 +154,12 @@ __global__ void __launch_bounds__(kRankThreads)
         return;
     }
 #pragma unroll
-    for (int e = 0; e < kRankItems; ++e) b.offset[first + e] = before, before += count[e];
+    for (int e = 0; e < kThreadBuckets; ++e) b.offset[first_bucket + e] = before, before += count[e];
     if (threadIdx.x == 0) b.offset[kBuckets] = results;
     __syncthreads();
     // Within a bucket, keys share every bit from `shift` up, so a result's order there is its key's bits below
-    // `shift` (at most 21), then its slot (11 bits): one 32-bit value, unique in the row.
-    static_assert(kBucketBits + 21 == 32 && kMaxTopk <= (1 << 11), "a bucket order fits 32 bits");
+    // `shift` (at most 32 - kBucketBits), then its slot (11 bits): one 32-bit value, unique in the row.
+    static_assert(32 - kBucketBits + 11 <= 32 && kMaxTopk <= (1 << 11), "a bucket order fits 32 bits");
     uint32_t order[kRankItems];
 #pragma unroll
     for (int e = 0; e < kRankItems; ++e) {
