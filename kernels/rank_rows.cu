@@ -2,12 +2,13 @@
 // (common/order_key.h), inverted so that a smaller key ranks first, and its slot: results come in position
 // order, so among equal keys the smaller slot ranks first (SPEC's "smaller position first"). Padding, after
 // every result, stays where it is.
-//  - Bucket ranking (the common case): the results go to 2048 buckets by the top 11 of the bits on which their
+//  - Bucket ranking: the results go to 2048 buckets by the top 11 of the bits on which their
 //    keys differ, so a bucket's keys all precede the next bucket's; a result's rank is its bucket's offset plus
 //    the results of its bucket that precede it, found by comparing with each. One histogram, one scan, one
 //    scatter and a few comparisons a result.
-//  - A row whose largest bucket holds more than kMaxBucket results (many equal or nearly equal scores) is
-//    sorted instead: a stable CUB block radix sort of its keys over the same bits, the indices as values.
+//  - A row whose largest bucket holds more than kMaxBucket results is sorted instead: a stable CUB block radix
+//    sort of its keys over the same bits, the indices as values. Many rows are: where a row's results have both
+//    signs, the top bits are the sign and the exponent, and the buckets crowd (bench/NOTES.md, session 46).
 #include "kernels/rank_rows.h"
 
 #include <cub/block/block_radix_sort.cuh>
