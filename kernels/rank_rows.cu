@@ -2,10 +2,10 @@
 // (common/order_key.h), inverted so that a smaller key ranks first, and its slot: results come in position
 // order, so among equal keys the smaller slot ranks first (SPEC's "smaller position first"). Padding, after
 // every result, stays where it is.
-//  - Bucket ranking: the results go to 2048 buckets by the top 11 of the bits on which their
-//    keys differ, so a bucket's keys all precede the next bucket's; a result's rank is its bucket's offset plus
-//    the results of its bucket that precede it, found by comparing with each. One histogram, one scan, one
-//    scatter and a few comparisons a result.
+//  - Bucket ranking: the results go to 2048 buckets by the top 11 of the bits on which their keys differ, so a
+//    bucket's keys all precede the next bucket's; a result's rank is its bucket's offset plus the results of its
+//    bucket that precede it, found by comparing with each. One histogram, one scan, one scatter and a few
+//    comparisons a result.
 //  - A row whose largest bucket holds more than kMaxBucket results is sorted instead: a stable CUB block radix
 //    sort of its keys over the same bits, the indices as values. Many rows are: where a row's results have both
 //    signs, the top bits are the sign and the exponent, and the buckets crowd (bench/NOTES.md, session 46).
@@ -33,7 +33,7 @@ using RankSort = cub::BlockRadixSort<uint32_t, kRankThreads, kRankItems, int32_t
 
 struct BucketStorage {
     uint32_t offset[kBuckets + 1];  // counts, then each bucket's first rank; [kBuckets]: the results
-    uint32_t key[kMaxTopk];         // order within the bucket (bucket_order), by bucket; then keys by rank
+    uint32_t key[kMaxTopk];         // each result's order within its bucket, by bucket; then keys by rank
     int32_t index[kMaxTopk];        // indices by rank
 };
 union RankStorage {
