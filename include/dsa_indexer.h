@@ -266,7 +266,7 @@ DSA_API dsa_status_t dsa_topk_paged(dsa_context_t context, const dsa_topk_params
                                     void* workspace, size_t workspace_bytes, void* stream);
 
 /** Bytes of workspace dsa_topk_ragged needs (only num_rows and num_keys of inputs are read). On a GPU it
- *  does not grow with num_rows x num_keys; with DSA_TOPK_SORTED it holds num_rows x topk x 4 bytes more (the
+ *  does not grow with num_rows x num_keys; on sm_90, DSA_TOPK_SORTED adds num_rows x topk x 4 bytes (the
  *  scores the ranking reads), reserved whether or not the call's outputs take scores. */
 DSA_API dsa_status_t dsa_topk_ragged_workspace_size(dsa_context_t context, const dsa_topk_params_t* params,
                                                     const dsa_ragged_inputs_t* inputs, size_t* out_bytes);
