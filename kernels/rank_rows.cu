@@ -113,10 +113,11 @@ __global__ void __launch_bounds__(kRankThreads)
     const int begin_bit = __ffs(int(differing)) - 1, end_bit = 32 - __clz(int(differing));
     // Results share every bit from end_bit up, so the bucket is monotone in the key.
     const int shift = max(end_bit - kBucketBits, 0);
+    const auto bucket_of = [shift](uint32_t k) { return int((k >> shift) & (kBuckets - 1)); };
     uint32_t place[kRankItems];  // a result's place among its bucket's in the scatter (arrival order)
 #pragma unroll
     for (int e = 0; e < kRankItems; ++e)
-        if (index[e] >= 0) place[e] = atomicAdd(&b.offset[(key[e] >> shift) & (kBuckets - 1)], 1u);
+        if (index[e] >= 0) place[e] = atomicAdd(&b.offset[bucket_of(key[e])], 1u);
     __syncthreads();
     // Exclusive scan of the counts (thread t owns buckets [t kThreadBuckets, (t + 1) kThreadBuckets)) and the
     // largest.
@@ -166,14 +167,14 @@ __global__ void __launch_bounds__(kRankThreads)
     for (int e = 0; e < kRankItems; ++e) {
         if (index[e] < 0) continue;
         order[e] = ((key[e] & ((1u << shift) - 1u)) << 11) | uint32_t(first + e);
-        b.key[b.offset[(key[e] >> shift) & (kBuckets - 1)] + place[e]] = order[e];
+        b.key[b.offset[bucket_of(key[e])] + place[e]] = order[e];
     }
     __syncthreads();
     uint32_t rank[kRankItems];
 #pragma unroll
     for (int e = 0; e < kRankItems; ++e) {
         if (index[e] < 0) continue;
-        const int bucket = int((key[e] >> shift) & (kBuckets - 1));
+        const int bucket = bucket_of(key[e]);
         const uint32_t lo = b.offset[bucket], hi = b.offset[bucket + 1];
         uint32_t r = lo;
         for (uint32_t j = lo; j < hi; ++j) r += b.key[j] < order[e];
