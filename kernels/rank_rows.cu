@@ -2,13 +2,14 @@
 // (common/order_key.h), inverted so that a smaller key ranks first, and its slot: results come in position
 // order, so among equal keys the smaller slot ranks first (SPEC's "smaller position first"). Padding, after
 // every result, stays where it is.
-//  - Bucket ranking: the results go to 2048 buckets by the top 11 of the bits on which their keys differ, so a
-//    bucket's keys all precede the next bucket's; a result's rank is its bucket's offset plus the results of its
-//    bucket that precede it, found by comparing with each. One histogram, one scan, one scatter and a few
-//    comparisons a result.
-//  - A row whose largest bucket holds more than kMaxBucket results is sorted instead: a stable CUB block radix
-//    sort of its keys over the same bits, the indices as values. Many rows are: where a row's results have both
-//    signs, the top bits are the sign and the exponent, and the buckets crowd (bench/NOTES.md, session 46).
+//  - Bucket ranking (the common case): the results go to 2048 buckets linear in the score between the row's best
+//    and worst result, so a bucket's results all precede the next bucket's; a result's rank is its bucket's
+//    offset plus the results of its bucket that precede it, found by comparing with each. One histogram, one
+//    scan, one scatter and a few comparisons a result. (Buckets by the key's top bits crowd: a row's top k
+//    usually spans both signs, so those bits are the sign and the exponent; bench/experiments/rank_bucket_sim.cpp.)
+//  - A row whose largest bucket holds more than kMaxBucket results (many equal or nearly equal scores), or
+//    whose best or worst result is not finite, is sorted instead: a stable CUB block radix sort of its keys over
+//    the bits on which they differ, the indices as values.
 #include "kernels/rank_rows.h"
 
 #include <cub/block/block_radix_sort.cuh>
@@ -31,10 +32,16 @@ static_assert(kThreadBuckets * kRankThreads == kBuckets, "the threads share the 
 constexpr uint32_t kMaxBucket = 64;  // comparisons a result at most before the row is sorted instead
 using RankSort = cub::BlockRadixSort<uint32_t, kRankThreads, kRankItems, int32_t>;
 
+struct RankedEntries {
+    uint32_t key[kMaxTopk];
+    int32_t index[kMaxTopk];
+};
 struct BucketStorage {
+    union {
+        uint64_t order[kMaxTopk];  // (key, slot) of each result, by bucket: its order within the bucket
+        RankedEntries ranked;      // then keys and indices by rank
+    } entries;
     uint32_t offset[kBuckets + 1];  // counts, then each bucket's first rank; [kBuckets]: the results
-    uint32_t key[kMaxTopk];         // each result's order within its bucket, by bucket; then keys by rank
-    int32_t index[kMaxTopk];        // indices by rank
 };
 union RankStorage {
     BucketStorage bucket;
@@ -77,10 +84,11 @@ __device__ __forceinline__ void store_ranked(int32_t* row_idx, float* row_score,
     if (write_scores) __stcs(row_score + i, index >= 0 ? score_from_order_key(~key) : padding_score());
 }
 
-__global__ void __launch_bounds__(kRankThreads)
+__global__ void __launch_bounds__(kRankThreads, 4)  // 4 CTAs an SM: 64 registers
     rank_rows_kernel(int32_t* indices, float* scores, int k, bool write_scores) {
     __shared__ RankStorage storage;
-    __shared__ uint32_t warp_any[kRankWarps], warp_all[kRankWarps], warp_sum[kRankWarps], warp_max[kRankWarps];
+    __shared__ uint32_t warp_any[kRankWarps], warp_all[kRankWarps], warp_lo[kRankWarps], warp_hi[kRankWarps];
+    __shared__ uint32_t warp_sum[kRankWarps], warp_max[kRankWarps];
     int32_t* const row_idx = indices + int64_t(blockIdx.x) * k;
     float* const row_score = scores + int64_t(blockIdx.x) * k;
     const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
@@ -97,27 +105,36 @@ __global__ void __launch_bounds__(kRankThreads)
     BucketStorage& b = storage.bucket;
 #pragma unroll
     for (int e = 0; e < kThreadBuckets; ++e) b.offset[first_bucket + e] = 0u;
-    // The bits on which the row's results differ: only those order them.
-    uint32_t any = 0u, all = ~0u;
+    // The best and worst result (the smallest and largest key), and the bits on which the results differ: only
+    // those order them.
+    uint32_t any = 0u, all = ~0u, lo = ~0u, hi = 0u;
 #pragma unroll
     for (int e = 0; e < kRankItems; ++e)
-        if (index[e] >= 0) any |= key[e], all &= key[e];
+        if (index[e] >= 0) any |= key[e], all &= key[e], lo = min(lo, key[e]), hi = max(hi, key[e]);
     any = __reduce_or_sync(~0u, any);
     all = __reduce_and_sync(~0u, all);
-    if (lane == 0) warp_any[warp] = any, warp_all[warp] = all;
+    lo = __reduce_min_sync(~0u, lo);
+    hi = __reduce_max_sync(~0u, hi);
+    if (lane == 0) warp_any[warp] = any, warp_all[warp] = all, warp_lo[warp] = lo, warp_hi[warp] = hi;
     __syncthreads();  // also orders the histogram's zeros before its counts
 #pragma unroll
-    for (int w = 0; w < kRankWarps; ++w) any |= warp_any[w], all &= warp_all[w];
+    for (int w = 0; w < kRankWarps; ++w)
+        any |= warp_any[w], all &= warp_all[w], lo = min(lo, warp_lo[w]), hi = max(hi, warp_hi[w]);
     const uint32_t differing = any & ~all;
     if (differing == 0u) return;  // no two results differ (or none): position order is rank order already
     const int begin_bit = __ffs(int(differing)) - 1, end_bit = 32 - __clz(int(differing));
-    // Results share every bit from end_bit up, so the bucket is monotone in the key.
-    const int shift = max(end_bit - kBucketBits, 0);
-    const auto bucket_of = [shift](uint32_t k) { return int((k >> shift) & (kBuckets - 1)); };
+    // Bucket (best - score) x scale: monotone in the key, as float rounding is. A scale that is not a positive
+    // finite number (an infinite or NaN best or worst, a range that overflows or is too small) sorts the row.
+    const float best = score_from_order_key(~lo);
+    const float scale = float(kBuckets) / (best - score_from_order_key(~hi));
+    const bool linear = scale > 0.f && isfinite(scale);
+    int bucket[kRankItems];
     uint32_t place[kRankItems];  // a result's place among its bucket's in the scatter (arrival order)
 #pragma unroll
-    for (int e = 0; e < kRankItems; ++e)
-        if (index[e] >= 0) place[e] = atomicAdd(&b.offset[bucket_of(key[e])], 1u);
+    for (int e = 0; e < kRankItems; ++e) {
+        bucket[e] = min(kBuckets - 1, int((best - score_from_order_key(~key[e])) * scale));
+        if (linear && index[e] >= 0) place[e] = atomicAdd(&b.offset[bucket[e]], 1u);
+    }
     __syncthreads();
     // Exclusive scan of the counts (thread t owns buckets [t kThreadBuckets, (t + 1) kThreadBuckets)) and the
     // largest.
@@ -142,7 +159,7 @@ __global__ void __launch_bounds__(kRankThreads)
         results += warp_sum[w];
         largest = max(largest, warp_max[w]);
     }
-    if (largest > kMaxBucket) {
+    if (!linear || largest > kMaxBucket) {
         // Too many comparisons for one result: sort the row instead (the storage is the sort's once every
         // thread has read the counts, which the barrier above ordered before the scan's).
         __syncthreads();
@@ -159,39 +176,37 @@ __global__ void __launch_bounds__(kRankThreads)
     for (int e = 0; e < kThreadBuckets; ++e) b.offset[first_bucket + e] = before, before += count[e];
     if (threadIdx.x == 0) b.offset[kBuckets] = results;
     __syncthreads();
-    // Within a bucket, keys share every bit from `shift` up, so a result's order there is its key's bits below
-    // `shift` (at most 32 - kBucketBits), then its slot (11 bits): one 32-bit value, unique in the row.
-    static_assert(32 - kBucketBits + 11 <= 32 && kMaxTopk <= (1 << 11), "a bucket order fits 32 bits");
-    uint32_t order[kRankItems];
+    // A result's order within its bucket: its key, then its slot; unique in the row.
+    static_assert(kMaxTopk <= (1 << 11), "a slot fits 11 bits");
+    uint64_t order[kRankItems];
 #pragma unroll
     for (int e = 0; e < kRankItems; ++e) {
         if (index[e] < 0) continue;
-        order[e] = ((key[e] & ((1u << shift) - 1u)) << 11) | uint32_t(first + e);
-        b.key[b.offset[bucket_of(key[e])] + place[e]] = order[e];
+        order[e] = (uint64_t(key[e]) << 11) | uint64_t(first + e);
+        b.entries.order[b.offset[bucket[e]] + place[e]] = order[e];
     }
     __syncthreads();
     uint32_t rank[kRankItems];
 #pragma unroll
     for (int e = 0; e < kRankItems; ++e) {
         if (index[e] < 0) continue;
-        const int bucket = bucket_of(key[e]);
-        const uint32_t lo = b.offset[bucket], hi = b.offset[bucket + 1];
-        uint32_t r = lo;
-        for (uint32_t j = lo; j < hi; ++j) r += b.key[j] < order[e];
+        const uint32_t begin = b.offset[bucket[e]], end = b.offset[bucket[e] + 1];
+        uint32_t r = begin;
+        for (uint32_t j = begin; j < end; ++j) r += b.entries.order[j] < order[e];
         rank[e] = r;
     }
     __syncthreads();  // every comparison has read the bucket order before rank order overwrites it
 #pragma unroll
     for (int e = 0; e < kRankItems; ++e) {
         if (index[e] < 0) continue;
-        b.key[rank[e]] = key[e];
-        b.index[rank[e]] = index[e];
+        b.entries.ranked.key[rank[e]] = key[e];
+        b.entries.ranked.index[rank[e]] = index[e];
     }
     __syncthreads();
     // Ranks [0, results) are the results; the padding after them is in place already. Striped, so that each
     // store instruction covers whole lines.
     for (int i = int(threadIdx.x); i < int(results); i += kRankThreads)
-        store_ranked(row_idx, row_score, b.index[i], b.key[i], write_scores, i);
+        store_ranked(row_idx, row_score, b.entries.ranked.index[i], b.entries.ranked.key[i], write_scores, i);
 }
 
 }  // namespace
