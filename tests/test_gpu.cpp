@@ -410,6 +410,19 @@ TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and Na
         fill_tie_free(c, rng);
         check_case(c, integer_scores(c));
     }
+    SECTION("every score repeated 3, 20, 32 or 160 times along its row") {
+        // Key p is a copy of key p mod D: each row's scores come in groups of equal ones spread over the row,
+        // which the selection breaks by position, with the row's k-th best inside such a group (rows of at most
+        // 8192 positions: the register selection).
+        const std::vector<int32_t> lens = {3000, 5000, 8192, 8000}, distinct = {1000, 250, 256, 50};
+        PagedCase c(layout_of(64, 64, 1), lens, 16007);
+        Rng rng(16008);
+        fill_tie_free(c, rng);
+        for (int32_t b = 0; b < int32_t(lens.size()); ++b)
+            for (int64_t p = distinct[size_t(b)]; p < lens[size_t(b)]; ++p)
+                std::memcpy(c.mutable_key(b, p), c.key(b, p % distinct[size_t(b)]), kHeadDim);
+        check_case(c, integer_scores(c));
+    }
     SECTION("every score equal, every score negative, every score NaN") {
         PagedCase c(layout_of(64, 64, 2), {20000, 3000, 9000}, 16005);
         Rng rng(16006);
