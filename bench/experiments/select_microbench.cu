@@ -63,8 +63,12 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 // How a variant lays a row over its threads. Blocked: thread t holds positions [t * Items, (t + 1) * Items), as
 // select_in_registers and the prefill kernel's selections do. Striped: warp w's lane l holds, as items 4q .. 4q + 3,
 // positions w * 32 * Items + 128 q + 4 l + (0 .. 3), so each float4 load of a warp reads 512 contiguous bytes
-// (blocked: 32 loads 16 x Items bytes apart), and kept items of one store land in nearby slots.
-enum class Layout { blocked, striped };
+// (blocked: 32 loads 16 x Items bytes apart), and kept items of one store land in nearby slots. Staged: blocked,
+// but the row comes in as striped's coalesced loads (consecutive threads, consecutive 16-byte words, every load
+// before the first conversion), staged as keys in dynamic shared memory (word w at w ^ ((w >> 3) & 7): conflict-free
+// for the writers' runs and for the readers' words 64 bytes apart) and read back blocked after one barrier, as
+// bench/experiments/decode-register-selection-staged-loads.patch does in the decode kernel (Threads x Items = 8192).
+enum class Layout { blocked, striped, staged };
 
 // keep_in_order for the striped layout: within a warp, position order is (q, lane, c), so an item's slot follows
 // from one scan of the threads' counts (GroupSelect::exclusive_scan, read at each warp's lane 0: the warps before)
@@ -116,6 +120,7 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
     __shared__ int warp_total[2][Threads / 32];
     __shared__ int bcast[kSelectBcast];
     __shared__ uint64_t picked[kTopk];
+    extern __shared__ uint4 staged[];  // Layout::staged only: Threads x Items keys
     const int t = threadIdx.x;
     GroupSelect<Threads, BlockSync> group{{}, t, warp_total, bcast};
     for (int rep = 0; rep < kReps; ++rep) {
@@ -127,19 +132,44 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
         const unsigned long long g0 = globaltimer();
         c[0] = clock64();
         // As select_in_registers: every load before the first conversion; padding key 0 past n. Item e's position:
-        const int i0 = L == Layout::blocked ? t * Items : (t / 32) * 32 * Items + (t % 32) * 4;
-        auto position = [&](int e) { return L == Layout::blocked ? i0 + e : i0 + (e / 4) * 128 + e % 4; };
+        constexpr bool kBlocked = L != Layout::striped;
+        const int i0 = kBlocked ? t * Items : (t / 32) * 32 * Items + (t % 32) * 4;
+        auto position = [&](int e) { return kBlocked ? i0 + e : i0 + (e / 4) * 128 + e % 4; };
         uint32_t key[Items];
-        float4 f[Items / 4];
+        if constexpr (L == Layout::staged) {
+            static_assert(Threads * Items == 8192, "the staging holds one row of 8192");
+            auto staged_at = [](int w) { return w ^ ((w >> 3) & 7); };
+            const int last = (n - 1) / 4;  // a word past the row reads its last word again
+            float4 f[Items / 4];
 #pragma unroll
-        for (int q = 0; q < Items / 4; ++q)
-            f[q] = position(4 * q) < n ? __ldcg(reinterpret_cast<const float4*>(s + position(4 * q)))
-                                       : make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int q = 0; q < Items / 4; ++q)
+                f[q] = __ldcg(reinterpret_cast<const float4*>(s) + min(t + q * Threads, last));
 #pragma unroll
-        for (int q = 0; q < Items / 4; ++q) {
-            const float x[4] = {f[q].x, f[q].y, f[q].z, f[q].w};
+            for (int q = 0; q < Items / 4; ++q) {
+                const int w = t + q * Threads;
+                auto key_at = [&](float x, int c) { return 4 * w + c < n ? dsa::score_order_key(x) : 0u; };
+                staged[staged_at(w)] = make_uint4(key_at(f[q].x, 0), key_at(f[q].y, 1), key_at(f[q].z, 2),
+                                                  key_at(f[q].w, 3));
+            }
+            __syncthreads();
 #pragma unroll
-            for (int e = 0; e < 4; ++e) key[4 * q + e] = position(4 * q + e) < n ? dsa::score_order_key(x[e]) : 0u;
+            for (int q = 0; q < Items / 4; ++q) {
+                const uint4 u = staged[staged_at(t * (Items / 4) + q)];
+                key[4 * q] = u.x, key[4 * q + 1] = u.y, key[4 * q + 2] = u.z, key[4 * q + 3] = u.w;
+            }
+        } else {
+            float4 f[Items / 4];
+#pragma unroll
+            for (int q = 0; q < Items / 4; ++q)
+                f[q] = position(4 * q) < n ? __ldcg(reinterpret_cast<const float4*>(s + position(4 * q)))
+                                           : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int q = 0; q < Items / 4; ++q) {
+                const float x[4] = {f[q].x, f[q].y, f[q].z, f[q].w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    key[4 * q + e] = position(4 * q + e) < n ? dsa::score_order_key(x[e]) : 0u;
+            }
         }
         __syncthreads();
         c[1] = clock64();
@@ -148,7 +178,7 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
         group.refine(key, prefix, shift, need, above, ties, hist[0], hist[1]);
         c[2] = clock64();
         auto keep = [&](int slot, int e) { picked[slot] = (uint64_t(key[e]) << 32) | uint64_t(~uint32_t(position(e))); };
-        if constexpr (L == Layout::blocked)
+        if constexpr (kBlocked)
             group.keep_in_order(key, prefix, shift, need, keep);
         else
             keep_striped(group, key, prefix, shift, need, keep);
@@ -247,7 +277,9 @@ bool run(const char* name, int n, int ctas, const std::vector<float>& host_score
                                                                  load->bytes, load->sink);
             CUDA_OK(cudaGetLastError());
         }
-        select_rows<Threads, Items, L><<<ctas, Threads, 0, stream>>>(scores, n, kTopk, out, clocks, spans, starts);
+        const int staging = L == Layout::staged ? Threads * Items * 4 : 0;
+        CUDA_OK(cudaFuncSetAttribute(select_rows<Threads, Items, L>, cudaFuncAttributeMaxDynamicSharedMemorySize, staging));
+        select_rows<Threads, Items, L><<<ctas, Threads, staging, stream>>>(scores, n, kTopk, out, clocks, spans, starts);
         CUDA_OK(cudaGetLastError());
         CUDA_OK(cudaDeviceSynchronize());
         if (load) {
@@ -344,7 +376,9 @@ int main() {
         CUDA_OK(cudaMemcpy(scores, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
         ok &= run<512, 16>("512 threads x 16 (decode)", n, ctas, host, scores);
         ok &= run<512, 16, Layout::striped>("512 x 16 (decode) striped", n, ctas, host, scores);
+        ok &= run<512, 16, Layout::staged>("512 x 16 (decode) staged", n, ctas, host, scores);
         ok &= run<512, 16>("512 threads x 16 (decode)", n, ctas, host, scores, &load);
+        ok &= run<512, 16, Layout::staged>("512 x 16 (decode) staged", n, ctas, host, scores, &load);
         ok &= run<256, 32>("256 threads x 32", n, ctas, host, scores);
         ok &= run<1024, 8>("1024 threads x 8", n, ctas, host, scores);
         if (n <= 4096) ok &= run<512, 8>("512 threads x 8", n, ctas, host, scores);
