@@ -516,7 +516,7 @@ bool prefill_pairs_inputs_aligned(const RaggedProblem& pb) {
 }
 
 size_t prefill_pairs_workspace_bytes(const RaggedProblem& pb, int sm_count) {
-    return pb.rows() == 0 ? 0 : kPairGrid.workspace_bytes(pb, sm_count) + ranked_scores_bytes(pb);
+    return kPairGrid.workspace_bytes(pb, sm_count) + ranked_scores_bytes(pb);
 }
 
 cudaError_t prefill_pairs_topk(const RaggedProblem& pb, int sm_count, void* workspace, int* error_flag,
