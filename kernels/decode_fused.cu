@@ -711,7 +711,7 @@ struct Selector {
         uint32_t prefix = 0;
         int shift = 32, need = k, above = 0, ties = kConsumerThreads * kRegItems;
         group.refine(key, prefix, shift, need, above, ties, hist, sh.hist_next);
-        group.keep_in_order(key, prefix, shift, need, [&](int slot, int e) { emit(slot, key[e], uint32_t(i0 + e)); });
+        group.keep_in_order(key, prefix, shift, need, ties, [&](int slot, int e) { emit(slot, key[e], uint32_t(i0 + e)); });
     }
 
     // Selects row r: n visible positions, scores s; hist holds the level-1 histogram of the row's keys (their

@@ -109,6 +109,20 @@ struct GroupSelect {
         count = bcast[2];
     }
 
+    // Zeroes a histogram of kSelectBins ints (16-byte aligned), 16 bytes a store, unrolled: a loop strided by
+    // the group cost a trip count, a remainder and a branch a level (SASS).
+    __device__ void clear_bins(int* bins) const {
+        constexpr int kWords = kSelectBins / 4;
+        static_assert(kWords % Threads == 0 || Threads % kWords == 0, "whole words a thread, or one");
+        int4* const words = reinterpret_cast<int4*>(bins);
+        if constexpr (kWords >= Threads) {
+#pragma unroll
+            for (int j = 0; j < kWords / Threads; ++j) words[t + j * Threads] = make_int4(0, 0, 0, 0);
+        } else if (t < kWords) {
+            words[t] = make_int4(0, 0, 0, 0);
+        }
+    }
+
     // The keys whose bits above `shift` (0..32) equal prefix: [lowest, lowest + span].
     struct PrefixRange {
         uint32_t lowest, span;
@@ -131,12 +145,19 @@ struct GroupSelect {
             // Last read by the previous level's find_bin, before that call's second barrier.
             int* const next_hist = level & 1 ? hist : hist_next;
             const int width = shift < 11 ? shift : 11, bshift = shift - width;
-            for (int i = t; i < kSelectBins; i += Threads) next_hist[i] = 0;
-            const PrefixRange range(prefix, shift);
+            clear_bins(next_hist);
+            if (shift == 32) {
+                // The empty prefix: every key counts, with no test (a tested atomic compiles to a branch and
+                // a convergence barrier around it: 8 instructions an item instead of 3, SASS).
 #pragma unroll
-            for (int e = 0; e < Items; ++e) {
-                const uint32_t low = key[e] - range.lowest;  // the bits below shift when the prefix matches
-                if (low <= range.span) atomicAdd(&level_hist[low >> bshift], 1);
+                for (int e = 0; e < Items; ++e) atomicAdd(&level_hist[key[e] >> bshift], 1);
+            } else {
+                const PrefixRange range(prefix, shift);
+#pragma unroll
+                for (int e = 0; e < Items; ++e) {
+                    const uint32_t low = key[e] - range.lowest;  // the bits below shift when the prefix matches
+                    if (low <= range.span) atomicAdd(&level_hist[low >> bshift], 1);
+                }
             }
             sync();
             int bin, up;
@@ -148,11 +169,26 @@ struct GroupSelect {
         }
     }
 
-    // The items kept by the threshold (key >> shift above prefix, or equal and among the first `need` equal
-    // ones), in item order: keep(slot, e) for item e of this thread, slot = its rank among the kept.
+    // The items kept by the threshold (key >> shift above prefix, or equal and among the first `need` of the
+    // `ties` equal ones), in item order: keep(slot, e) for item e of this thread, slot = its rank among the kept.
     template <int Items, class Keep>
-    __device__ void keep_in_order(const uint32_t (&key)[Items], uint32_t prefix, int shift, int need, Keep keep) {
+    __device__ void keep_in_order(const uint32_t (&key)[Items], uint32_t prefix, int shift, int need, int ties,
+                                  Keep keep) {
         const PrefixRange range(prefix, shift);
+        if (ties == need && range.lowest != 0u) {
+            // Every equal item is kept (refine's usual end on distinct keys): the kept are the keys at or above
+            // the prefix's lowest, one test an item. A threshold bin that holds key 0 (NaN's and the padding's)
+            // takes the general path, whether or not the caller counted the padding.
+            int kept = 0;
+#pragma unroll
+            for (int e = 0; e < Items; ++e) kept += key[e] >= range.lowest;
+            int total;
+            int slot = exclusive_scan(kept, total);
+#pragma unroll
+            for (int e = 0; e < Items; ++e)
+                if (key[e] >= range.lowest) keep(slot++, e);
+            return;
+        }
         const uint32_t highest = range.lowest + range.span;
         int gt = 0, eq = 0;
 #pragma unroll

@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(Threads) select_rows(const float* scores, int 
         c[2] = clock64();
         auto keep = [&](int slot, int e) { picked[slot] = (uint64_t(key[e]) << 32) | uint64_t(~uint32_t(position(e))); };
         if constexpr (kBlocked)
-            group.keep_in_order(key, prefix, shift, need, keep);
+            group.keep_in_order(key, prefix, shift, need, ties, keep);
         else
             keep_striped(group, key, prefix, shift, need, keep);
         __syncthreads();
