@@ -6,7 +6,9 @@ Each CTA streams its 64-token units; the CTAs that are streaming share the DRAM 
 `rmax` times the average share. After a segment, a CTA pays a setup; after a part of a split sequence, a ticket;
 and the last part of a sequence to arrive selects its rows. While its consumers select, its producer keeps loading
 up to `ring` units ahead. Orders: split_first (main before session 51: both shared sequences first, then the whole
-ones) and unit (the units in order). Figures in us; the defaults are session 49's H100 measurements (bench/NOTES.md).
+ones), unit (the units in order) and scoring (decode-scoring-order.patch, kernels/decode_plan.h's rule: unit order,
+but a last part shorter than --short-part units goes second, as in split_first). Figures in us; the defaults are
+session 49's H100 measurements (bench/NOTES.md).
 """
 import argparse
 
@@ -26,6 +28,10 @@ def plan(B, units_per_seq, G):
 
 def split_first(segs):
     return [segs[0], segs[-1]] + segs[1:-1] if len(segs) > 2 else segs
+
+
+def scoring(segs, short_part):
+    return split_first(segs) if len(segs) > 2 and segs[-1][2] - segs[-1][1] < short_part else segs
 
 
 def simulate(ctas, bw, rmax_factor, sel, ticket, setup, ring, dt=0.01):
@@ -81,14 +87,18 @@ def main():
     ap.add_argument('--ticket', type=float, default=1.0)
     ap.add_argument('--setup', type=float, default=1.0)
     ap.add_argument('--ring', type=float, default=8, help='units a producer loads ahead')
+    ap.add_argument('--short-part', type=int, default=16, help="scoring order's kShortLastPartUnits")
     args = ap.parse_args()
     unit_bytes = 64 * 132
     bw = args.gbps * 1e3 / unit_bytes  # units per us
-    base = plan(args.batch, args.tokens // 64, args.ctas)
+    base = plan(args.batch, (args.tokens + 63) // 64, args.ctas)
     for rmax in (1.5, 2.0, 3.0):
-        a = simulate([split_first(s) for s in base], bw, rmax, args.selection, args.ticket, args.setup, args.ring)
-        b = simulate(base, bw, rmax, args.selection, args.ticket, args.setup, args.ring)
-        print(f'per-SM cap {rmax}x the average share: split_first {a:.1f} us, unit order {b:.1f} us ({b - a:+.1f})')
+        run = lambda ctas: simulate(ctas, bw, rmax, args.selection, args.ticket, args.setup, args.ring)
+        a = run([split_first(s) for s in base])
+        b = run(base)
+        c = run([scoring(s, args.short_part) for s in base])
+        print(f'per-SM cap {rmax}x the average share: split_first {a:.1f} us, unit order {b:.1f} ({b - a:+.1f}), '
+              f'scoring order {c:.1f} ({c - a:+.1f})')
 
 
 if __name__ == '__main__':
