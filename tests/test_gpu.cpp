@@ -423,6 +423,19 @@ TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and Na
                 std::memcpy(c.mutable_key(b, p), c.key(b, p % distinct[size_t(b)]), kHeadDim);
         check_case(c, integer_scores(c));
     }
+    SECTION("long rows with every score repeated 6 to 16 times: the list's refinement among ties") {
+        // As above, for rows longer than 8192 positions, split over CTAs: the threshold bin's candidates go to the
+        // list and are refined there with the row's k-th best inside a group of equal scores (20000 and 12000
+        // positions: the list from the row's scores; 40000: from the parts' candidate pool).
+        const std::vector<int32_t> lens = {20000, 12000, 40000}, distinct = {3000, 750, 5000};
+        PagedCase c(layout_of(64, 64, 1), lens, 16011);
+        Rng rng(16012);
+        fill_tie_free(c, rng);
+        for (int32_t b = 0; b < int32_t(lens.size()); ++b)
+            for (int64_t p = distinct[size_t(b)]; p < lens[size_t(b)]; ++p)
+                std::memcpy(c.mutable_key(b, p), c.key(b, p % distinct[size_t(b)]), kHeadDim);
+        check_case(c, integer_scores(c));
+    }
     SECTION("every score equal, every score negative, every score NaN") {
         PagedCase c(layout_of(64, 64, 2), {20000, 3000, 9000}, 16005);
         Rng rng(16006);
