@@ -394,6 +394,18 @@ TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and Na
             CHECK(same_results(c.rows(), k, flags & kSorted, run_cpu(c, k, flags, with_scores), r, with_scores) == "");
         });
     };
+    // Sequence b's key p is a copy of its key p mod distinct[b]: each row's scores come in groups of equal ones
+    // spread over the row, which the selection breaks by position, with the row's k-th best inside such a group.
+    auto check_repeated_scores = [&](const std::vector<int32_t>& lens, const std::vector<int32_t>& distinct,
+                                     uint64_t seed) {
+        PagedCase c(layout_of(64, 64, 1), lens, seed);
+        Rng rng(seed + 1);
+        fill_tie_free(c, rng);
+        for (int32_t b = 0; b < int32_t(lens.size()); ++b)
+            for (int64_t p = distinct[size_t(b)]; p < lens[size_t(b)]; ++p)
+                std::memcpy(c.mutable_key(b, p), c.key(b, p % distinct[size_t(b)]), kHeadDim);
+        check_case(c, integer_scores(c));
+    };
     SECTION("16 sequences of 1 .. 131072 tokens, log-spaced") {
         std::vector<int32_t> lens;
         for (int i = 0; i < 16; ++i) lens.push_back(int32_t(std::lround(std::pow(131072.0, i / 15.0))));
@@ -411,30 +423,14 @@ TEST_CASE("GPU decode: skewed batches, wide block tables, equal, negative and Na
         check_case(c, integer_scores(c));
     }
     SECTION("every score repeated 3, 20, 32 or 160 times along its row") {
-        // Key p is a copy of key p mod D: each row's scores come in groups of equal ones spread over the row,
-        // which the selection breaks by position, with the row's k-th best inside such a group (rows of at most
-        // 8192 positions: the register selection).
-        const std::vector<int32_t> lens = {3000, 5000, 8192, 8000}, distinct = {1000, 250, 256, 50};
-        PagedCase c(layout_of(64, 64, 1), lens, 16007);
-        Rng rng(16008);
-        fill_tie_free(c, rng);
-        for (int32_t b = 0; b < int32_t(lens.size()); ++b)
-            for (int64_t p = distinct[size_t(b)]; p < lens[size_t(b)]; ++p)
-                std::memcpy(c.mutable_key(b, p), c.key(b, p % distinct[size_t(b)]), kHeadDim);
-        check_case(c, integer_scores(c));
+        // Rows of at most 8192 positions: the register selection.
+        check_repeated_scores({3000, 5000, 8192, 8000}, {1000, 250, 256, 50}, 16007);
     }
     SECTION("long rows with every score repeated 6 to 16 times: the list's refinement among ties") {
-        // As above, for rows longer than 8192 positions, split over CTAs: the threshold bin's candidates go to the
-        // list and are refined there with the row's k-th best inside a group of equal scores (20000 and 12000
-        // positions: the list from the row's scores; 40000: from the parts' candidate pool).
-        const std::vector<int32_t> lens = {20000, 12000, 40000}, distinct = {3000, 750, 5000};
-        PagedCase c(layout_of(64, 64, 1), lens, 16011);
-        Rng rng(16012);
-        fill_tie_free(c, rng);
-        for (int32_t b = 0; b < int32_t(lens.size()); ++b)
-            for (int64_t p = distinct[size_t(b)]; p < lens[size_t(b)]; ++p)
-                std::memcpy(c.mutable_key(b, p), c.key(b, p % distinct[size_t(b)]), kHeadDim);
-        check_case(c, integer_scores(c));
+        // Rows longer than 8192 positions, split over CTAs: the threshold bin's candidates go to the list and are
+        // refined there (20000 and 12000 positions: the list from the row's scores; 40000: from the parts'
+        // candidate pool).
+        check_repeated_scores({20000, 12000, 40000}, {3000, 750, 5000}, 16011);
     }
     SECTION("every score equal, every score negative, every score NaN") {
         PagedCase c(layout_of(64, 64, 2), {20000, 3000, 9000}, 16005);
